@@ -1,0 +1,60 @@
+// Exact (brute-force) batched k-nearest-neighbour search.
+//
+// The search is tiled: for each (query block x base block) one GEMM computes the
+// inner products into a tile small enough to stay in L2, the tile is turned into
+// scores (cosine / L2 adjustments fused into one pass) and a SIMD threshold filter
+// feeds per-query heaps. Query blocks are spread over threads; when there are
+// fewer query blocks than threads, the base is split too and the partial heaps are
+// merged. Tiny problems skip BLAS, single queries use GEMV.
+//
+// Example:
+// @code
+//   std::vector<float> D(nq * k);
+//   std::vector<simdex::idx_t> I(nq * k);
+//   simdex::knn_exact(q, nq, x, nb, d, k, simdex::Metric::kCosine, nullptr, nullptr,
+//                     D.data(), I.data());
+// @endcode
+#pragma once
+
+#include <cstdint>
+
+#include "simdex/common.h"
+
+namespace simdex {
+
+/// Tiling and threading knobs of knn_exact. Defaults suit d in [32, 1024] on CPUs with
+/// >= 1 MiB of L2 per core.
+struct KnnParams {
+  std::int64_t query_block = 256;  ///< queries per GEMM tile
+  std::int64_t base_block = 1024;  ///< base vectors per GEMM tile
+  int num_threads = 0;             ///< <= 0: simdex::default_num_threads()
+  /// Below this many multiply-adds (nq * nb * d) the search runs on the calling
+  /// thread without BLAS.
+  std::int64_t tiny_work = 1 << 16;
+};
+
+/// Per-row auxiliary values the metric needs for the base vectors:
+/// kCosine -> 1/|x| (0 for a zero row); kL2, kSquaredL2 -> |x|^2; kInnerProduct -> none.
+/// @param[in]  x    n * d floats, row-major
+/// @param[out] aux  n floats (untouched for kInnerProduct)
+void compute_row_aux(const float* x, std::int64_t n, std::int64_t d, Metric metric, float* aux);
+
+/// Exact k-NN of nq queries among nb base vectors.
+///
+/// @param[in]  q          nq * d floats, row-major (finite)
+/// @param[in]  x          nb * d floats, row-major (finite)
+/// @param[in]  k          neighbours per query, >= 1 (k > nb pads with id -1, distance +inf)
+/// @param[in]  x_aux      nb floats from compute_row_aux, or nullptr to compute them here
+/// @param[in]  x_ids      nb ids reported for the base rows (and used to break ties),
+///                        or nullptr for row numbers
+/// @param[out] distances  nq * k floats, ascending per query (see Metric)
+/// @param[out] labels     nq * k ids, -1 where fewer than k base vectors exist
+/// @throws std::invalid_argument on bad sizes; simdex::Interrupted on Ctrl-C.
+void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
+               std::int64_t k, Metric metric, const float* x_aux, const idx_t* x_ids,
+               float* distances, idx_t* labels, const KnnParams& params = KnnParams());
+
+/// Normalise n rows of x in place to unit L2 norm; zero rows stay zero.
+void normalize_rows(float* x, std::int64_t n, std::int64_t d);
+
+}  // namespace simdex

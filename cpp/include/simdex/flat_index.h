@@ -1,0 +1,81 @@
+// FlatIndex: an id-addressed store of vectors with exact k-NN search.
+//
+// Vectors are stored as given (float32, row-major) with a per-row auxiliary value
+// (see compute_row_aux), so the user's vectors can be read back unchanged. Ids are
+// user-chosen non-negative 64-bit integers; removal swaps the last row into the hole
+// (O(d)). Concurrent search() calls are safe; add/remove take an exclusive lock.
+//
+// Example:
+// @code
+//   simdex::FlatIndex index(128, simdex::Metric::kCosine);
+//   index.add(x, n, ids, /*replace=*/false);
+//   index.search(q, nq, 10, D, I);
+// @endcode
+#pragma once
+
+#include <cstdint>
+#include <shared_mutex>
+#include <stdexcept>
+#include <unordered_map>
+#include <vector>
+
+#include "simdex/common.h"
+#include "simdex/exact_knn.h"
+
+namespace simdex {
+
+/// Thrown for ids that are not in an index (Python KeyError).
+struct UnknownId : std::runtime_error {
+  explicit UnknownId(idx_t id)
+      : std::runtime_error(detail::concat("id ", id, " is not in the index")), id(id) {}
+  idx_t id;
+};
+
+class FlatIndex {
+ public:
+  /// @param d       dimension, >= 1
+  /// @param metric  distance used by search()
+  FlatIndex(std::int64_t d, Metric metric);
+
+  /// Add n vectors with the given ids.
+  /// @param[in] x        n * d floats, row-major, finite
+  /// @param[in] ids      n ids, each >= 0 and distinct
+  /// @param[in] replace  when true, an id that is already present has its vector
+  ///                     overwritten; when false it is an error
+  /// The call is all-or-nothing: on error nothing is added.
+  void add(const float* x, std::int64_t n, const idx_t* ids, bool replace);
+
+  /// Remove n ids (all-or-nothing). @throws UnknownId for the first id not present.
+  void remove(const idx_t* ids, std::int64_t n);
+
+  /// Remove everything.
+  void reset();
+
+  /// Exact k-NN, see knn_exact. distances/labels: nq * k each, owned by the caller.
+  void search(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* labels,
+              const KnnParams& params = KnnParams()) const;
+
+  /// Copy the stored vectors of n ids into out (n * d floats). @throws UnknownId.
+  void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
+
+  /// Whether each of n ids is present (out: n bytes, 1 = present).
+  void contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const;
+
+  /// Copy all vectors (size() * d floats) and ids (size()) in storage order.
+  void export_all(float* vectors, idx_t* ids) const;
+
+  std::int64_t size() const;
+  std::int64_t dim() const { return d_; }
+  Metric metric() const { return metric_; }
+
+ private:
+  std::int64_t d_;
+  Metric metric_;
+  std::vector<float> data_;  // size() * d_
+  std::vector<float> aux_;   // size(), see compute_row_aux
+  std::vector<idx_t> ids_;   // size()
+  std::unordered_map<idx_t, std::int64_t> row_of_;
+  mutable std::shared_mutex mutex_;
+};
+
+}  // namespace simdex

@@ -1,0 +1,30 @@
+// Minimal parallel-for for the native core.
+//
+// Workers catch their exceptions; the first one is rethrown on the calling thread
+// after all workers have stopped (as hnswlib's ParallelFor does). The calling thread
+// takes part in the work and is the only one that polls the interrupt callback.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace simdex {
+
+/// Number of threads used when a call passes num_threads <= 0. Defaults to the
+/// CPUs this process may run on (sched_getaffinity), overridable by set_num_threads.
+int default_num_threads();
+/// Set the default thread count; n <= 0 restores the automatic value.
+void set_num_threads(int n);
+
+/// Run fn(i, thread_id) for i in [0, n) on up to num_threads threads (<= 0: default).
+/// Work is handed out dynamically one index at a time, so n should be a number of
+/// blocks, not of elements. Thread 0 is the caller; between items it polls the
+/// interrupt callback and, when it fires, the other workers stop at their next item
+/// and simdex::Interrupted is thrown. Any worker exception is rethrown here.
+///
+/// The BLAS simdex links runs single-threaded (see blas.cpp), so BLAS parallelism
+/// never nests inside ours.
+void parallel_for(std::int64_t n, int num_threads,
+                  const std::function<void(std::int64_t i, int thread_id)>& fn);
+
+}  // namespace simdex

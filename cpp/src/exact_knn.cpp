@@ -1,0 +1,196 @@
+#include "simdex/exact_knn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "simdex/blas.h"
+#include "simdex/threading.h"
+#include "simdex/topk.h"
+
+namespace simdex {
+
+namespace {
+
+#define SIMDEX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+// Sixteen partial sums let the compiler vectorise without -ffast-math.
+SIMDEX_CLONES float dot(const float* a, const float* b, std::int64_t d) {
+  float acc[16] = {0};
+  std::int64_t i = 0;
+  for (; i + 16 <= d; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * b[i + l];
+  float s = 0;
+  for (int l = 0; l < 16; ++l) s += acc[l];
+  for (; i < d; ++i) s += a[i] * b[i];
+  return s;
+}
+
+SIMDEX_CLONES void scale_cols(float* s, const float* a, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) s[j] *= a[j];
+}
+
+// Ranking by 2<q,x> - |x|^2 is ranking by -|q - x|^2 (|q|^2 is constant per query).
+SIMDEX_CLONES void l2_cols(float* s, const float* sq, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) s[j] = 2.0f * s[j] - sq[j];
+}
+
+inline void to_scores(float* s, const float* aux, std::int64_t n, Metric m) {
+  switch (m) {
+    case Metric::kCosine: scale_cols(s, aux, n); break;
+    case Metric::kL2:
+    case Metric::kSquaredL2: l2_cols(s, aux, n); break;
+    case Metric::kInnerProduct: break;
+  }
+}
+
+inline float to_distance(float score, float qnorm2, Metric m) {
+  switch (m) {
+    case Metric::kInnerProduct: return -score;
+    case Metric::kCosine: return std::min(2.0f, std::max(0.0f, 1.0f - score));
+    case Metric::kSquaredL2: return std::max(0.0f, qnorm2 - score);
+    case Metric::kL2: return std::sqrt(std::max(0.0f, qnorm2 - score));
+  }
+  return score;
+}
+
+void finalize(std::int64_t k, float* vals, idx_t* ids, float qnorm2, Metric m, float* out_d,
+              idx_t* out_i) {
+  heap_sort_best_first(k, vals, ids);
+  for (std::int64_t r = 0; r < k; ++r) {
+    if (ids[r] == kEmptyId) {
+      out_d[r] = std::numeric_limits<float>::infinity();
+      out_i[r] = -1;
+    } else {
+      out_d[r] = to_distance(vals[r], qnorm2, m);
+      out_i[r] = ids[r];
+    }
+  }
+}
+
+}  // namespace
+
+void normalize_rows(float* x, std::int64_t n, std::int64_t d) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    float* row = x + i * d;
+    float nn = dot(row, row, d);
+    if (nn > 0) {
+      float inv = 1.0f / std::sqrt(nn);
+      for (std::int64_t j = 0; j < d; ++j) row[j] *= inv;
+    }
+  }
+}
+
+void compute_row_aux(const float* x, std::int64_t n, std::int64_t d, Metric metric, float* aux) {
+  if (metric == Metric::kInnerProduct) return;
+  for (std::int64_t i = 0; i < n; ++i) {
+    float nn = dot(x + i * d, x + i * d, d);
+    if (metric == Metric::kCosine)
+      aux[i] = nn > 0 ? 1.0f / std::sqrt(nn) : 0.0f;
+    else
+      aux[i] = nn;
+  }
+}
+
+void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
+               std::int64_t k, Metric metric, const float* x_aux, const idx_t* x_ids,
+               float* distances, idx_t* labels, const KnnParams& params) {
+  SIMDEX_CHECK_ARG(d >= 1, "dimension must be >= 1, got ", d);
+  SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
+  SIMDEX_CHECK_ARG(nq >= 0 && nb >= 0, "sizes must be >= 0, got nq=", nq, " nb=", nb);
+  SIMDEX_CHECK_ARG(params.query_block >= 1 && params.base_block >= 1,
+                   "block sizes must be >= 1, got query_block=", params.query_block,
+                   " base_block=", params.base_block);
+  if (nq == 0) return;
+
+  // Queries: unit-normalised copy for cosine; squared norms for L2 distances.
+  std::vector<float> qbuf;
+  const float* qp = q;
+  if (metric == Metric::kCosine) {
+    qbuf.assign(q, q + nq * d);
+    normalize_rows(qbuf.data(), nq, d);
+    qp = qbuf.data();
+  }
+  std::vector<float> qnorm2(static_cast<std::size_t>(nq), 0.0f);
+  if (metric == Metric::kL2 || metric == Metric::kSquaredL2)
+    for (std::int64_t i = 0; i < nq; ++i) qnorm2[i] = dot(q + i * d, q + i * d, d);
+
+  std::vector<float> auxbuf;
+  if (x_aux == nullptr && metric != Metric::kInnerProduct) {
+    auxbuf.resize(static_cast<std::size_t>(nb));
+    compute_row_aux(x, nb, d, metric, auxbuf.data());
+    x_aux = auxbuf.data();
+  }
+
+  std::vector<float> hv(static_cast<std::size_t>(k));
+  std::vector<idx_t> hi(static_cast<std::size_t>(k));
+
+  // Tiny problems: direct dot products on the calling thread.
+  if (static_cast<double>(nq) * static_cast<double>(nb) * static_cast<double>(d) <=
+      static_cast<double>(params.tiny_work)) {
+    std::vector<float> row(static_cast<std::size_t>(nb));
+    for (std::int64_t i = 0; i < nq; ++i) {
+      heap_init(k, hv.data(), hi.data());
+      for (std::int64_t j = 0; j < nb; ++j) row[j] = dot(qp + i * d, x + j * d, d);
+      to_scores(row.data(), x_aux, nb, metric);
+      heap_push_block(row.data(), nb, x_ids, 0, k, hv.data(), hi.data());
+      finalize(k, hv.data(), hi.data(), qnorm2[i], metric, distances + i * k, labels + i * k);
+    }
+    return;
+  }
+
+  const int nt = params.num_threads > 0 ? params.num_threads : default_num_threads();
+  const std::int64_t qb = std::min(params.query_block, nq);
+  const std::int64_t bb = std::min(params.base_block, std::max<std::int64_t>(nb, 1));
+  const std::int64_t nqb = (nq + qb - 1) / qb;
+  const std::int64_t nbb = (nb + bb - 1) / bb;
+  // With fewer query blocks than threads, split the base too and merge partial heaps.
+  std::int64_t nchunks = 1;
+  if (nqb < 2 * nt && nbb > 1) nchunks = std::min<std::int64_t>(nbb, (2 * nt + nqb - 1) / nqb);
+  const std::int64_t blocks_per_chunk = (nbb + nchunks - 1) / std::max<std::int64_t>(nchunks, 1);
+  const std::int64_t chunk = std::max<std::int64_t>(1, blocks_per_chunk) * bb;
+
+  std::vector<float> heap_vals(static_cast<std::size_t>(nqb * nchunks * qb * k));
+  std::vector<idx_t> heap_ids(heap_vals.size());
+  std::vector<std::vector<float>> tiles(static_cast<std::size_t>(nt));
+
+  parallel_for(nqb * nchunks, nt, [&](std::int64_t item, int tid) {
+    const std::int64_t qbi = item / nchunks, c = item % nchunks;
+    const std::int64_t q0 = qbi * qb, rows = std::min(qb, nq - q0);
+    const std::int64_t b_begin = c * chunk, b_end = std::min(nb, b_begin + chunk);
+    float* hvals = heap_vals.data() + (qbi * nchunks + c) * qb * k;
+    idx_t* hids = heap_ids.data() + (qbi * nchunks + c) * qb * k;
+    for (std::int64_t r = 0; r < rows; ++r) heap_init(k, hvals + r * k, hids + r * k);
+    std::vector<float>& tile = tiles[tid];
+    if (tile.size() < static_cast<std::size_t>(rows * bb)) tile.resize(rows * bb);
+    for (std::int64_t b0 = b_begin; b0 < b_end; b0 += bb) {
+      const std::int64_t cols = std::min(bb, b_end - b0);
+      if (rows == 1)
+        blas::gemv(cols, d, x + b0 * d, qp + q0 * d, tile.data());
+      else
+        blas::gemm_abt(rows, cols, d, 1.0f, qp + q0 * d, x + b0 * d, 0.0f, tile.data());
+      for (std::int64_t r = 0; r < rows; ++r) {
+        float* s = tile.data() + r * cols;
+        to_scores(s, x_aux ? x_aux + b0 : nullptr, cols, metric);
+        heap_push_block(s, cols, x_ids ? x_ids + b0 : nullptr, b0, k, hvals + r * k,
+                        hids + r * k);
+      }
+    }
+  });
+
+  for (std::int64_t i = 0; i < nq; ++i) {
+    const std::int64_t qbi = i / qb, r = i % qb;
+    float* v0 = heap_vals.data() + (qbi * nchunks * qb + r) * k;
+    idx_t* i0 = heap_ids.data() + (qbi * nchunks * qb + r) * k;
+    for (std::int64_t c = 1; c < nchunks; ++c) {
+      const float* vc = v0 + c * qb * k;
+      const idx_t* ic = i0 + c * qb * k;
+      for (std::int64_t s = 0; s < k; ++s)
+        if (ic[s] != kEmptyId) heap_push(vc[s], ic[s], k, v0, i0);
+    }
+    finalize(k, v0, i0, qnorm2[i], metric, distances + i * k, labels + i * k);
+  }
+}
+
+}  // namespace simdex

@@ -1,0 +1,109 @@
+#include "simdex/flat_index.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <unordered_set>
+
+namespace simdex {
+
+FlatIndex::FlatIndex(std::int64_t d, Metric metric) : d_(d), metric_(metric) {
+  SIMDEX_CHECK_ARG(d >= 1, "dim must be >= 1, got ", d);
+}
+
+std::int64_t FlatIndex::size() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return static_cast<std::int64_t>(ids_.size());
+}
+
+void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replace) {
+  SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  // Validate everything before changing anything.
+  std::unordered_set<idx_t> seen;
+  seen.reserve(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    SIMDEX_CHECK_ARG(ids[i] >= 0, "ids must be >= 0, got ", ids[i], " at position ", i);
+    SIMDEX_CHECK_ARG(seen.insert(ids[i]).second, "id ", ids[i],
+                     " appears more than once in this call");
+    SIMDEX_CHECK_ARG(replace || row_of_.find(ids[i]) == row_of_.end(), "id ", ids[i],
+                     " is already in the index; pass replace=True to overwrite it or "
+                     "remove it first");
+  }
+  std::vector<float> aux(static_cast<std::size_t>(n), 0.0f);
+  compute_row_aux(x, n, d_, metric_, aux.data());
+  const std::int64_t old = static_cast<std::int64_t>(ids_.size());
+  data_.reserve(static_cast<std::size_t>((old + n) * d_));
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto it = row_of_.find(ids[i]);
+    if (it != row_of_.end()) {
+      std::memcpy(data_.data() + it->second * d_, x + i * d_, sizeof(float) * d_);
+      aux_[it->second] = aux[i];
+      continue;
+    }
+    row_of_.emplace(ids[i], static_cast<std::int64_t>(ids_.size()));
+    data_.insert(data_.end(), x + i * d_, x + (i + 1) * d_);
+    aux_.push_back(aux[i]);
+    ids_.push_back(ids[i]);
+  }
+}
+
+void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  for (std::int64_t i = 0; i < n; ++i)
+    if (row_of_.find(ids[i]) == row_of_.end()) throw UnknownId(ids[i]);
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto it = row_of_.find(ids[i]);
+    if (it == row_of_.end()) continue;  // listed twice in this call
+    const std::int64_t row = it->second, last = static_cast<std::int64_t>(ids_.size()) - 1;
+    if (row != last) {
+      std::memcpy(data_.data() + row * d_, data_.data() + last * d_, sizeof(float) * d_);
+      aux_[row] = aux_[last];
+      ids_[row] = ids_[last];
+      row_of_[ids_[row]] = row;
+    }
+    row_of_.erase(it);
+    data_.resize(static_cast<std::size_t>(last * d_));
+    aux_.pop_back();
+    ids_.pop_back();
+  }
+}
+
+void FlatIndex::reset() {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  data_.clear();
+  data_.shrink_to_fit();
+  aux_.clear();
+  ids_.clear();
+  row_of_.clear();
+}
+
+void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* distances,
+                       idx_t* labels, const KnnParams& params) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  knn_exact(q, nq, data_.data(), static_cast<std::int64_t>(ids_.size()), d_, k, metric_,
+            metric_ == Metric::kInnerProduct ? nullptr : aux_.data(), ids_.data(), distances,
+            labels, params);
+}
+
+void FlatIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto it = row_of_.find(ids[i]);
+    if (it == row_of_.end()) throw UnknownId(ids[i]);
+    std::memcpy(out + i * d_, data_.data() + it->second * d_, sizeof(float) * d_);
+  }
+}
+
+void FlatIndex::contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = row_of_.count(ids[i]) ? 1 : 0;
+}
+
+void FlatIndex::export_all(float* vectors, idx_t* ids) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::copy(data_.begin(), data_.end(), vectors);
+  std::copy(ids_.begin(), ids_.end(), ids);
+}
+
+}  // namespace simdex
