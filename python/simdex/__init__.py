@@ -68,7 +68,12 @@ def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'simdex' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:  # a missing optional dependency: keep its message
+            raise
+        raise AttributeError(f"module 'simdex' has no attribute {name!r} ({module_name} is not built)") from e
     # A name that is itself a submodule (simdex.losses) resolves to the module.
     value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
     globals()[name] = value

@@ -102,7 +102,7 @@ def write_container(
     header = MAGIC + struct.pack("<II", FORMAT_VERSION, len(kind_b)) + kind_b + struct.pack("<Q", len(meta)) + meta
     digest = hashlib.sha256()
     with atomic_writer(path) as f:
-        for chunk in (header, *(memoryview(a).cast("B") for a in prepared)):
+        for chunk in (header, *(memoryview(a.reshape(-1).view(np.uint8)) for a in prepared)):
             digest.update(chunk)
             f.write(chunk)
         f.write(digest.digest())

@@ -118,7 +118,8 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
         raise ValueError(f"{name} has dimension 0 (shape {arr.shape})")
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name} has dimension {arr.shape[1]}, expected {dim} (shape {arr.shape})")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported just below, with the position
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         bad = np.argwhere(~np.isfinite(out))[0]
         what = "NaN" if np.isnan(out[bad[0], bad[1]]) else "infinity"

@@ -1,0 +1,58 @@
+# simdex: the README's commands. Each target installs what it needs into its own
+# virtual environment (.venv by default) and then runs.
+#   make demo          install + run the demo (exact kNN table, near-duplicate image search)
+#   make test          install + native sanitizer check + the whole test suite
+#   make bench         install + benchmarks vs peers, rewrites bench/RESULTS.md
+#   make check-native  C++ tests under AddressSanitizer + UBSan (part of make test)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EXTRAS ?= tf,plots,export,progress,data,test
+SOURCES := $(shell git ls-files cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
+STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
+
+.PHONY: demo test bench check-native install lint clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(VENV)/bin/python $(SOURCES)
+	$(PIP) install -q ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/knn_demo.py
+	$(PY) examples/near_duplicates.py --out demo_out
+
+check-native: $(VENV)/bin/python
+	$(PIP) install -q "scipy-openblas32>=0.3.28" pybind11 cmake ninja
+	$(VENV)/bin/cmake -S . -B build/native-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DSIMDEX_PYTHON=OFF -DSIMDEX_CUDA=OFF -DSIMDEX_NATIVE_TESTS=ON \
+	  -DSIMDEX_SANITIZE=address,undefined -DPython_EXECUTABLE=$(abspath $(PY)) > /dev/null
+	$(VENV)/bin/cmake --build build/native-asan > /dev/null
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  build/native-asan/simdex_native_tests
+
+test: $(STAMP) check-native
+	$(PY) -m pytest tests -q
+
+bench: EXTRAS := tf,plots,export,progress,data,test,bench
+bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench
+	cd bench && ../$(PY) -m pytest . -q -s -p no:randomly --benchmark-disable-gc
+	$(PY) bench/report.py
+
+$(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/python $(SOURCES)
+	$(PIP) install -q ".[tf,plots,export,progress,data,test,bench]"
+	touch $@
+
+lint: $(VENV)/bin/python
+	$(PIP) install -q ruff
+	$(VENV)/bin/ruff check python tests bench examples
+
+clean:
+	rm -rf build demo_out .pytest_cache
