@@ -120,12 +120,8 @@ class CalibrationResult:
             "k": int(self.k),
             "targets": {k: float(v) for k, v in self.targets.items()},
             "num_queries": int(self.num_queries),
-            "cutpoints": {
-                name: {m: float(v) for m, v in cp.items()} for name, cp in self.cutpoints.items()
-            },
-            "thresholds": {
-                m: np.asarray(v, dtype=np.float64).tolist() for m, v in self.thresholds.items()
-            },
+            "cutpoints": {name: {m: float(v) for m, v in cp.items()} for name, cp in self.cutpoints.items()},
+            "thresholds": {m: np.asarray(v, dtype=np.float64).tolist() for m, v in self.thresholds.items()},
         }
 
     @classmethod
@@ -151,12 +147,9 @@ class CalibrationResult:
         if missing:
             raise ValueError(f"calibration result is missing keys {sorted(missing)}")
         try:
-            thresholds = {
-                str(m): np.asarray(v, dtype=np.float64) for m, v in data["thresholds"].items()
-            }
+            thresholds = {str(m): np.asarray(v, dtype=np.float64) for m, v in data["thresholds"].items()}
             cutpoints = {
-                str(n): {str(m): float(v) for m, v in cp.items()}
-                for n, cp in data["cutpoints"].items()
+                str(n): {str(m): float(v) for m, v in cp.items()} for n, cp in data["cutpoints"].items()
             }
         except (AttributeError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed calibration result: {exc}") from exc

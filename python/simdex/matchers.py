@@ -74,9 +74,7 @@ class Matcher:
     #: Canonical name used by :func:`get` and stored in saved results.
     name: str = "matcher"
 
-    def predict(
-        self, neighbour_labels: np.ndarray, distances: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, neighbour_labels: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predict a label and a distance for each query.
 
         Args:
@@ -116,9 +114,7 @@ class MatchNearest(Matcher):
 
     name = "match_nearest"
 
-    def predict(
-        self, neighbour_labels: np.ndarray, distances: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, neighbour_labels: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _check_pair(neighbour_labels, distances)
         labels = np.asarray(neighbour_labels[:, 0], dtype=np.int64).copy()
         dist = np.asarray(distances[:, 0], dtype=np.float64).copy()
@@ -174,9 +170,7 @@ class MatchMajorityVote(Matcher):
             "eps": self.eps,
         }
 
-    def predict(
-        self, neighbour_labels: np.ndarray, distances: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, neighbour_labels: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _check_pair(neighbour_labels, distances)
         labels = np.asarray(neighbour_labels, dtype=np.int64)
         dist = np.asarray(distances, dtype=np.float64)

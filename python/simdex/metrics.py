@@ -17,20 +17,20 @@ At a distance threshold ``t``, following TensorFlow Similarity:
 So "positive" means "the query is matched (its distance is within the
 threshold)". With ``n = TP + FP + TN + FN`` queries the metrics are:
 
-================== ============================ ============ ==========================
-name               formula                      when 0/0     direction
-================== ============================ ============ ==========================
-``precision``      TP / (TP + FP)               1            max (falls with distance)
-``recall``         TP / (TP + FN)               0            max (rises with distance)
-``f1``             2 TP / (2 TP + FP + FN)      0            max
-``binary_accuracy`` TP / n                      \\-           max (rises with distance)
-``accuracy``       (TP + TN) / n                \\-           max
-``fpr``            FP / (FP + TN)               0            min (rises with distance)
-``fnr``            FN / (TP + FN)               0            min (falls with distance)
-``specificity``    TN / (TN + FP)               0            max (falls with distance)
-``npv``            TN / (TN + FN)               0            max
-``match_rate``     (TP + FP) / n                \\-           max (rises with distance)
-================== ============================ ============ ==========================
+=================== ======================= ======== =========================
+name                formula                 when 0/0 direction
+=================== ======================= ======== =========================
+``precision``       TP / (TP + FP)          1        max (falls with distance)
+``recall``          TP / (TP + FN)          0        max (rises with distance)
+``f1``              2 TP / (2 TP + FP + FN) 0        max
+``binary_accuracy`` TP / n                  n/a      max (rises with distance)
+``accuracy``        (TP + TN) / n           n/a      max
+``fpr``             FP / (FP + TN)          0        min (rises with distance)
+``fnr``             FN / (TP + FN)          0        min (falls with distance)
+``specificity``     TN / (TN + FP)          0        max (falls with distance)
+``npv``             TN / (TN + FN)          0        max
+``match_rate``      (TP + FP) / n           n/a      max (rises with distance)
+=================== ======================= ======== =========================
 
 ``binary_accuracy`` is TensorFlow Similarity's definition (TP over *all*
 queries: precision scaled by query coverage). TensorFlow Similarity's
@@ -128,9 +128,7 @@ def _prepare(
     if q.shape[0] == 0:
         raise ValueError("no queries: query_labels is empty")
     if nl.shape[0] != q.shape[0]:
-        raise ValueError(
-            f"neighbour_labels has {nl.shape[0]} rows but there are {q.shape[0]} query labels"
-        )
+        raise ValueError(f"neighbour_labels has {nl.shape[0]} rows but there are {q.shape[0]} query labels")
     if nl.shape[1] == 0:
         raise ValueError("neighbour_labels has no columns: need at least one neighbour per query")
     d = None
@@ -138,6 +136,12 @@ def _prepare(
         d = _as_distances(distances)
         if d.shape != nl.shape:
             raise ValueError(f"distances shape {d.shape} != neighbour_labels shape {nl.shape}")
+        unsorted = np.flatnonzero(np.any(d[:, 1:] < d[:, :-1], axis=1))
+        if unsorted.size:
+            raise ValueError(
+                f"distances must be ascending along each row (nearest first); row {unsorted[0]} "
+                f"is not: {d[unsorted[0]].tolist()[:8]}"
+            )
     return q, nl, d
 
 
@@ -168,19 +172,13 @@ CLASSIFICATION_METRICS: dict[str, _ClsMetric] = {
     "precision": _ClsMetric(lambda tp, fp, tn, fn: _ratio(tp, tp + fp, 1.0), "max", True),
     "recall": _ClsMetric(lambda tp, fp, tn, fn: _ratio(tp, tp + fn, 0.0), "max", False),
     "f1": _ClsMetric(lambda tp, fp, tn, fn: _ratio(2 * tp, 2 * tp + fp + fn, 0.0), "max", False),
-    "binary_accuracy": _ClsMetric(
-        lambda tp, fp, tn, fn: _ratio(tp, _n(tp, fp, tn, fn), 0.0), "max", False
-    ),
-    "accuracy": _ClsMetric(
-        lambda tp, fp, tn, fn: _ratio(tp + tn, _n(tp, fp, tn, fn), 0.0), "max", False
-    ),
+    "binary_accuracy": _ClsMetric(lambda tp, fp, tn, fn: _ratio(tp, _n(tp, fp, tn, fn), 0.0), "max", False),
+    "accuracy": _ClsMetric(lambda tp, fp, tn, fn: _ratio(tp + tn, _n(tp, fp, tn, fn), 0.0), "max", False),
     "fpr": _ClsMetric(lambda tp, fp, tn, fn: _ratio(fp, fp + tn, 0.0), "min", True),
     "fnr": _ClsMetric(lambda tp, fp, tn, fn: _ratio(fn, tp + fn, 0.0), "min", False),
     "specificity": _ClsMetric(lambda tp, fp, tn, fn: _ratio(tn, tn + fp, 0.0), "max", True),
     "npv": _ClsMetric(lambda tp, fp, tn, fn: _ratio(tn, tn + fn, 0.0), "max", False),
-    "match_rate": _ClsMetric(
-        lambda tp, fp, tn, fn: _ratio(tp + fp, _n(tp, fp, tn, fn), 0.0), "max", False
-    ),
+    "match_rate": _ClsMetric(lambda tp, fp, tn, fn: _ratio(tp + fp, _n(tp, fp, tn, fn), 0.0), "max", False),
     "tp": _ClsMetric(lambda tp, fp, tn, fn: np.asarray(tp, np.float64), "max", False, False),
     "fp": _ClsMetric(lambda tp, fp, tn, fn: np.asarray(fp, np.float64), "min", True, False),
     "tn": _ClsMetric(lambda tp, fp, tn, fn: np.asarray(tn, np.float64), "max", True, False),
@@ -220,9 +218,7 @@ def _canonical_cls_name(name: Any) -> str:
     key = name.strip().lower()
     key = _CLS_ALIASES.get(key, key)
     if key not in CLASSIFICATION_METRICS:
-        raise ValueError(
-            f"unknown classification metric {name!r}; known: {sorted(CLASSIFICATION_METRICS)}"
-        )
+        raise ValueError(f"unknown classification metric {name!r}; known: {sorted(CLASSIFICATION_METRICS)}")
     return key
 
 
@@ -249,9 +245,7 @@ def classification_metric_info(name: str) -> dict[str, Any]:
     }
 
 
-def confusion_counts(
-    correct: Any, matched_distances: Any, thresholds: Any
-) -> dict[str, np.ndarray]:
+def confusion_counts(correct: Any, matched_distances: Any, thresholds: Any) -> dict[str, np.ndarray]:
     """TP/FP/TN/FN at every threshold, by sorting once (O((n + m) log n)).
 
     Args:
@@ -271,8 +265,7 @@ def confusion_counts(
     t = np.asarray(thresholds, dtype=np.float64)
     if correct.ndim != 1 or d.shape != correct.shape:
         raise ValueError(
-            f"correct and matched_distances must be 1-D of equal length; got {correct.shape} "
-            f"and {d.shape}"
+            f"correct and matched_distances must be 1-D of equal length; got {correct.shape} and {d.shape}"
         )
     if t.ndim != 1:
         raise ValueError(f"thresholds must be 1-D; got shape {t.shape}")
@@ -328,8 +321,7 @@ def _match(
     pdist = np.asarray(pdist, dtype=np.float64)
     if pred.shape != query_labels.shape or pdist.shape != query_labels.shape:
         raise ValueError(
-            f"matcher {m!r} returned shapes {pred.shape}, {pdist.shape}; expected "
-            f"{query_labels.shape}"
+            f"matcher {m!r} returned shapes {pred.shape}, {pdist.shape}; expected {query_labels.shape}"
         )
     if np.isnan(pdist).any():
         raise ValueError(f"matcher {m!r} returned NaN distances")
@@ -558,9 +550,7 @@ def evaluate_retrieval(
     if R is not None:
         keep = R > 0
         if not keep.any():
-            raise ValueError(
-                "no query has a relevant item in the index (num_relevant is 0 for all queries)"
-            )
+            raise ValueError("no query has a relevant item in the index (num_relevant is 0 for all queries)")
         rel, labels, R = rel[keep], q[keep], R[keep]
     relf = rel.astype(np.float64)
     hits = np.cumsum(relf, axis=1)  # hits[:, j-1] = relevant items in the first j
@@ -608,18 +598,22 @@ def confusion_matrix(
     """Counts of (predicted, true) label pairs with an extra "no match" row.
 
     Args:
-        query_labels: ``(n,)`` int true labels.
+        query_labels: ``(n,)`` int true labels. A true label equal to
+            ``no_match_label`` marks a query whose class is not in the index.
         predicted_labels: ``(n,)`` int predicted labels, ``no_match_label`` for
             queries that got no match (as returned by :func:`simdex.calibration.match`).
-        labels: Class labels to show, in order (default: sorted union of the
-            true and predicted labels, without ``no_match_label``).
+        labels: Class labels (columns), in order (default: sorted union of the
+            true and predicted labels).
         no_match_label: Marker of "no match" in ``predicted_labels``.
 
     Returns:
-        ``(matrix, labels)``: ``matrix`` is ``(len(labels) + 1, len(labels))``
-        int64, ``matrix[i, j]`` = queries of true class ``labels[j]`` predicted
-        as ``labels[i]``; the last row counts queries of each true class that
-        got no match. ``labels`` is the int64 array of class labels.
+        ``(matrix, labels)``. ``labels`` is the int64 array of true-class labels
+        (the columns). The rows are the same labels without ``no_match_label``,
+        then one "no match" row: ``matrix[i, j]`` counts queries of true class
+        ``labels[j]`` predicted as row ``i``. So ``matrix`` is
+        ``(len(labels) + 1, len(labels))`` int64, or one row less when
+        ``no_match_label`` is among ``labels`` (a query of an unknown class gets
+        a column, and no row since nothing is ever predicted as "unknown").
 
     Raises:
         ValueError: shape mismatch, empty input, or a label outside ``labels``.
@@ -631,22 +625,21 @@ def confusion_matrix(
     if t.size == 0:
         raise ValueError("no queries: query_labels is empty")
     if labels is None:
-        both = np.concatenate([t, p[p != no_match_label]])
-        lab = np.unique(both)
+        lab = np.unique(np.concatenate([t, p[p != no_match_label]]))
     else:
         lab = _as_labels(labels, "labels", 1)
         if np.unique(lab).size != lab.size:
             raise ValueError("labels contains duplicates")
-    index = {int(v): i for i, v in enumerate(lab.tolist())}
-    unknown = set(t.tolist()) - index.keys()
-    unknown |= set(p[p != no_match_label].tolist()) - index.keys()
+    col_index = {int(v): i for i, v in enumerate(lab.tolist())}
+    row_labels = [int(v) for v in lab.tolist() if v != no_match_label]
+    row_index = {v: i for i, v in enumerate(row_labels)}
+    unknown = set(t.tolist()) - col_index.keys()
+    unknown |= set(p[p != no_match_label].tolist()) - col_index.keys()
     if unknown:
         raise ValueError(f"labels {sorted(unknown)[:10]} are not in `labels`")
-    nlab = lab.size
-    cols = np.array([index[v] for v in t.tolist()], dtype=np.int64)
-    rows = np.array(
-        [nlab if v == no_match_label else index[v] for v in p.tolist()], dtype=np.int64
-    )
-    mat = np.zeros((nlab + 1, nlab), dtype=np.int64)
+    nrows = len(row_labels)
+    cols = np.array([col_index[v] for v in t.tolist()], dtype=np.int64)
+    rows = np.array([nrows if v == no_match_label else row_index[v] for v in p.tolist()], dtype=np.int64)
+    mat = np.zeros((nrows + 1, lab.size), dtype=np.int64)
     np.add.at(mat, (rows, cols), 1)
     return mat, lab
