@@ -27,7 +27,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/knn_demo.py
-	$(PY) examples/near_duplicates.py --out demo_out
+	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/near_duplicates.py --out demo_out
 
 check-native: $(VENV)/bin/python
 	$(PIP) install -q "scipy-openblas32>=0.3.28" pybind11 cmake ninja
@@ -39,7 +39,7 @@ check-native: $(VENV)/bin/python
 	  build/native-asan/simdex_native_tests
 
 test: $(STAMP) check-native
-	$(PY) -m pytest tests -q
+	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
 bench: EXTRAS := tf,plots,export,progress,data,test,bench
 bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench

@@ -78,9 +78,18 @@ def main() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         suite = data.get("suite", path.stem)
-        parts += [f"## {suite}", "", DESCRIPTIONS.get(suite, ""), "", machine_block(data.get("machine", {})), ""]
+        parts += [
+            f"## {suite}",
+            "",
+            DESCRIPTIONS.get(suite, ""),
+            "",
+            machine_block(data.get("machine", {})),
+            "",
+        ]
         rows = data.get("rows") or [
-            {"name": name, **vals} for name, vals in (data.get("results") or {}).items() if isinstance(vals, dict)
+            {"name": name, **vals}
+            for name, vals in (data.get("results") or {}).items()
+            if isinstance(vals, dict)
         ]
         if rows:
             parts += [table(rows), ""]

@@ -137,7 +137,9 @@ def test_exact_knn_vs_peers(benchmark, data, record):
             recall_at_10_vs_faiss=round(rec, 4),
             speedup_of_simdex=round(t / t_simdex, 2),
         )
-    record("exact", method="sgemm peak (numpy openblas, 4096x1024x8192)", threads=THREADS, gflops=round(peak, 1))
+    record(
+        "exact", method="sgemm peak (numpy openblas, 4096x1024x8192)", threads=THREADS, gflops=round(peak, 1)
+    )
     # exactness: same neighbours as faiss (random data: ties have probability ~0)
     assert recall_at_k(i_simdex, f_i) > 0.999
     np.testing.assert_allclose(-d_simdex, f_s, atol=1e-4)

@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "export_onnx": "simdex.export",
     "OnnxEmbedder": "simdex.export",
     "convert_tensorrt": "simdex.export",
+    "TensorRTUnavailableError": "simdex.export",
     "NearDuplicateFinder": "simdex.neardup",
 }
 

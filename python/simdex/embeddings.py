@@ -138,7 +138,9 @@ def _as_float_batch(
             )
         for axis, (got, want) in enumerate(zip(arr.shape[1:], shape), start=1):
             if want is not None and got != want:
-                raise ValueError(f"{what} has size {got} on axis {axis}, the model expects {want} (shape {arr.shape})")
+                raise ValueError(
+                    f"{what} has size {got} on axis {axis}, the model expects {want} (shape {arr.shape})"
+                )
     elif arr.ndim < 1:
         raise ValueError(f"{what} must have a batch axis, got a scalar")
     if not convert:
@@ -210,7 +212,8 @@ def _single_input_shape(model: Any) -> tuple[int | None, ...]:
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise ValueError(
-            f"{type(model).__name__} has no defined inputs: build it (call it once or give it keras.Input) first"
+            f"{type(model).__name__} has no defined inputs: "
+            "build it (call it once or give it keras.Input) first"
         )
     if len(inputs) != 1:
         raise ValueError(f"embedders need a single-input model, this one has {len(inputs)} inputs")
@@ -342,7 +345,9 @@ class _CallableEmbedder:
         for batch in _iter_batches(x, batch_size, None):
             out = np.asarray(self.fn(batch), dtype=np.float32)
             if out.ndim != 2 or out.shape[0] != batch.shape[0]:
-                raise ValueError(f"the embedding function returned shape {out.shape} for a batch of {batch.shape[0]}")
+                raise ValueError(
+                    f"the embedding function returned shape {out.shape} for a batch of {batch.shape[0]}"
+                )
             chunks.append(out)
         if not chunks:
             return np.zeros((0, 0), dtype=np.float32)
@@ -395,13 +400,15 @@ def small_cnn(
     filters: Sequence[int] = (32, 64),
     *,
     rescale: float | None = None,
+    batch_norm: bool = False,
     dropout: float = 0.0,
     name: str = "small_cnn",
 ) -> keras.Model:
     """Build a small convolutional embedder ending in L2 normalisation.
 
-    Architecture: per entry of ``filters`` a 3x3 ReLU convolution + 2x2 max
-    pooling, then global average pooling, an optional dropout, a linear
+    Architecture: per entry of ``filters`` a 3x3 convolution, batch
+    normalisation (optional), ReLU and 2x2 max pooling, then global average
+    pooling, an optional dropout, a linear
     ``Dense(embedding_dim)`` layer named ``"embedding"`` and a
     ``UnitNormalization`` layer named ``"l2_normalize"``. To train it as a
     classifier, put a softmax head on ``model.get_layer("embedding").output``;
@@ -412,6 +419,8 @@ def small_cnn(
         embedding_dim: Output size ``d``.
         filters: Convolution widths, one block per entry.
         rescale: Multiply inputs by this first (``1 / 255`` for uint8 images).
+        batch_norm: Batch-normalise each convolution (faster training on long
+            runs; its moving statistics need a few hundred steps to settle).
         dropout: Dropout rate before the embedding layer, in ``[0, 1)``.
         name: Model name.
 
@@ -425,8 +434,14 @@ def small_cnn(
     keras = _import_keras()
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (2, 3) or any(s < 1 for s in shape):
-        raise ValueError(f"input_shape must be (height, width) or (height, width, channels), got {tuple(input_shape)}")
-    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, (int, np.integer)) or embedding_dim < 1:
+        raise ValueError(
+            f"input_shape must be (height, width) or (height, width, channels), got {tuple(input_shape)}"
+        )
+    if (
+        isinstance(embedding_dim, bool)
+        or not isinstance(embedding_dim, (int, np.integer))
+        or embedding_dim < 1
+    ):
         raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
     filters = tuple(int(f) for f in filters)
     if not filters or any(f < 1 for f in filters):
@@ -443,7 +458,10 @@ def small_cnn(
     if rescale is not None:
         x = keras.layers.Rescaling(float(rescale), name="rescale")(x)
     for i, f in enumerate(filters):
-        x = keras.layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = keras.layers.Conv2D(f, 3, padding="same", use_bias=not batch_norm, name=f"conv{i}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     if dropout:
@@ -500,7 +518,9 @@ def from_backbone(
     if pooling not in ("avg", "max"):
         raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
     if embedding_dim is not None and (
-        isinstance(embedding_dim, bool) or not isinstance(embedding_dim, (int, np.integer)) or embedding_dim < 1
+        isinstance(embedding_dim, bool)
+        or not isinstance(embedding_dim, (int, np.integer))
+        or embedding_dim < 1
     ):
         raise ValueError(f"embedding_dim must be a positive int or None, got {embedding_dim!r}")
     try:
@@ -526,7 +546,9 @@ def from_backbone(
             raise TypeError(f"layer_name must be a str or None, got {type(layer_name).__name__}")
         names = [layer.name for layer in model.layers]
         if layer_name not in names:
-            raise ValueError(f"{model.name!r} has no layer {layer_name!r}; its layers are: {', '.join(names)}")
+            raise ValueError(
+                f"{model.name!r} has no layer {layer_name!r}; its layers are: {', '.join(names)}"
+            )
         features = model.get_layer(layer_name).output
         if isinstance(features, (list, tuple)):
             raise ValueError(f"layer {layer_name!r} has {len(features)} outputs; pick a single-output layer")
@@ -540,7 +562,9 @@ def from_backbone(
         pool = keras.layers.GlobalAveragePooling1D if pooling == "avg" else keras.layers.GlobalMaxPooling1D
         x = pool(name="embedding_pool")(x)
     elif rank != 2:
-        raise ValueError(f"features of shape {tuple(features.shape)} are not supported: pick a layer with 2-4 axes")
+        raise ValueError(
+            f"features of shape {tuple(features.shape)} are not supported: pick a layer with 2-4 axes"
+        )
     if embedding_dim is not None:
         x = keras.layers.Dense(int(embedding_dim), name="embedding_projection")(x)
     outputs = keras.layers.UnitNormalization(name="l2_normalize")(x)

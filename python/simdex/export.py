@@ -156,7 +156,9 @@ def export_onnx(
         opset = int(opset)
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise ValueError(f"{path!r} is a directory; give a file path such as {os.path.join(path, 'model.onnx')!r}")
+        raise ValueError(
+            f"{path!r} is a directory; give a file path such as {os.path.join(path, 'model.onnx')!r}"
+        )
     data = _onnx_bytes(model, opset, input_name, output_name)
     with atomic_writer(path) as f:
         f.write(data)
@@ -233,7 +235,9 @@ class OnnxEmbedder:
         if intra_op_num_threads is not None:
             options.intra_op_num_threads = _check_batch_size(intra_op_num_threads)
         try:
-            self._session = ort.InferenceSession(self.model_bytes, sess_options=options, providers=list(providers))
+            self._session = ort.InferenceSession(
+                self.model_bytes, sess_options=options, providers=list(providers)
+            )
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
             raise ValueError(f"{source} is not a valid ONNX model for onnxruntime: {e}") from e
 
@@ -242,10 +246,16 @@ class OnnxEmbedder:
         if len(inputs) != 1:
             raise ValueError(f"OnnxEmbedder needs a single-input graph, {source} has {len(inputs)} inputs")
         if inputs[0].type != "tensor(float)":
-            raise ValueError(f"the graph input must be float32 (tensor(float)), {source} takes {inputs[0].type}")
+            raise ValueError(
+                f"the graph input must be float32 (tensor(float)), {source} takes {inputs[0].type}"
+            )
         self.input_name: str = inputs[0].name
         self.output_name: str = outputs[0].name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape[1:])
+        batch_dim = inputs[0].shape[0] if inputs[0].shape else None
+        # Graphs exported with a fixed batch size (some tools default to 1) get
+        # exactly that many rows per run; a short last batch is zero-padded.
+        self._fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         out_shape = outputs[0].shape
         self.dim = out_shape[-1] if len(out_shape) == 2 and isinstance(out_shape[-1], int) else None
 
@@ -270,12 +280,18 @@ class OnnxEmbedder:
             ValueError: wrong shape, NaN/inf, ``batch_size < 1``.
         """
         batch_size = _check_batch_size(batch_size)
+        if self._fixed_batch is not None:
+            batch_size = self._fixed_batch
         chunks = []
         for batch in _iter_batches(x, batch_size, self.input_shape):
-            if batch.shape[0] == 0:
+            n = batch.shape[0]
+            if n == 0:
                 continue
+            if self._fixed_batch is not None and n < self._fixed_batch:
+                pad = np.zeros((self._fixed_batch - n, *batch.shape[1:]), dtype=np.float32)
+                batch = np.concatenate([batch, pad])
             (out,) = self._session.run([self.output_name], {self.input_name: batch})
-            out = np.asarray(out, dtype=np.float32)
+            out = np.asarray(out, dtype=np.float32)[:n]
             if out.ndim != 2:
                 raise ValueError(f"the ONNX graph must output (batch, d), got shape {out.shape}")
             chunks.append(out)
@@ -287,7 +303,10 @@ class OnnxEmbedder:
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else "<bytes>"
-        return f"OnnxEmbedder({where!r}, input_shape={self.input_shape}, dim={self.dim}, providers={self.providers})"
+        return (
+            f"OnnxEmbedder({where!r}, input_shape={self.input_shape}, dim={self.dim}, "
+            f"providers={self.providers})"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -377,8 +396,8 @@ def _unavailable_message(requested: str | None, available: Sequence[str]) -> str
             reasons.append(f"available here: {', '.join(available)}")
     return (
         f"{head}: {'; '.join(reasons)}. The portable path works without TensorRT: "
-        "simdex.export_onnx(model, 'model.onnx') then simdex.OnnxEmbedder('model.onnx'), which runs on the CPU "
-        "and picks the CUDA/TensorRT execution providers by itself where onnxruntime has them."
+        "simdex.export_onnx(model, 'model.onnx') then simdex.OnnxEmbedder('model.onnx'), which runs on "
+        "the CPU and picks the CUDA/TensorRT execution providers by itself where onnxruntime has them."
     )
 
 
@@ -446,7 +465,11 @@ def convert_tensorrt(
         raise TensorRTUnavailableError(_unavailable_message(backend, available))
     else:
         chosen = backend
-    converter = {"tf-trt": _convert_tf_trt, "onnxruntime-trt": _convert_ort_trt, "tensorrt": _convert_tensorrt_engine}
+    converter = {
+        "tf-trt": _convert_tf_trt,
+        "onnxruntime-trt": _convert_ort_trt,
+        "tensorrt": _convert_tensorrt_engine,
+    }
     return converter[chosen](model, os.fspath(path), precision, calibration_data, max_batch_size)
 
 
@@ -460,14 +483,20 @@ def _ort_trt_provider_options(precision: str, cache_dir: str) -> list[Any]:
     return [("TensorrtExecutionProvider", trt_options), "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def _convert_ort_trt(model: Any, path: str, precision: str, calibration_data: Any, max_batch_size: int) -> TensorRTResult:
+def _convert_ort_trt(
+    model: Any, path: str, precision: str, calibration_data: Any, max_batch_size: int
+) -> TensorRTResult:
     export_onnx(model, path)
     cache_dir = path + ".trt_cache"
     os.makedirs(cache_dir, exist_ok=True)
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
-    providers = [p for p in _ort_trt_provider_options(precision, cache_dir) if (p[0] if isinstance(p, tuple) else p) in available]
+    providers = [
+        p
+        for p in _ort_trt_provider_options(precision, cache_dir)
+        if (p[0] if isinstance(p, tuple) else p) in available
+    ]
     return TensorRTResult(path, "onnxruntime-trt", precision, OnnxEmbedder(path, providers=providers))
 
 
@@ -497,7 +526,11 @@ def _convert_tf_trt(
 
     tf = _import_tf()
     shape = _single_input_shape(model)
-    mode = {"fp32": trt.TrtPrecisionMode.FP32, "fp16": trt.TrtPrecisionMode.FP16, "int8": trt.TrtPrecisionMode.INT8}
+    mode = {
+        "fp32": trt.TrtPrecisionMode.FP32,
+        "fp16": trt.TrtPrecisionMode.FP16,
+        "int8": trt.TrtPrecisionMode.INT8,
+    }
     parent = os.path.dirname(os.path.abspath(path))
     with tempfile.TemporaryDirectory(dir=parent) as work:
         saved = os.path.join(work, "saved_model")
