@@ -74,13 +74,16 @@ def pairwise_distances(x: Any, distance: str = "cosine") -> Any:
         duplicate or all-zero rows.
     """
     distance = _check_distance(distance)
+    if distance == "ip":
+        return -ops.matmul(x, ops.transpose(x))
     if distance == "cosine":
         xn = l2_normalize(x, axis=1)
         return 1.0 - ops.matmul(xn, ops.transpose(xn))
-    if distance == "ip":
-        return -ops.matmul(x, ops.transpose(x))
+    idx = ops.arange(ops.shape(x)[0])
+    # The expansion leaves ~1e-7 on the diagonal, which sqrt would blow up to ~1e-3: force 0.
+    off_diag = ops.cast(ops.not_equal(idx[:, None], idx[None, :]), x.dtype)
     sq = ops.sum(ops.square(x), axis=1)
-    d2 = ops.maximum(sq[:, None] + sq[None, :] - 2.0 * ops.matmul(x, ops.transpose(x)), 0.0)
+    d2 = ops.maximum(sq[:, None] + sq[None, :] - 2.0 * ops.matmul(x, ops.transpose(x)), 0.0) * off_diag
     if distance == "sql2":
         return d2
     # sqrt has an infinite slope at 0 (duplicates, the diagonal): clamp, then zero those entries.
@@ -133,10 +136,14 @@ def _masked_logsumexp(x: Any, mask: Any, axis: int = -1) -> Any:
 
 def _log1p_sum_exp(x: Any, mask: Any, axis: int = -1) -> Any:
     """``log(1 + sum(exp(x[mask])))`` along ``axis``, stable; empty mask gives 0."""
-    m = ops.stop_gradient(ops.maximum(ops.max(ops.where(mask, x, ops.zeros_like(x)), axis=axis, keepdims=True), 0.0))
+    m = ops.stop_gradient(
+        ops.maximum(ops.max(ops.where(mask, x, ops.zeros_like(x)), axis=axis, keepdims=True), 0.0)
+    )
     terms = ops.where(mask, ops.exp(ops.where(mask, x - m, ops.zeros_like(x))), ops.zeros_like(x))
     # Either m == 0 (so exp(-m) == 1) or m is a masked entry (its term == 1): the log argument is >= 1.
-    return ops.squeeze(m, axis=axis) + ops.log(ops.exp(-ops.squeeze(m, axis=axis)) + ops.sum(terms, axis=axis))
+    return ops.squeeze(m, axis=axis) + ops.log(
+        ops.exp(-ops.squeeze(m, axis=axis)) + ops.sum(terms, axis=axis)
+    )
 
 
 def _any(mask: Any) -> Any:
@@ -415,7 +422,9 @@ class ContrastiveLoss(MetricLoss):
         name: Loss name.
     """
 
-    def __init__(self, distance: str = "cosine", margin: float = 0.5, name: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, distance: str = "cosine", margin: float = 0.5, name: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(distance=distance, name=name, **kwargs)
         self.margin = _check_positive("margin", margin)
 
@@ -424,7 +433,9 @@ class ContrastiveLoss(MetricLoss):
         pos, neg = _label_masks(labels)
         pf, nf = _f(pos, dist.dtype), _f(neg, dist.dtype)
         pos_term = ops.sum(pf * ops.square(dist), axis=1) / ops.maximum(ops.sum(pf, axis=1), 1.0)
-        neg_term = ops.sum(nf * ops.square(ops.relu(self.margin - dist)), axis=1) / ops.maximum(ops.sum(nf, axis=1), 1.0)
+        neg_term = ops.sum(nf * ops.square(ops.relu(self.margin - dist)), axis=1) / ops.maximum(
+            ops.sum(nf, axis=1), 1.0
+        )
         return 0.5 * (pos_term + neg_term)
 
     def get_config(self) -> dict[str, Any]:
@@ -451,7 +462,9 @@ class MultiClassNPairLoss(MetricLoss):
         name: Loss name.
     """
 
-    def __init__(self, distance: str = "cosine", scale: float = 10.0, name: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, distance: str = "cosine", scale: float = 10.0, name: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(distance=distance, name=name, **kwargs)
         self.scale = _check_positive("scale", scale)
 
@@ -492,7 +505,9 @@ class AngularLoss(keras.losses.Loss):
         name: Loss name.
     """
 
-    def __init__(self, alpha: float = 45.0, form: str = "npair", name: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, alpha: float = 45.0, form: str = "npair", name: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(name=name, **kwargs)
         alpha = _check_positive("alpha", alpha)
         if not alpha < 90.0:
@@ -516,7 +531,9 @@ class AngularLoss(keras.losses.Loss):
             sq = ops.sum(ops.square(x), axis=1)
             # |n - c|^2 for every anchor row (its centre) and candidate column n
             d_nc = ops.maximum(
-                sq[None, :] - 2.0 * ops.matmul(centre, ops.transpose(x)) + ops.sum(ops.square(centre), axis=1)[:, None],
+                sq[None, :]
+                - 2.0 * ops.matmul(centre, ops.transpose(x))
+                + ops.sum(ops.square(centre), axis=1)[:, None],
                 0.0,
             )
             d_nc_min = _masked_min(d_nc, neg)
@@ -609,7 +626,9 @@ class _MarginSoftmaxLoss(keras.losses.Loss):
     def call(self, y_true: Any, y_pred: Any) -> Any:
         labels, x = _prepare(y_true, y_pred)
         if x.shape[-1] is not None and x.shape[-1] != self.embedding_dim:
-            raise ValueError(f"{type(self).__name__} expects embeddings of dim {self.embedding_dim}, got {x.shape[-1]}")
+            raise ValueError(
+                f"{type(self).__name__} expects embeddings of dim {self.embedding_dim}, got {x.shape[-1]}"
+            )
         centres = ops.cast(l2_normalize(self.centers.centers, axis=1), x.dtype)
         cos = ops.clip(ops.matmul(l2_normalize(x, axis=1), ops.transpose(centres)), -1.0, 1.0)
         onehot = ops.one_hot(ops.cast(labels, "int32"), self.num_classes, dtype=x.dtype)

@@ -25,8 +25,8 @@ namespace simdex {
 /// Tiling and threading knobs of knn_exact. Defaults suit d in [32, 1024] on CPUs with
 /// >= 1 MiB of L2 per core.
 struct KnnParams {
-  std::int64_t query_block = 128;  ///< queries per GEMM tile
-  std::int64_t base_block = 2048;  ///< base vectors per GEMM tile (tile = 1 MiB)
+  std::int64_t query_block = 512;  ///< queries per GEMM tile
+  std::int64_t base_block = 2048;  ///< base vectors per GEMM tile (4 MiB tile: L3-resident; larger M,N keep the GEMM near peak)
   int num_threads = 0;             ///< <= 0: simdex::default_num_threads()
   /// Below this many multiply-adds (nq * nb * d) the search runs on the calling
   /// thread without BLAS.
