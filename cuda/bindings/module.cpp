@@ -162,6 +162,16 @@ PYBIND11_MODULE(_cuda, m) {
         return why;
       },
       "Why there is no usable device ('' when there is one).");
+  m.def(
+      "pointer_device",
+      [](std::uintptr_t p) {
+        cudaPointerAttributes attr{};
+        SIMDEX_CUDA_CHECK(cudaPointerGetAttributes(&attr, reinterpret_cast<const void*>(p)));
+        if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+          throw std::invalid_argument("pointer is not device memory");
+        return attr.device;
+      },
+      py::arg("ptr"), "Ordinal of the device that owns a device pointer.");
   m.def("device_description", &simdex::cuda::device_description, py::arg("device") = 0,
         "Name, compute capability, memory and SM count of a device.");
 
