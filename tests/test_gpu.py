@@ -241,3 +241,17 @@ def test_torch_in_torch_out():
     D, ids = gpu.knn(torch.from_numpy(q).cuda(), torch.from_numpy(x).cuda(), k=4, metric="ip")
     assert isinstance(D, torch.Tensor) and D.is_cuda and ids.dtype == torch.int64
     _check_against_reference(D.cpu().numpy(), ids.cpu().numpy(), q, x, 4, "ip")
+
+
+def test_device_array_in_device_array_out():
+    q, x = _data(10, 12, 25), _data(400, 12, 26)
+    qd, xd = gpu.DeviceArray.from_host(q), gpu.DeviceArray.from_host(x)
+    np.testing.assert_array_equal(xd.get(), x)
+    D, ids = gpu.knn(qd, xd, k=3, metric="cosine")
+    assert isinstance(D, gpu.DeviceArray) and isinstance(ids, gpu.DeviceArray)
+    Dr, Ir = gpu.knn(q, x, k=3, metric="cosine")
+    np.testing.assert_array_equal(ids.get(), Ir)
+    np.testing.assert_allclose(D.get(), Dr, atol=1e-6)
+    codes = gpu.hash_vectors_gpu(xd, _data(32, 12, 27), num_tables=2)
+    assert isinstance(codes, gpu.DeviceArray) and codes.dtype == np.uint64
+    np.testing.assert_array_equal(codes.get(), gpu.hash_reference(x, _data(32, 12, 27), num_tables=2))

@@ -13,9 +13,10 @@ Arrays:
       ``__cuda_array_interface__`` are used in place (no copy) when they are
       float32 with unit column stride; other dtypes / layouts are converted on the
       device first. Results come back as the same kind of array as ``queries``
-      (CuPy in -> CuPy out, torch in -> torch out; other device objects -> CuPy).
+      (CuPy in -> CuPy out, torch in -> torch out, :class:`DeviceArray` in ->
+      DeviceArray out; other device objects -> CuPy, or DeviceArray without CuPy).
     * Objects that only offer DLPack (``__dlpack__`` on a CUDA device) are viewed
-      through ``cupy.from_dlpack`` (no copy) and give CuPy results.
+      through ``cupy.from_dlpack`` (no copy; needs CuPy) and give CuPy results.
 
 Device work is queued on the producer's current stream (CuPy's / PyTorch's current
 stream, or the stream named in ``__cuda_array_interface__``) and every call
@@ -47,6 +48,8 @@ __all__ = [
     "hash_vectors_gpu",
     "hash_reference",
     "MAX_K",
+    "DeviceArray",
+    "to_device",
 ]
 
 MAX_K = 1024  # kMaxK in cuda/include/simdex/cuda/knn.h
@@ -98,6 +101,76 @@ def device_info(device: int = 0) -> str:
 
 
 # --------------------------------------------------------------------------- device arrays
+_TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.int64): "<i8", np.dtype(np.uint64): "<u8"}
+
+
+class DeviceArray:
+    """A minimal C-contiguous device array (float32, int64 or uint64).
+
+    simdex returns these for device inputs that are neither CuPy nor PyTorch when
+    CuPy is not installed, and :func:`to_device` makes them, so the GPU path and
+    its benchmarks work without any other GPU library. It exposes
+    ``__cuda_array_interface__`` (CuPy, PyTorch and Numba can wrap it without a
+    copy) and ``get()`` to copy it to a NumPy array.
+    """
+
+    def __init__(self, native: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._native = native
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], dtype: Any) -> DeviceArray:
+        """Uninitialised array on the current CUDA device."""
+        dt = np.dtype(dtype)
+        if dt not in _TYPESTR:
+            raise TypeError(f"DeviceArray supports float32, int64 and uint64, got {dt}")
+        return cls(_require().DeviceArray(list(shape), _TYPESTR[dt]), shape, dt)
+
+    @classmethod
+    def from_host(cls, a: np.ndarray) -> DeviceArray:
+        """Copy a NumPy array (converted to C order) to the device."""
+        a = np.ascontiguousarray(a)
+        out = cls.empty(a.shape, a.dtype)
+        out._native.upload(a.reshape(-1).view(np.uint8))
+        return out
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        cai = dict(self._native.__cuda_array_interface__)
+        cai["shape"] = self.shape
+        return cai
+
+    def __getitem__(self, i: int) -> DeviceArray:
+        """Row ``i`` of a 2-D array (a view), enough for simdex's 1-D results."""
+        if self.ndim != 2 or not isinstance(i, int) or not 0 <= i < self.shape[0] or i != 0:
+            raise IndexError("DeviceArray supports only [0] on 2-D arrays; use get() for more")
+        return DeviceArray(self._native, self.shape[1:], self.dtype)
+
+    def get(self) -> np.ndarray:
+        """Copy to a new NumPy array."""
+        full = np.empty(tuple(self._native.shape), dtype=self.dtype)
+        self._native.download(full.reshape(-1).view(np.uint8))
+        return full.reshape(self.shape)
+
+    def __repr__(self) -> str:
+        return f"simdex.gpu.DeviceArray(shape={self.shape}, dtype={self.dtype})"
+
+
+def to_device(a: Any) -> Any:
+    """Copy a host array to the GPU: a CuPy array if CuPy is installed, else a DeviceArray."""
+    _require()
+    try:
+        import cupy
+    except ImportError:
+        return DeviceArray.from_host(np.asarray(a))
+    return cupy.asarray(a)
+
+
 @dataclass
 class _Dev:
     """A float32 row-major matrix in device memory (keeps its owner alive)."""
@@ -109,7 +182,7 @@ class _Dev:
     ld: int  # elements between rows
     device: int
     stream: int
-    kind: str  # "cupy" | "torch"
+    kind: str  # "cupy" | "torch" | "simdex" (DeviceArray)
     was_1d: bool
 
 
@@ -200,6 +273,12 @@ def _cai_view(x: Any, name: str, dim: int | None, mod: ModuleType) -> _Dev:
     shape = tuple(int(s) for s in cai["shape"])
     rows, cols, was_1d = _check_shape(shape, name, dim)
     strides = cai.get("strides")
+    try:
+        import cupy  # noqa: F401
+
+        kind = "simdex" if isinstance(x, DeviceArray) else "cupy"
+    except ImportError:
+        kind = "simdex"
     if cai["typestr"] not in ("<f4", "=f4") or (strides is not None and strides[-1] != 4):
         # Convert through CuPy (it wraps the interface without a copy, then converts).
         cupy = _import_cupy(f"{name} ({cai['typestr']}, strides {strides})")
@@ -208,7 +287,7 @@ def _cai_view(x: Any, name: str, dim: int | None, mod: ModuleType) -> _Dev:
     ld = cols if strides is None or len(shape) == 1 else int(strides[0]) // 4
     stream = int(cai.get("stream") or 0)
     device = int(mod.pointer_device(ptr))
-    return _Dev(x, ptr, rows, cols, ld, device, stream, "cupy", was_1d)
+    return _Dev(x, ptr, rows, cols, ld, device, stream, kind, was_1d)
 
 
 def _device_view(x: Any, name: str, dim: int | None, mod: ModuleType) -> _Dev:
@@ -234,6 +313,10 @@ def _upload_like(x: np.ndarray, like: _Dev, mod: ModuleType) -> _Dev:
 
         t = torch.as_tensor(x, device=torch.device("cuda", like.device))
         return _Dev(t, int(t.data_ptr()), x.shape[0], x.shape[1], x.shape[1], like.device, like.stream, "torch", False)
+    if like.kind == "simdex":
+        a = DeviceArray.from_host(x)
+        ptr = int(a.__cuda_array_interface__["data"][0])
+        return _Dev(a, ptr, x.shape[0], x.shape[1], x.shape[1], like.device, like.stream, "simdex", False)
     cupy = _import_cupy("a device array")
     with cupy.cuda.Device(like.device):
         a = cupy.asarray(x)
@@ -244,9 +327,12 @@ def _empty_like(like: _Dev, shape: tuple[int, int], dtype: Any) -> tuple[Any, in
     if like.kind == "torch":
         import torch
 
-        tdtype = torch.float32 if dtype == np.float32 else torch.int64
+        tdtype = torch.float32 if dtype == np.float32 else torch.int64  # torch has no uint64
         t = torch.empty(shape, dtype=tdtype, device=torch.device("cuda", like.device))
         return t, int(t.data_ptr())
+    if like.kind == "simdex":
+        a = DeviceArray.empty(shape, dtype)
+        return a, int(a.__cuda_array_interface__["data"][0])
     cupy = _import_cupy("a device array")
     with cupy.cuda.Device(like.device):
         a = cupy.empty(shape, dtype=dtype)
@@ -507,11 +593,9 @@ def hash_vectors_gpu(x: Any, planes: Any, num_tables: int | None = None) -> Any:
         else:
             p_host, _ = as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)
             pv = _upload_like(p_host, xv, mod)
-        codes, c_ptr = _empty_like(xv, (xv.rows, L), np.int64)
+        codes, c_ptr = _empty_like(xv, (xv.rows, L), np.uint64)
         mod.hash_vectors_device(xv.ptr, xv.rows, xv.ld, pv.ptr, pv.rows, pv.ld, xv.cols, L, K, c_ptr,
                                 stream=xv.stream, device=xv.device)
-        if xv.kind == "cupy":
-            codes = codes.view(np.uint64)
         return codes[0] if xv.was_1d else codes
     xh, was_1d = as_matrix(x, "vectors")
     p_np = np.asarray(planes)
