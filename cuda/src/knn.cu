@@ -51,6 +51,41 @@ unsigned elem_grid(std::int64_t n) {
 
 std::int64_t round_up(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
 
+// A private non-blocking stream with the events that order it against the caller's.
+struct SideStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t gemm_done[2] = {nullptr, nullptr};
+  cudaEvent_t topk_done[2] = {nullptr, nullptr};
+  cudaEvent_t fence = nullptr;
+
+  explicit SideStream(cudaStream_t main) {
+    try {
+      SIMDEX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+      for (cudaEvent_t* e : {&gemm_done[0], &gemm_done[1], &topk_done[0], &topk_done[1], &fence})
+        SIMDEX_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+      SIMDEX_CUDA_CHECK(cudaEventRecord(fence, main));
+      SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(stream, fence, 0));
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  void join(cudaStream_t main) {
+    SIMDEX_CUDA_CHECK(cudaEventRecord(fence, stream));
+    SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(main, fence, 0));
+  }
+  ~SideStream() { release(); }
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+
+ private:
+  void release() noexcept {  // destroying with work pending is allowed: freed when it ends
+    for (cudaEvent_t e : {gemm_done[0], gemm_done[1], topk_done[0], topk_done[1], fence})
+      if (e != nullptr) cudaEventDestroy(e);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+};
+
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
 void check_matrix(const DeviceMatrix& m, const char* name) {
@@ -99,7 +134,10 @@ void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric me
       std::min(round_up(params.base_block, detail::kGemmBN), round_up(std::max<std::int64_t>(nb, 1), detail::kGemmBN));
   const std::int64_t ldc = bb;  // a multiple of 128: float4 stores stay aligned
 
-  DeviceBuffer<float> tile(static_cast<std::size_t>(qb * ldc));
+  // Two tile buffers and a side stream: the GEMM of tile t+1 (on `stream`) overlaps
+  // the top-k merge of tile t (on `side`); events hand each buffer back and forth.
+  DeviceBuffer<float> tiles[2] = {DeviceBuffer<float>(static_cast<std::size_t>(qb * ldc)),
+                                  DeviceBuffer<float>(static_cast<std::size_t>(qb * ldc))};
   DeviceBuffer<float> q_aux(static_cast<std::size_t>(nq));
   DeviceBuffer<float> best_s(static_cast<std::size_t>(qb * k));
   DeviceBuffer<idx_t> best_i(static_cast<std::size_t>(qb * k));
@@ -115,28 +153,36 @@ void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric me
   const bool vec = d % 4 == 0 && q.ld % 4 == 0 && x.ld % 4 == 0 && aligned16(q.data) && aligned16(x.data);
   const std::size_t smem = detail::topk_smem_bytes(static_cast<int>(k));
 
+  SideStream side(stream);  // waits for everything queued on `stream` so far
+  std::int64_t t = 0;
   for (std::int64_t q0 = 0; q0 < nq; q0 += qb) {
     const std::int64_t rows = std::min(qb, nq - q0);
-    init_best_kernel<<<elem_grid(rows * k), 256, 0, stream>>>(rows * k, best_s.data(), best_i.data());
+    init_best_kernel<<<elem_grid(rows * k), 256, 0, side.stream>>>(rows * k, best_s.data(), best_i.data());
     SIMDEX_CUDA_CHECK_LAUNCH();
-    for (std::int64_t b0 = 0; b0 < nb; b0 += bb) {
+    for (std::int64_t b0 = 0; b0 < nb; b0 += bb, ++t) {
+      const int buf = static_cast<int>(t & 1);
       const std::int64_t cols = std::min(bb, nb - b0);
       const dim3 grid(static_cast<unsigned>((cols + detail::kGemmBN - 1) / detail::kGemmBN),
                       static_cast<unsigned>((rows + detail::kGemmBM - 1) / detail::kGemmBM));
+      SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(stream, side.topk_done[buf], 0));  // buffer free again
       detail::gemm_scores_kernel<<<grid, detail::kGemmThreads, 0, stream>>>(
-          q.data + q0 * q.ld, rows, q.ld, x.data + b0 * x.ld, cols, x.ld, d, tile.data(), ldc,
+          q.data + q0 * q.ld, rows, q.ld, x.data + b0 * x.ld, cols, x.ld, d, tiles[buf].data(), ldc,
           metric_code, q_aux.data() + q0, x_aux != nullptr ? x_aux + b0 : nullptr, vec);
       SIMDEX_CUDA_CHECK_LAUNCH();
-      detail::topk_merge_kernel<<<static_cast<unsigned>(rows), detail::kTopkThreads, smem, stream>>>(
-          tile.data(), ldc, cols, b0, x_ids, static_cast<int>(k), best_s.data(), best_i.data());
+      SIMDEX_CUDA_CHECK(cudaEventRecord(side.gemm_done[buf], stream));
+      SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(side.stream, side.gemm_done[buf], 0));
+      detail::topk_merge_kernel<<<static_cast<unsigned>(rows), detail::kTopkThreads, smem, side.stream>>>(
+          tiles[buf].data(), ldc, cols, b0, x_ids, static_cast<int>(k), best_s.data(), best_i.data());
       SIMDEX_CUDA_CHECK_LAUNCH();
+      SIMDEX_CUDA_CHECK(cudaEventRecord(side.topk_done[buf], side.stream));
     }
-    finalize_kernel<<<elem_grid(rows * k), 256, 0, stream>>>(rows, static_cast<int>(k), metric_code,
-                                                            q_aux.data() + q0, best_s.data(),
-                                                            best_i.data(), distances + q0 * k,
-                                                            labels + q0 * k);
+    finalize_kernel<<<elem_grid(rows * k), 256, 0, side.stream>>>(rows, static_cast<int>(k), metric_code,
+                                                                 q_aux.data() + q0, best_s.data(),
+                                                                 best_i.data(), distances + q0 * k,
+                                                                 labels + q0 * k);
     SIMDEX_CUDA_CHECK_LAUNCH();
   }
+  side.join(stream);  // `stream` now waits for the side stream's work
   SIMDEX_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -5,7 +5,8 @@
 // block of inner products and turns them into scores in its epilogue (cosine and
 // L2 adjustments fused), and a top-k kernel (one thread block per query, threshold
 // filter + bitonic merge in shared memory) merges the block into a running,
-// sorted top-k list per query. Device memory is O(query_block * base_block +
+// sorted top-k list per query. The top-k of one tile runs on a side stream while
+// the GEMM of the next tile runs on the caller's stream. Device memory is O(query_block * base_block +
 // nq * k), never O(nq * nb), so tens of millions of base vectors work.
 //
 // Precision: full FP32 (no TF32), so distances agree with the CPU path to ~1e-6
@@ -39,10 +40,11 @@ struct DeviceMatrix {
   std::int64_t ld = 0;  ///< elements between the starts of consecutive rows (>= cols)
 };
 
-/// Tiling knobs of knn(). The tile of scores takes query_block * base_block floats.
+/// Tiling knobs of knn(). Two score tiles of query_block * base_block floats each are
+/// allocated (the GEMM of one tile overlaps the top-k of the other).
 struct GpuKnnParams {
   std::int64_t query_block = 4096;  ///< queries per tile (rounded up to a multiple of 128)
-  std::int64_t base_block = 8192;   ///< base vectors per tile (rounded up to a multiple of 128)
+  std::int64_t base_block = 4096;   ///< base vectors per tile (rounded up to a multiple of 128)
 };
 
 /// Per-row auxiliary values the metric needs (as compute_row_aux on the CPU):
