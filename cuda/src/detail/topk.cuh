@@ -108,8 +108,11 @@ __global__ void __launch_bounds__(kTopkThreads)
       bool pass = false;
       if (j < ncols) {
         sc = srow[j];
-        id = ids != nullptr ? ids[col0 + j] : col0 + j;
-        pass = better(sc, id, thr_s, thr_i);
+        pass = sc >= thr_s;  // cheap reject first: ids are read only for the few survivors
+        if (pass) {
+          id = ids != nullptr ? ids[col0 + j] : col0 + j;
+          pass = better(sc, id, thr_s, thr_i);
+        }
       }
       const unsigned mask = __ballot_sync(0xffffffffu, pass);
       if (mask != 0u) {
