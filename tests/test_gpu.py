@@ -255,3 +255,72 @@ def test_device_array_in_device_array_out():
     codes = gpu.hash_vectors_gpu(xd, _data(32, 12, 27), num_tables=2)
     assert isinstance(codes, gpu.DeviceArray) and codes.dtype == np.uint64
     np.testing.assert_array_equal(codes.get(), gpu.hash_reference(x, _data(32, 12, 27), num_tables=2))
+
+
+# ---------------------------------------------------------------- LSH tables on the GPU
+def _lsh_oracle(q, x, planes, L, K, P, k, metric):
+    """Candidates = rows sharing a probed bucket (same probe rule), re-ranked in float64."""
+    xc = gpu.hash_reference(x, planes, num_tables=L)
+    qc = gpu.hash_reference(q, planes, num_tables=L)
+    q64, p64 = q.astype(np.float64), planes.astype(np.float64)
+    proj = np.zeros((q.shape[0], L * K))
+    for c in range(q.shape[1]):  # the same in-order float64 sums as the kernels
+        proj += q64[:, c, None] * p64[None, :, c]
+    margin = np.abs(proj).astype(np.float32).reshape(-1, L, K)
+    _, _, full = _reference(q, x, 1, metric)
+    D = np.full((q.shape[0], k), np.inf)
+    ids = np.full((q.shape[0], k), -1)
+    for i in range(q.shape[0]):
+        cand = set()
+        for t in range(L):
+            order = np.argsort(margin[i, t], kind="stable")
+            probes = [int(qc[i, t])] + [int(qc[i, t]) ^ (1 << int(j)) for j in order[: P - 1]]
+            for p in probes:
+                cand.update(np.flatnonzero(xc[:, t] == np.uint64(p)).tolist())
+        cand = np.array(sorted(cand), dtype=np.int64)
+        if cand.size:
+            sel = cand[np.lexsort((cand, full[i, cand]))][:k]
+            D[i, : sel.size], ids[i, : sel.size] = full[i, sel], sel
+    return D, ids
+
+
+def test_lsh_tables_are_sorted_codes_of_the_base():
+    x, planes = _data(3000, 20, 30), _data(6 * 10, 20, 31)
+    lsh = gpu.GpuLSHIndex(x, planes, num_tables=6)
+    assert len(lsh) == 3000
+    ref = gpu.hash_reference(x, planes, num_tables=6)
+    for t in range(6):
+        codes, rows = lsh.table(t)
+        assert (np.diff(codes.astype(np.float64)) >= 0).all()
+        np.testing.assert_array_equal(np.sort(rows), np.arange(3000))
+        np.testing.assert_array_equal(codes, ref[rows, t])
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize(("L", "K", "P"), [(4, 8, 1), (6, 10, 3), (2, 12, 13)])
+def test_lsh_search_matches_bucket_oracle(metric, L, K, P):
+    x, q, planes = _data(4000, 16, 32), _data(60, 16, 33), _data(L * K, 16, 34)
+    lsh = gpu.GpuLSHIndex(x, planes, num_tables=L, metric=metric)
+    D, ids = lsh.search(q, k=20, num_probes=P)
+    Dr, Ir = _lsh_oracle(q, x, planes, L, K, P, 20, metric)
+    assert ((ids == -1) == (Ir == -1)).all()
+    found = Ir != -1
+    np.testing.assert_allclose(D[found], Dr[found], atol=1e-4, rtol=1e-4)
+    assert (ids[found] == Ir[found]).mean() > 0.99
+    for row in ids:  # no duplicates across tables
+        real = row[row >= 0]
+        assert len(set(real.tolist())) == real.size
+
+
+def test_lsh_recall_on_clustered_data():
+    rng = np.random.default_rng(35)
+    centers = rng.normal(size=(50, 32))
+    x = (centers[rng.integers(0, 50, 20000)] + 0.1 * rng.normal(size=(20000, 32))).astype(np.float32)
+    q = (centers[rng.integers(0, 50, 200)] + 0.1 * rng.normal(size=(200, 32))).astype(np.float32)
+    lsh = gpu.GpuLSHIndex(x, _data(16 * 12, 32, 36), num_tables=16)
+    _, ids = lsh.search(q, k=10, num_probes=4)
+    _, exact = gpu.knn(q, x, k=10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), exact.tolist())])
+    assert recall > 0.8
+    with pytest.raises(ValueError, match="num_probes"):
+        lsh.search(q, k=10, num_probes=14)

@@ -47,8 +47,11 @@ def test_cuda_available_false_without_device():
         lambda x: gpu.GpuFlatIndex(4),
         lambda x: gpu.hash_vectors_gpu(x, np.ones((8, 4), np.float32), num_tables=2),
         lambda x: gpu.device_info(),
+        lambda x: gpu.GpuLSHIndex(x, np.ones((8, 4), np.float32), num_tables=2),
+        lambda x: gpu.to_device(x),
     ],
-    ids=["simdex.knn", "ExactIndex", "gpu.knn", "GpuFlatIndex", "hash_vectors_gpu", "device_info"],
+    ids=["simdex.knn", "ExactIndex", "gpu.knn", "GpuFlatIndex", "hash_vectors_gpu", "device_info", "GpuLSHIndex",
+         "to_device"],
 )
 def test_device_cuda_raises_clear_runtime_error(call):
     x = np.eye(4, dtype=np.float32)

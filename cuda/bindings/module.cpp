@@ -21,6 +21,7 @@
 #include "simdex/cuda/flat_index.h"
 #include "simdex/cuda/hashing.h"
 #include "simdex/cuda/knn.h"
+#include "simdex/cuda/lsh.h"
 #include "simdex/flat_index.h"  // simdex::UnknownId
 
 namespace py = pybind11;
@@ -91,6 +92,8 @@ py::tuple knn_host(const FloatArray& q, const FloatArray& x, std::int64_t k, con
   const Metric m = parse_metric(metric);
   py::array_t<float> D({nq, k});
   py::array_t<std::int64_t> I({nq, k});
+  float* pd = D.mutable_data();
+  std::int64_t* pi = I.mutable_data();
   {
     py::gil_scoped_release nogil;
     require_device();
@@ -104,8 +107,8 @@ py::tuple knn_host(const FloatArray& q, const FloatArray& x, std::int64_t k, con
     simdex::cuda::knn(DeviceMatrix{dq.data(), nq, d, d}, DeviceMatrix{dx.data(), nb, d, d}, k, m, nullptr,
                       nullptr, dd.data(), di.data(), s, make_params(query_block, base_block));
     if (nq > 0) {
-      SIMDEX_CUDA_CHECK(cudaMemcpyAsync(D.mutable_data(), dd.data(), dd.bytes(), cudaMemcpyDeviceToHost, s));
-      SIMDEX_CUDA_CHECK(cudaMemcpyAsync(I.mutable_data(), di.data(), di.bytes(), cudaMemcpyDeviceToHost, s));
+      SIMDEX_CUDA_CHECK(cudaMemcpyAsync(pd, dd.data(), dd.bytes(), cudaMemcpyDeviceToHost, s));
+      SIMDEX_CUDA_CHECK(cudaMemcpyAsync(pi, di.data(), di.bytes(), cudaMemcpyDeviceToHost, s));
     }
     SIMDEX_CUDA_CHECK(cudaStreamSynchronize(s));
   }
@@ -118,6 +121,7 @@ py::array_t<std::uint64_t> hash_host(const FloatArray& x, const FloatArray& plan
   const std::int64_t d = x.shape(1);
   const std::int64_t np_ = check_matrix(planes, d, "planes");
   py::array_t<std::uint64_t> codes({n, num_tables > 0 ? num_tables : 0});
+  std::uint64_t* pcodes = codes.mutable_data();
   {
     py::gil_scoped_release nogil;
     require_device();
@@ -130,7 +134,7 @@ py::array_t<std::uint64_t> hash_host(const FloatArray& x, const FloatArray& plan
     simdex::cuda::hash_vectors(DeviceMatrix{dx.data(), n, d, d}, DeviceMatrix{dp.data(), np_, d, d}, num_tables,
                                bits, dc.data(), s);
     if (dc.size() > 0)
-      SIMDEX_CUDA_CHECK(cudaMemcpyAsync(codes.mutable_data(), dc.data(), dc.bytes(), cudaMemcpyDeviceToHost, s));
+      SIMDEX_CUDA_CHECK(cudaMemcpyAsync(pcodes, dc.data(), dc.bytes(), cudaMemcpyDeviceToHost, s));
     SIMDEX_CUDA_CHECK(cudaStreamSynchronize(s));
   }
   return codes;
@@ -304,6 +308,57 @@ PYBIND11_MODULE(_cuda, m) {
         a.download(info.ptr);
       });
 
+  m.attr("MAX_PROBES") = simdex::cuda::kMaxProbes;
+  py::class_<simdex::cuda::GpuLSH>(m, "LSH")
+      .def(py::init([](std::uintptr_t x, std::int64_t n, std::int64_t x_ld, std::uintptr_t planes, std::int64_t np_,
+                       std::int64_t p_ld, std::int64_t d, std::int64_t num_tables, std::int64_t bits,
+                       const std::string& metric, std::uintptr_t stream, int device) {
+             const Metric mt = parse_metric(metric);
+             py::gil_scoped_release nogil;
+             require_device();
+             simdex::cuda::DeviceGuard guard(device);
+             return new simdex::cuda::GpuLSH(DeviceMatrix{as_cptr<float>(x), n, d, x_ld},
+                                             DeviceMatrix{as_cptr<float>(planes), np_, d, p_ld}, num_tables, bits, mt,
+                                             as_stream(stream));
+           }),
+           py::arg("x_ptr"), py::arg("n"), py::arg("x_ld"), py::arg("planes_ptr"), py::arg("num_planes"),
+           py::arg("p_ld"), py::arg("d"), py::arg("num_tables"), py::arg("bits"), py::arg("metric"),
+           py::arg("stream") = 0, py::arg("device") = 0,
+           "Build LSH tables from device arrays (the base and planes are copied).")
+      .def("__len__", &simdex::cuda::GpuLSH::size)
+      .def_property_readonly("dim", &simdex::cuda::GpuLSH::dim)
+      .def_property_readonly("num_tables", &simdex::cuda::GpuLSH::num_tables)
+      .def_property_readonly("bits", &simdex::cuda::GpuLSH::bits)
+      .def(
+          "search_device",
+          [](const simdex::cuda::GpuLSH& self, std::uintptr_t q, std::int64_t nq, std::int64_t ld, std::int64_t k,
+             int num_probes, std::uintptr_t out_d, std::uintptr_t out_i, std::uintptr_t stream, int device) {
+            py::gil_scoped_release nogil;
+            simdex::cuda::DeviceGuard guard(device);
+            self.search(DeviceMatrix{as_cptr<float>(q), nq, self.dim(), ld}, k, num_probes, nullptr,
+                        as_ptr<float>(out_d), as_ptr<idx_t>(out_i), as_stream(stream));
+          },
+          py::arg("q_ptr"), py::arg("nq"), py::arg("ld"), py::arg("k"), py::arg("num_probes"), py::arg("out_d_ptr"),
+          py::arg("out_i_ptr"), py::arg("stream") = 0, py::arg("device") = 0)
+      .def(
+          "table",
+          [](const simdex::cuda::GpuLSH& self, std::int64_t t, int device) {
+            if (t < 0 || t >= self.num_tables()) throw std::out_of_range("table index out of range");
+            const std::int64_t n = self.size();
+            py::array_t<std::uint64_t> codes(n);
+            py::array_t<std::int32_t> rows(n);
+            std::uint64_t* pc = codes.mutable_data();
+            std::int32_t* pr = rows.mutable_data();
+            py::gil_scoped_release nogil;
+            simdex::cuda::DeviceGuard guard(device);
+            if (n > 0) {
+              SIMDEX_CUDA_CHECK(cudaMemcpy(pc, self.sorted_codes(t), n * 8, cudaMemcpyDeviceToHost));
+              SIMDEX_CUDA_CHECK(cudaMemcpy(pr, self.sorted_rows(t), n * 4, cudaMemcpyDeviceToHost));
+            }
+            return py::make_tuple(codes, rows);
+          },
+          py::arg("t"), py::arg("device") = 0, "Sorted codes (uint64) and their base rows (int32) of table t.");
+
   py::class_<GpuFlatIndex>(m, "FlatIndex")
       .def(py::init([](std::int64_t d, const std::string& metric, int device) {
              return new GpuFlatIndex(d, parse_metric(metric), device);
@@ -349,10 +404,11 @@ PYBIND11_MODULE(_cuda, m) {
             if (k < 1) throw std::invalid_argument(simdex::detail::concat("k must be >= 1, got ", k));
             py::array_t<float> D({nq, k});
             py::array_t<std::int64_t> I({nq, k});
+            float* pd = D.mutable_data();
+            std::int64_t* pi = I.mutable_data();
             {
               py::gil_scoped_release nogil;
-              self.search(q.data(), nq, self.dim(), k, D.mutable_data(), I.mutable_data(), false,
-                          make_params(query_block, base_block));
+              self.search(q.data(), nq, self.dim(), k, pd, pi, false, make_params(query_block, base_block));
             }
             return py::make_tuple(D, I);
           },
@@ -373,8 +429,11 @@ PYBIND11_MODULE(_cuda, m) {
           [](GpuFlatIndex& self, const IdArray& ids) {
             const std::int64_t n = check_ids(ids, "ids");
             py::array_t<float> out({n, self.dim()});
-            py::gil_scoped_release nogil;
-            self.get_vectors(ids.data(), n, out.mutable_data());
+            float* po = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              self.get_vectors(ids.data(), n, po);
+            }
             return out;
           },
           py::arg("ids"))
@@ -391,8 +450,12 @@ PYBIND11_MODULE(_cuda, m) {
         const std::int64_t n = self.size();
         py::array_t<float> v({n, self.dim()});
         py::array_t<std::int64_t> ids(n);
-        py::gil_scoped_release nogil;
-        self.export_all(v.mutable_data(), ids.mutable_data());
+        float* pv = v.mutable_data();
+        std::int64_t* pi = ids.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          self.export_all(pv, pi);
+        }
         return py::make_tuple(v, ids);
       });
 }

@@ -2,6 +2,7 @@
 // simdex/cuda/hashing.h), so codes are reproducible bit for bit off the GPU.
 #include <algorithm>
 
+#include "detail/hash.cuh"
 #include "simdex/cuda/hashing.h"
 
 namespace simdex::cuda {
@@ -18,7 +19,7 @@ constexpr int kHashThreads = 256;
 __global__ void __launch_bounds__(kHashThreads)
     hash_kernel(const float* __restrict__ X, std::int64_t n, std::int64_t ldx,
                 const float* __restrict__ P, std::int64_t ldp, std::int64_t d, int L, int K,
-                int tables_per_block, std::uint64_t* __restrict__ codes) {
+                int tables_per_block, std::uint64_t* __restrict__ codes, float* __restrict__ proj) {
   __shared__ float Xs[kHashTV][kHashDK + 1];
   __shared__ float Ps[kHashTP][kHashDK + 1];
   __shared__ unsigned char bits[kHashTV][kHashTP];
@@ -62,6 +63,16 @@ __global__ void __launch_bounds__(kHashThreads)
     bits[vg * 8 + i][pl] = acc[i][0] > 0.0 ? 1 : 0;
     bits[vg * 8 + i][pl + 32] = acc[i][1] > 0.0 ? 1 : 0;
   }
+  if (proj != nullptr) {
+    const std::int64_t LK = static_cast<std::int64_t>(L) * K;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const std::int64_t v = v0 + vg * 8 + i;
+      if (v >= n) continue;
+      if (pl < nplanes) proj[v * LK + p0 + pl] = static_cast<float>(fabs(acc[i][0]));
+      if (pl + 32 < nplanes) proj[v * LK + p0 + pl + 32] = static_cast<float>(fabs(acc[i][1]));
+    }
+  }
   __syncthreads();
   for (int e = tid; e < kHashTV * ntab; e += kHashThreads) {
     const int v = e / ntab, t = e % ntab;
@@ -74,6 +85,20 @@ __global__ void __launch_bounds__(kHashThreads)
 
 }  // namespace
 
+namespace detail {
+
+void launch_hash(const float* x, std::int64_t n, std::int64_t ldx, const float* planes, std::int64_t ldp,
+                 std::int64_t d, int L, int K, std::uint64_t* codes, float* proj, cudaStream_t stream) {
+  if (n == 0) return;
+  const int tpb = std::max(1, kHashTP / K);
+  const dim3 grid(static_cast<unsigned>((n + kHashTV - 1) / kHashTV), static_cast<unsigned>((L + tpb - 1) / tpb));
+  SIMDEX_CHECK_ARG(grid.y <= 65535u, "too many tables for one launch: ", L);
+  hash_kernel<<<grid, kHashThreads, 0, stream>>>(x, n, ldx, planes, ldp, d, L, K, tpb, codes, proj);
+  SIMDEX_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace detail
+
 void hash_vectors(const DeviceMatrix& x, const DeviceMatrix& planes, std::int64_t num_tables,
                   std::int64_t bits, std::uint64_t* codes, cudaStream_t stream) {
   SIMDEX_CHECK_ARG(num_tables >= 1 && num_tables <= (1 << 20), "num_tables must be in [1, 2^20], got ",
@@ -84,15 +109,8 @@ void hash_vectors(const DeviceMatrix& x, const DeviceMatrix& planes, std::int64_
   SIMDEX_CHECK_ARG(planes.cols == x.cols, "planes have dimension ", planes.cols, " but vectors have ",
                    x.cols);
   SIMDEX_CHECK_ARG(x.ld >= x.cols && planes.ld >= planes.cols, "row strides must be >= the columns");
-  if (x.rows == 0) return;
-  const int K = static_cast<int>(bits), L = static_cast<int>(num_tables);
-  const int tpb = std::max(1, kHashTP / K);
-  const dim3 grid(static_cast<unsigned>((x.rows + kHashTV - 1) / kHashTV),
-                  static_cast<unsigned>((L + tpb - 1) / tpb));
-  SIMDEX_CHECK_ARG(grid.y <= 65535u, "too many tables for one launch: ", L);
-  hash_kernel<<<grid, kHashThreads, 0, stream>>>(x.data, x.rows, x.ld, planes.data, planes.ld, x.cols, L,
-                                                 K, tpb, codes);
-  SIMDEX_CUDA_CHECK_LAUNCH();
+  detail::launch_hash(x.data, x.rows, x.ld, planes.data, planes.ld, x.cols, static_cast<int>(num_tables),
+                      static_cast<int>(bits), codes, nullptr, stream);
   SIMDEX_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -50,9 +50,12 @@ __all__ = [
     "MAX_K",
     "DeviceArray",
     "to_device",
+    "GpuLSHIndex",
+    "MAX_PROBES",
 ]
 
 MAX_K = 1024  # kMaxK in cuda/include/simdex/cuda/knn.h
+MAX_PROBES = 17  # kMaxProbes in cuda/include/simdex/cuda/lsh.h
 
 
 # --------------------------------------------------------------------------- availability
@@ -603,3 +606,91 @@ def hash_vectors_gpu(x: Any, planes: Any, num_tables: int | None = None) -> Any:
     ph, _ = as_matrix(p_np.reshape(L * K, -1), "planes", dim=xh.shape[1])
     codes = mod.hash_vectors(xh, ph, L, K)
     return codes[0] if was_1d else codes
+
+
+# --------------------------------------------------------------------------- LSH tables
+def _staging(x: np.ndarray) -> _Dev:
+    """Upload a host float32 matrix (CuPy if installed, else a DeviceArray)."""
+    try:
+        import cupy  # noqa: F401
+
+        kind = "cupy"
+    except ImportError:
+        kind = "simdex"
+    like = _Dev(None, 0, 0, 0, 0, 0, 0, kind, False)
+    return _upload_like(x, like, _require())
+
+
+class GpuLSHIndex:
+    """Multi-table sign-projection LSH built and queried on the GPU.
+
+    Build: the base is hashed with the rule of :func:`hash_vectors_gpu` and each
+    table's (code, row) pairs are radix-sorted (CUB), so a bucket is a range.
+    Search: each query is hashed; probe 0 of a table is its code, probe p flips the
+    p-th least confident bit (smallest |projection|); the union of the probed
+    buckets over all tables is re-ranked exactly (duplicates removed) and the k
+    best are returned, ties by smaller row. Made for large query batches.
+
+    Args:
+        base: (n, d) vectors (host or device array); copied to the index.
+        planes: (L*K, d) or (L, K, d) float32 hyperplanes, 1 <= K <= 64.
+        num_tables: L, needed when ``planes`` is 2-D.
+        metric: ``"cosine"`` (default), ``"ip"``, ``"l2"`` or ``"sql2"`` (for re-ranking).
+
+    Raises:
+        RuntimeError: no CUDA build, driver or device.
+    """
+
+    def __init__(self, base: Any, planes: Any, num_tables: int | None = None, metric: str = "cosine") -> None:
+        mod = _require()
+        self.metric = canonical_metric(metric)
+        if is_device_array(base):
+            xv = _device_view(base, "base", None, mod)
+        else:
+            xv = _staging(as_matrix(base, "base")[0])
+        pshape = tuple(int(s) for s in (planes.shape if is_device_array(planes) else np.shape(planes)))
+        L, K = _split_planes(pshape, num_tables)
+        if is_device_array(planes):
+            pv = _device_view(planes.reshape(L * K, pshape[-1]) if len(pshape) == 3 else planes, "planes", xv.cols, mod)
+        else:
+            pv = _upload_like(as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)[0], xv, mod)
+        self._device = xv.device
+        self._lsh = mod.LSH(xv.ptr, xv.rows, xv.ld, pv.ptr, pv.rows, pv.ld, xv.cols, L, K, self.metric,
+                            stream=xv.stream, device=xv.device)
+        self.dim, self.num_tables, self.bits = xv.cols, L, K
+
+    def __len__(self) -> int:
+        return len(self._lsh)
+
+    def table(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted codes (uint64) of table ``t`` and the base row (int32) of each."""
+        return self._lsh.table(int(t), device=self._device)
+
+    def search(self, queries: Any, k: int = 10, num_probes: int = 1) -> tuple[Any, Any]:
+        """k best candidates of each query (same contract and array kinds as :func:`knn`).
+
+        Args:
+            queries: (q, d) or (d,) host or device array.
+            k: Neighbours per query, <= 1024; missing slots hold id -1, distance +inf.
+            num_probes: Buckets per table, 1 <= num_probes <= min(17, bits + 1).
+        """
+        k = _check_gpu_k(k)
+        num_probes = operator.index(num_probes)
+        top = min(MAX_PROBES, self.bits + 1)
+        if not 1 <= num_probes <= top:
+            raise ValueError(f"num_probes must be in [1, {top}], got {num_probes}")
+        mod = _require()
+        on_device = is_device_array(queries)
+        if on_device:
+            qv = _device_view(queries, "queries", self.dim, mod)
+        else:
+            q, was_1d = as_matrix(queries, "queries", dim=self.dim)
+            qv = _staging(q)
+            qv.was_1d = was_1d
+        D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
+        ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
+        self._lsh.search_device(qv.ptr, qv.rows, qv.ld, k, num_probes, d_ptr, i_ptr, stream=qv.stream,
+                                device=qv.device)
+        if not on_device:
+            D, ids = _to_host(D), _to_host(ids)
+        return (D[0], ids[0]) if qv.was_1d else (D, ids)

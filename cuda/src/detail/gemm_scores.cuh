@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "metric.cuh"
+
 namespace simdex::cuda::detail {
 
 inline constexpr int kGemmBM = 128;
@@ -17,9 +19,6 @@ inline constexpr int kGemmBN = 128;
 inline constexpr int kGemmBK = 8;
 inline constexpr int kGemmThreads = 256;
 inline constexpr int kGemmPad = 4;  // keeps float4 alignment and staggers the transposed stores
-
-/// Metric codes shared with the host (values of simdex::Metric).
-enum : int { kScoreIP = 0, kScoreCosine = 1, kScoreL2 = 2, kScoreSqL2 = 3 };
 
 // Load the 128 x 8 slice [row0, row0+128) x [k0, k0+8) of a K-contiguous matrix:
 // each thread reads 4 consecutive k of one row (zero outside the matrix).
