@@ -22,16 +22,29 @@ nvcc --version | tail -1
 "$PY" -c "import numpy, pybind11, scikit_build_core, pytest, pytest_benchmark; print('python deps ok')"
 "$PY" -c "import cupy; print('cupy', cupy.__version__)" || echo "cupy missing: cuBLAS comparisons will be skipped"
 
-echo "== build (CUDA part must compile; -Werror)"
+echo "== build (the CUDA module must compile; warnings are logged, not fatal, since this"
+echo "   machine's nvcc may be another version than CI's, where they are errors)"
 start=$(date +%s)
-"$PY" -m pip install --no-build-isolation -e . -v -Ccmake.define.SIMDEX_CUDA=ON 2>&1 | tee bench/results/gpu_build.log | grep -E "CUDA|error|warning" || true
+if ! "$PY" -m pip install --no-build-isolation -e . -v -Ccmake.define.SIMDEX_CUDA=ON \
+    -Ccmake.define.SIMDEX_CUDA_WERROR=OFF > bench/results/gpu_build.log 2>&1; then
+  tail -40 bench/results/gpu_build.log
+  echo "BUILD FAILED (full log: bench/results/gpu_build.log)"
+  exit 1
+fi
+grep -E "simdex: |warning" bench/results/gpu_build.log || true
 echo "build took $(( $(date +%s) - start )) s"
 "$PY" -c "import simdex.gpu as g; assert g.cuda_available(), g.no_cuda_reason(); print(g.device_info())"
 
+status=0
 echo "== tests"
-"$PY" -m pytest tests/test_gpu.py tests/test_gpu_nodevice.py -q -rs 2>&1 | tee bench/results/gpu_tests.log
+"$PY" -m pytest tests/test_gpu.py tests/test_gpu_nodevice.py -q -rs > bench/results/gpu_tests.log 2>&1 || status=1
+tail -30 bench/results/gpu_tests.log
+[[ $status -eq 0 ]] || echo "GPU TESTS FAILED (log: bench/results/gpu_tests.log); running the benchmarks anyway"
 
 echo "== benchmarks"
 "$PY" -m pytest bench/gpu/test_bench_gpu.py -q -s -p no:cacheprovider \
-  --benchmark-json bench/results/gpu.json --benchmark-columns=min,mean,max,rounds 2>&1 | tee bench/results/gpu_bench.log
-echo "== wrote bench/results/gpu.json and bench/results/gpu_summary.json"
+  --benchmark-json bench/results/gpu.json --benchmark-columns=min,mean,max,rounds \
+  > bench/results/gpu_bench.log 2>&1 || status=1
+tail -60 bench/results/gpu_bench.log
+echo "== wrote bench/results/gpu.json and bench/results/gpu_summary.json (logs: bench/results/gpu_*.log)"
+exit $status

@@ -11,6 +11,8 @@ Everything is measured in one process on the same device-resident data:
 * ``cupy_baseline``: cupy.matmul + cupy.argpartition per base block, then a merge,
   on the first SIMDEX_BENCH_BASELINE_Q queries (argpartition sorts, so it is slow).
 * recall@k of both against a float64 ground truth for the first 100 queries.
+* GPU LSH (16 tables x 16 bits, 4 probes): build time, query throughput and
+  recall against the exact result.
 * hashing N x d into 16 tables x 16 bits: :func:`simdex.gpu.hash_vectors_gpu`
   (float64 in-order rule) vs the cuBLAS FP32 rate of the same N x d x 256 product,
   and vs a CuPy baseline (matmul + sign + bit packing).
@@ -208,6 +210,23 @@ def test_cupy_hash_baseline(benchmark, data):
 
     _, t = _run(benchmark, run)
     SUMMARY["cupy_hash_s"] = t
+
+
+def test_simdex_lsh(benchmark, data):
+    """GPU LSH: build 16 tables x 16 bits over the base, then search all queries (4 probes)."""
+    t0 = time.perf_counter()
+    lsh = gpu.GpuLSHIndex(data["x"], data["planes"], num_tables=L, metric="ip")
+    SUMMARY["lsh_build_s"] = time.perf_counter() - t0
+    (_, ids), t = _run(benchmark, lambda: lsh.search(data["q"], k=K, num_probes=4))
+    SUMMARY["lsh_search_s"] = t
+    SUMMARY["lsh_qps"] = Q / t
+    if "_simdex_ids" in SUMMARY:  # recall against the exact GPU result
+        got = ids[:100].get() if hasattr(ids, "get") else ids[:100]
+        exact = SUMMARY["_simdex_ids"]
+        SUMMARY["lsh_recall_vs_exact"] = float(
+            np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(got, exact)])
+        )
+    benchmark.extra_info.update({k: v for k, v in SUMMARY.items() if k.startswith("lsh")})
 
 
 def test_zz_write_summary():
