@@ -380,13 +380,16 @@ PYBIND11_MODULE(_cuda, m) {
       .def(
           "add_device",
           [](GpuFlatIndex& self, std::uintptr_t x, std::int64_t n, std::int64_t ld, const IdArray& ids,
-             bool replace) {
+             bool replace, std::uintptr_t stream) {
             if (check_ids(ids, "ids") != n)
               throw std::invalid_argument(simdex::detail::concat("got ", n, " vectors but ", ids.shape(0), " ids"));
             py::gil_scoped_release nogil;
+            // The index works on its own non-blocking stream: let the producer's work finish first.
+            SIMDEX_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream)));
             self.add(as_cptr<float>(x), n, ld, ids.data(), replace, true);
           },
-          py::arg("x_ptr"), py::arg("n"), py::arg("ld"), py::arg("ids"), py::arg("replace") = false)
+          py::arg("x_ptr"), py::arg("n"), py::arg("ld"), py::arg("ids"), py::arg("replace") = false,
+          py::arg("stream") = 0)
       .def(
           "remove",
           [](GpuFlatIndex& self, const IdArray& ids) {
@@ -417,13 +420,17 @@ PYBIND11_MODULE(_cuda, m) {
       .def(
           "search_device",
           [](GpuFlatIndex& self, std::uintptr_t q, std::int64_t nq, std::int64_t ld, std::int64_t k,
-             std::uintptr_t out_d, std::uintptr_t out_i, std::int64_t query_block, std::int64_t base_block) {
+             std::uintptr_t out_d, std::uintptr_t out_i, std::int64_t query_block, std::int64_t base_block,
+             std::uintptr_t stream) {
             py::gil_scoped_release nogil;
+            SIMDEX_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream)));  // see add_device
             self.search(as_cptr<float>(q), nq, ld, k, as_ptr<float>(out_d), as_ptr<idx_t>(out_i), true,
                         make_params(query_block, base_block));
           },
           py::arg("q_ptr"), py::arg("nq"), py::arg("ld"), py::arg("k"), py::arg("out_d_ptr"), py::arg("out_i_ptr"),
-          py::arg("query_block") = 0, py::arg("base_block") = 0)
+          py::arg("query_block") = 0, py::arg("base_block") = 0, py::arg("stream") = 0,
+          "Search with device queries and outputs; the producer's `stream` is synchronised first and "
+          "the results are complete when this returns.")
       .def(
           "get_vectors",
           [](GpuFlatIndex& self, const IdArray& ids) {

@@ -462,7 +462,7 @@ class GpuFlatIndex:
             v = _device_view(vectors, "vectors", self.dim, self._mod)
             if v.device != self.device:
                 raise ValueError(f"vectors are on CUDA device {v.device}, the index on {self.device}")
-            self._index.add_device(v.ptr, v.rows, v.ld, ids, bool(replace))
+            self._index.add_device(v.ptr, v.rows, v.ld, ids, bool(replace), stream=v.stream)
         else:
             x, _ = as_matrix(vectors, "vectors", dim=self.dim)
             self._index.add(x, ids, bool(replace))
@@ -493,7 +493,9 @@ class GpuFlatIndex:
                 raise ValueError(f"queries are on CUDA device {qv.device}, the index on {self.device}")
             D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
             ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
-            self._index.search_device(qv.ptr, qv.rows, qv.ld, k, d_ptr, i_ptr, query_block=qb, base_block=bb)
+            self._index.search_device(
+                qv.ptr, qv.rows, qv.ld, k, d_ptr, i_ptr, query_block=qb, base_block=bb, stream=qv.stream
+            )
             return (D[0], ids[0]) if qv.was_1d else (D, ids)
         q, was_1d = as_matrix(queries, "queries", dim=self.dim)
         D, ids = self._index.search(q, k, query_block=qb, base_block=bb)
