@@ -25,7 +25,7 @@ nvcc --version | tail -1
 echo "== build (the CUDA module must compile; warnings are logged, not fatal, since this"
 echo "   machine's nvcc may be another version than CI's, where they are errors)"
 start=$(date +%s)
-if ! "$PY" -m pip install --no-build-isolation -e . -v -Ccmake.define.SIMDEX_CUDA=ON \
+if ! "$PY" -m pip install --no-build-isolation -e . -v -Cbuild-dir=build/gpu-run -Ccmake.define.SIMDEX_CUDA=ON \
     -Ccmake.define.SIMDEX_CUDA_WERROR=OFF > bench/results/gpu_build.log 2>&1; then
   tail -40 bench/results/gpu_build.log
   echo "BUILD FAILED (full log: bench/results/gpu_build.log)"
