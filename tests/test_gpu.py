@@ -324,3 +324,17 @@ def test_lsh_recall_on_clustered_data():
     assert recall > 0.8
     with pytest.raises(ValueError, match="num_probes"):
         lsh.search(q, k=10, num_probes=14)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize(("precision", "tol"), [("tf32x3", 1e-4), ("tf32", 3e-2)])
+def test_tensor_core_precisions(metric, precision, tol):
+    q, x = _data(150, 100, 40), _data(3000, 100, 41)  # d = 100: a partial K step of 32
+    D, ids = gpu.knn(q, x, k=10, metric=metric, precision=precision, query_block=128, base_block=1024)
+    ref_d, ref_i, _ = _reference(q, x, 10, metric)
+    scale = max(1.0, float(np.abs(ref_d).max()))
+    np.testing.assert_allclose(D, ref_d, atol=tol * scale, rtol=tol)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), ref_i.tolist())])
+    assert recall > (0.999 if precision == "tf32x3" else 0.9)
+    if precision == "tf32x3":
+        _check_against_reference(D, ids, q, x, 10, metric)

@@ -78,6 +78,8 @@ def test_bad_arguments_are_checked_before_the_device():
         gpu.knn(x, x, k=1, metric="hamming")
     with pytest.raises(ValueError, match="query_block"):
         gpu.knn(x, x, k=1, query_block=0)
+    with pytest.raises(ValueError, match="unknown precision"):
+        gpu.knn(x, x, k=1, precision="fp16")
 
 
 def test_import_simdex_needs_no_driver():

@@ -6,8 +6,10 @@ Everything is measured in one process on the same device-resident data:
 * ``gemm``: the blocked product queries x base^T with ``cupy.matmul`` (cuBLAS
   SGEMM, FP32; CuPy's TF32 mode stays off) into a preallocated tile: the GPU's
   measured matrix-product rate for this shape.
-* ``simdex``: :func:`simdex.gpu.knn` (FP32 tiled GEMM + fused epilogue + block top-k).
-  Reported as achieved GFLOP/s (2*Q*N*d / time) and as a fraction of ``gemm``.
+* ``simdex``: :func:`simdex.gpu.knn` (tiled GEMM + fused epilogue + block top-k) in
+  each precision: ``fp32`` (SIMT FP32), ``tf32x3`` (tensor cores, ~FP32 accuracy),
+  ``tf32`` (tensor cores). Reported as achieved GFLOP/s (2*Q*N*d / time), as a
+  fraction of ``gemm`` (the FP32 cuBLAS rate), and with recall.
 * ``cupy_baseline``: cupy.matmul + cupy.argpartition per base block, then a merge,
   on the first SIMDEX_BENCH_BASELINE_Q queries (argpartition sorts, so it is slow).
 * recall@k of both against a float64 ground truth for the first 100 queries.
@@ -105,14 +107,18 @@ def test_gemm_rate_knn_shape(benchmark, data):
     benchmark.extra_info["gflops"] = SUMMARY["gemm_gflops"]
 
 
-def test_simdex_knn(benchmark, data):
-    (Dd, Id), t = _run(benchmark, lambda: gpu.knn(data["q"], data["x"], k=K, metric="ip"))
-    SUMMARY["simdex_knn_s"] = t
-    SUMMARY["simdex_gflops"] = _rate(2.0 * Q * N * D, t)
+@pytest.mark.parametrize("precision", ["fp32", "tf32x3", "tf32"])
+def test_simdex_knn(benchmark, data, precision):
+    (Dd, Id), t = _run(benchmark, lambda: gpu.knn(data["q"], data["x"], k=K, metric="ip", precision=precision))
+    key = f"simdex_{precision}"
+    SUMMARY[f"{key}_knn_s"] = t
+    SUMMARY[f"{key}_gflops"] = _rate(2.0 * Q * N * D, t)
     if "gemm_gflops" in SUMMARY:
-        SUMMARY["simdex_vs_gemm"] = SUMMARY["simdex_gflops"] / SUMMARY["gemm_gflops"]
-    benchmark.extra_info.update({k: v for k, v in SUMMARY.items() if k.startswith("simdex")})
-    SUMMARY["_simdex_ids"] = Id[:100].get() if hasattr(Id, "get") else Id[:100]
+        SUMMARY[f"{key}_vs_gemm"] = SUMMARY[f"{key}_gflops"] / SUMMARY["gemm_gflops"]
+    benchmark.extra_info.update({k: v for k, v in SUMMARY.items() if k.startswith(key)})
+    SUMMARY[f"_ids_{precision}"] = Id[:100].get() if hasattr(Id, "get") else Id[:100]
+    if precision == "fp32":
+        SUMMARY["_simdex_ids"] = SUMMARY["_ids_fp32"]
 
 
 def _cupy_knn(q, x):
@@ -159,10 +165,13 @@ def test_recall_against_float64(data):
     def recall(ids):
         return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(ids, gt)]))
 
-    SUMMARY["simdex_recall"] = recall(SUMMARY["_simdex_ids"])
+    for precision in ("fp32", "tf32x3", "tf32"):
+        if f"_ids_{precision}" in SUMMARY:
+            SUMMARY[f"simdex_{precision}_recall"] = recall(SUMMARY[f"_ids_{precision}"])
     if "_cupy_ids" in SUMMARY:
         SUMMARY["cupy_baseline_recall"] = recall(SUMMARY["_cupy_ids"])
-    assert SUMMARY["simdex_recall"] >= 0.99  # FP32 vs float64: only near-ties at rank k may differ
+    # FP32 vs float64: only near-ties at rank k may differ.
+    assert SUMMARY.get("simdex_fp32_recall", 1.0) >= 0.99
 
 
 @needs_cupy

@@ -58,8 +58,16 @@ std::int64_t check_ids(const IdArray& a, const char* name) {
   return a.shape(0);
 }
 
-GpuKnnParams make_params(std::int64_t query_block, std::int64_t base_block) {
+simdex::cuda::Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return simdex::cuda::Precision::kFP32;
+  if (name == "tf32x3") return simdex::cuda::Precision::kTF32x3;
+  if (name == "tf32") return simdex::cuda::Precision::kTF32;
+  throw std::invalid_argument("unknown precision '" + name + "'; expected 'fp32', 'tf32x3' or 'tf32'");
+}
+
+GpuKnnParams make_params(std::int64_t query_block, std::int64_t base_block, const std::string& precision) {
   GpuKnnParams p;
+  p.precision = parse_precision(precision);
   if (query_block > 0) p.query_block = query_block;
   if (base_block > 0) p.base_block = base_block;
   return p;
@@ -82,7 +90,7 @@ void require_device() {
 }
 
 py::tuple knn_host(const FloatArray& q, const FloatArray& x, std::int64_t k, const std::string& metric,
-                   std::int64_t query_block, std::int64_t base_block, int device) {
+                   std::int64_t query_block, std::int64_t base_block, int device, const std::string& precision) {
   const std::int64_t nq = check_matrix(q, -1, "queries");
   const std::int64_t d = q.shape(1);
   const std::int64_t nb = check_matrix(x, d, "base");
@@ -105,7 +113,7 @@ py::tuple knn_host(const FloatArray& q, const FloatArray& x, std::int64_t k, con
     if (nq > 0) SIMDEX_CUDA_CHECK(cudaMemcpyAsync(dq.data(), q.data(), dq.bytes(), cudaMemcpyHostToDevice, s));
     if (nb > 0) SIMDEX_CUDA_CHECK(cudaMemcpyAsync(dx.data(), x.data(), dx.bytes(), cudaMemcpyHostToDevice, s));
     simdex::cuda::knn(DeviceMatrix{dq.data(), nq, d, d}, DeviceMatrix{dx.data(), nb, d, d}, k, m, nullptr,
-                      nullptr, dd.data(), di.data(), s, make_params(query_block, base_block));
+                      nullptr, dd.data(), di.data(), s, make_params(query_block, base_block, precision));
     if (nq > 0) {
       SIMDEX_CUDA_CHECK(cudaMemcpyAsync(pd, dd.data(), dd.bytes(), cudaMemcpyDeviceToHost, s));
       SIMDEX_CUDA_CHECK(cudaMemcpyAsync(pi, di.data(), di.bytes(), cudaMemcpyDeviceToHost, s));
@@ -223,7 +231,7 @@ PYBIND11_MODULE(_cuda, m) {
         "Name, compute capability, memory and SM count of a device.");
 
   m.def("knn", &knn_host, py::arg("queries"), py::arg("base"), py::arg("k"), py::arg("metric"),
-        py::arg("query_block") = 0, py::arg("base_block") = 0, py::arg("device") = 0,
+        py::arg("query_block") = 0, py::arg("base_block") = 0, py::arg("device") = 0, py::arg("precision") = "fp32",
         "Exact k-NN of host arrays on the GPU. queries (nq, d), base (nb, d) C-contiguous float32. "
         "Returns (distances float32 (nq, k) ascending, ids int64 (nq, k)).");
   m.def(
@@ -231,18 +239,19 @@ PYBIND11_MODULE(_cuda, m) {
       [](std::uintptr_t q, std::int64_t nq, std::int64_t q_ld, std::uintptr_t x, std::int64_t nb,
          std::int64_t x_ld, std::int64_t d, std::int64_t k, const std::string& metric, std::uintptr_t out_d,
          std::uintptr_t out_i, std::uintptr_t stream, std::int64_t query_block, std::int64_t base_block,
-         int device) {
+         int device, const std::string& precision) {
         const Metric mt = parse_metric(metric);
         py::gil_scoped_release nogil;
         require_device();
         simdex::cuda::DeviceGuard guard(device);
         simdex::cuda::knn(DeviceMatrix{as_cptr<float>(q), nq, d, q_ld}, DeviceMatrix{as_cptr<float>(x), nb, d, x_ld},
                           k, mt, nullptr, nullptr, as_ptr<float>(out_d), as_ptr<idx_t>(out_i), as_stream(stream),
-                          make_params(query_block, base_block));
+                          make_params(query_block, base_block, precision));
       },
       py::arg("q_ptr"), py::arg("nq"), py::arg("q_ld"), py::arg("x_ptr"), py::arg("nb"), py::arg("x_ld"),
       py::arg("d"), py::arg("k"), py::arg("metric"), py::arg("out_d_ptr"), py::arg("out_i_ptr"),
       py::arg("stream") = 0, py::arg("query_block") = 0, py::arg("base_block") = 0, py::arg("device") = 0,
+      py::arg("precision") = "fp32",
       "Exact k-NN on device pointers (float32 rows with strides q_ld / x_ld elements); writes "
       "nq*k float32 distances and int64 ids to out_d_ptr / out_i_ptr. Synchronises `stream`.");
   m.def(
@@ -402,7 +411,7 @@ PYBIND11_MODULE(_cuda, m) {
       .def(
           "search",
           [](GpuFlatIndex& self, const FloatArray& q, std::int64_t k, int /*num_threads*/, std::int64_t query_block,
-             std::int64_t base_block) {
+             std::int64_t base_block, const std::string& precision) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
             if (k < 1) throw std::invalid_argument(simdex::detail::concat("k must be >= 1, got ", k));
             py::array_t<float> D({nq, k});
@@ -411,25 +420,25 @@ PYBIND11_MODULE(_cuda, m) {
             std::int64_t* pi = I.mutable_data();
             {
               py::gil_scoped_release nogil;
-              self.search(q.data(), nq, self.dim(), k, pd, pi, false, make_params(query_block, base_block));
+              self.search(q.data(), nq, self.dim(), k, pd, pi, false, make_params(query_block, base_block, precision));
             }
             return py::make_tuple(D, I);
           },
           py::arg("queries"), py::arg("k"), py::arg("num_threads") = 0, py::arg("query_block") = 0,
-          py::arg("base_block") = 0, "num_threads is accepted for parity with the CPU index and ignored.")
+          py::arg("base_block") = 0, py::arg("precision") = "fp32", "num_threads is accepted for parity with the CPU index and ignored.")
       .def(
           "search_device",
           [](GpuFlatIndex& self, std::uintptr_t q, std::int64_t nq, std::int64_t ld, std::int64_t k,
              std::uintptr_t out_d, std::uintptr_t out_i, std::int64_t query_block, std::int64_t base_block,
-             std::uintptr_t stream) {
+             std::uintptr_t stream, const std::string& precision) {
             py::gil_scoped_release nogil;
             SIMDEX_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream)));  // see add_device
             self.search(as_cptr<float>(q), nq, ld, k, as_ptr<float>(out_d), as_ptr<idx_t>(out_i), true,
-                        make_params(query_block, base_block));
+                        make_params(query_block, base_block, precision));
           },
           py::arg("q_ptr"), py::arg("nq"), py::arg("ld"), py::arg("k"), py::arg("out_d_ptr"), py::arg("out_i_ptr"),
           py::arg("query_block") = 0, py::arg("base_block") = 0, py::arg("stream") = 0,
-          "Search with device queries and outputs; the producer's `stream` is synchronised first and "
+          py::arg("precision") = "fp32", "Search with device queries and outputs; the producer's `stream` is synchronised first and "
           "the results are complete when this returns.")
       .def(
           "get_vectors",

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "detail/gemm_scores.cuh"
+#include "detail/gemm_tc.cuh"
 #include "detail/rows.cuh"
 #include "detail/topk.cuh"
 #include "simdex/cuda/knn.h"
@@ -209,6 +210,13 @@ void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric me
   const std::int64_t nq = q.rows, nb = x.rows, d = q.cols;
   if (nq == 0) return;
   const int metric_code = static_cast<int>(metric);
+  if (params.precision != Precision::kFP32) {
+    int dev = 0, major = 0;
+    SIMDEX_CUDA_CHECK(cudaGetDevice(&dev));
+    SIMDEX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    SIMDEX_CHECK_ARG(major >= 8, "precision tf32 / tf32x3 needs tensor cores with TF32 (compute capability "
+                                 ">= 8.0); this device has ", major, ".x: use precision='fp32'");
+  }
 
   const std::int64_t qb = std::min(round_up(params.query_block, detail::kGemmBM), round_up(nq, detail::kGemmBM));
   const std::int64_t bb =
@@ -246,9 +254,16 @@ void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric me
       const dim3 grid(static_cast<unsigned>((cols + detail::kGemmBN - 1) / detail::kGemmBN),
                       static_cast<unsigned>((rows + detail::kGemmBM - 1) / detail::kGemmBM));
       SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(stream, side.topk_done[buf], 0));  // buffer free again
-      detail::gemm_scores_kernel<<<grid, detail::kGemmThreads, 0, stream>>>(
-          q.data + q0 * q.ld, rows, q.ld, x.data + b0 * x.ld, cols, x.ld, d, tiles[buf].data(), ldc,
-          metric_code, q_aux.data() + q0, x_aux != nullptr ? x_aux + b0 : nullptr, vec);
+      if (params.precision == Precision::kFP32) {
+        detail::gemm_scores_kernel<<<grid, detail::kGemmThreads, 0, stream>>>(
+            q.data + q0 * q.ld, rows, q.ld, x.data + b0 * x.ld, cols, x.ld, d, tiles[buf].data(), ldc,
+            metric_code, q_aux.data() + q0, x_aux != nullptr ? x_aux + b0 : nullptr, vec);
+      } else {
+        detail::gemm_scores_tc_kernel<<<grid, detail::kTcThreads, 0, stream>>>(
+            q.data + q0 * q.ld, rows, q.ld, x.data + b0 * x.ld, cols, x.ld, d, tiles[buf].data(), ldc,
+            metric_code, q_aux.data() + q0, x_aux != nullptr ? x_aux + b0 : nullptr, vec,
+            params.precision == Precision::kTF32x3);
+      }
       SIMDEX_CUDA_CHECK_LAUNCH();
       SIMDEX_CUDA_CHECK(cudaEventRecord(side.gemm_done[buf], stream));
       SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(side.stream, side.gemm_done[buf], 0));

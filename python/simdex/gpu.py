@@ -22,7 +22,8 @@ Device work is queued on the producer's current stream (CuPy's / PyTorch's curre
 stream, or the stream named in ``__cuda_array_interface__``) and every call
 synchronises that stream before returning.
 
-Precision: exact search is full FP32 (no TF32). Hash codes follow the float64
+Precision: exact search is full FP32 by default; ``precision="tf32x3"`` / ``"tf32"``
+use tensor cores (see :func:`knn`). Hash codes follow the float64
 in-order rule documented in :func:`hash_vectors_gpu` and are reproducible bit for
 bit by :func:`hash_reference`.
 """
@@ -56,6 +57,13 @@ __all__ = [
 
 MAX_K = 1024  # kMaxK in cuda/include/simdex/cuda/knn.h
 MAX_PROBES = 17  # kMaxProbes in cuda/include/simdex/cuda/lsh.h
+PRECISIONS = ("fp32", "tf32x3", "tf32")
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 # --------------------------------------------------------------------------- availability
@@ -373,6 +381,7 @@ def knn(
     *,
     query_block: int | None = None,
     base_block: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[Any, Any]:
     """Exact k nearest neighbours on the GPU (same contract as :func:`simdex.knn`).
 
@@ -384,8 +393,12 @@ def knn(
             distance +inf.
         metric: ``"cosine"``, ``"ip"``, ``"l2"`` or ``"sql2"``.
         query_block: Queries per tile (default 4096).
-        base_block: Base vectors per tile (default 8192); the tile takes
-            ``4 * query_block * base_block`` bytes of device memory.
+        base_block: Base vectors per tile (default 4096); two tiles of
+            ``4 * query_block * base_block`` bytes each live in device memory.
+        precision: ``"fp32"`` (default; SIMT FP32, matches the CPU to ~1e-6),
+            ``"tf32x3"`` (tensor cores with a 3xTF32 split: about FP32 accuracy) or
+            ``"tf32"`` (tensor cores, ~1e-3 relative error: near-ties may reorder).
+            The TF32 modes need compute capability >= 8.0.
 
     Returns:
         ``(distances, ids)``: float32 and int64 of shape (q, k) ((k,) for a 1-D
@@ -400,12 +413,13 @@ def knn(
     metric = canonical_metric(metric)
     k = _check_gpu_k(k)
     qb, bb = _block(query_block, "query_block"), _block(base_block, "base_block")
+    precision = _check_precision(precision)
     mod = _require()
     q_dev, x_dev = is_device_array(queries), is_device_array(base)
     if not q_dev and not x_dev:
         q, was_1d = as_matrix(queries, "queries")
         x, _ = as_matrix(base, "base", dim=q.shape[1])
-        D, ids = mod.knn(q, x, k, metric, query_block=qb, base_block=bb)
+        D, ids = mod.knn(q, x, k, metric, query_block=qb, base_block=bb, precision=precision)
         return (D[0], ids[0]) if was_1d else (D, ids)
 
     if q_dev:
@@ -424,7 +438,7 @@ def knn(
     D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
     ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
     mod.knn_device(qv.ptr, qv.rows, qv.ld, xv.ptr, xv.rows, xv.ld, qv.cols, k, metric, d_ptr, i_ptr,
-                   stream=qv.stream, query_block=qb, base_block=bb, device=qv.device)
+                   stream=qv.stream, query_block=qb, base_block=bb, device=qv.device, precision=precision)
     if not q_dev:  # host queries -> host results
         D, ids = _to_host(D), _to_host(ids)
     return (D[0], ids[0]) if qv.was_1d else (D, ids)
@@ -479,14 +493,17 @@ class GpuFlatIndex:
         *,
         query_block: int | None = None,
         base_block: int | None = None,
+        precision: str = "fp32",
     ) -> tuple[Any, Any]:
         """k-NN of (q, dim) queries; results are the same kind of array as ``queries``.
 
-        ``num_threads`` is accepted for parity with the CPU index and ignored.
+        ``num_threads`` is accepted for parity with the CPU index and ignored; the
+        other options are those of :func:`knn`.
         """
         del num_threads
         k = _check_gpu_k(k)
         qb, bb = _block(query_block, "query_block"), _block(base_block, "base_block")
+        precision = _check_precision(precision)
         if is_device_array(queries):
             qv = _device_view(queries, "queries", self.dim, self._mod)
             if qv.device != self.device:
@@ -494,11 +511,12 @@ class GpuFlatIndex:
             D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
             ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
             self._index.search_device(
-                qv.ptr, qv.rows, qv.ld, k, d_ptr, i_ptr, query_block=qb, base_block=bb, stream=qv.stream
+                qv.ptr, qv.rows, qv.ld, k, d_ptr, i_ptr, query_block=qb, base_block=bb, stream=qv.stream,
+                precision=precision,
             )
             return (D[0], ids[0]) if qv.was_1d else (D, ids)
         q, was_1d = as_matrix(queries, "queries", dim=self.dim)
-        D, ids = self._index.search(q, k, query_block=qb, base_block=bb)
+        D, ids = self._index.search(q, k, query_block=qb, base_block=bb, precision=precision)
         return (D[0], ids[0]) if was_1d else (D, ids)
 
     def get_vectors(self, ids: np.ndarray) -> np.ndarray:

@@ -9,8 +9,10 @@
 // the GEMM of the next tile runs on the caller's stream. Device memory is O(query_block * base_block +
 // nq * k), never O(nq * nb), so tens of millions of base vectors work.
 //
-// Precision: full FP32 (no TF32), so distances agree with the CPU path to ~1e-6
-// relative. Ties are broken by the smaller id, as on the CPU.
+// Precision: full FP32 by default (SIMT kernel, no TF32), so distances agree with the
+// CPU path to ~1e-6 relative; GpuKnnParams::precision selects a tensor-core TF32
+// kernel instead (3xTF32 split for ~FP32 accuracy, or plain TF32). Ties are broken
+// by the smaller id, as on the CPU.
 //
 // Example (all pointers are device pointers; queries and base may be strided):
 // @code
@@ -40,11 +42,19 @@ struct DeviceMatrix {
   std::int64_t ld = 0;  ///< elements between the starts of consecutive rows (>= cols)
 };
 
+/// Arithmetic of the inner products.
+enum class Precision : int {
+  kFP32 = 0,    ///< SIMT FP32 FMA (default): matches the CPU to ~1e-6 relative
+  kTF32x3 = 1,  ///< tensor cores, 3xTF32 split: about FP32 accuracy (sm_80+)
+  kTF32 = 2,    ///< tensor cores, plain TF32: ~1e-3 relative error, fastest (sm_80+)
+};
+
 /// Tiling knobs of knn(). Two score tiles of query_block * base_block floats each are
 /// allocated (the GEMM of one tile overlaps the top-k of the other).
 struct GpuKnnParams {
   std::int64_t query_block = 4096;  ///< queries per tile (rounded up to a multiple of 128)
   std::int64_t base_block = 4096;   ///< base vectors per tile (rounded up to a multiple of 128)
+  Precision precision = Precision::kFP32;
 };
 
 /// Per-row auxiliary values the metric needs (as compute_row_aux on the CPU):
