@@ -55,7 +55,9 @@ def _check_against_reference(D, ids, q, x, k, metric, tol=1e-4):
     np.testing.assert_allclose(D[:, :kk], ref_d[:, :kk], atol=tol * scale, rtol=1e-4)
     # Ids: each returned id's true distance must equal the returned distance, and where
     # the k-th and (k+1)-th true distances are well apart the id sets must agree.
-    np.testing.assert_allclose(np.take_along_axis(full, ids[:, :kk], 1), D[:, :kk], atol=tol * scale, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.take_along_axis(full, ids[:, :kk], 1), D[:, :kk], atol=tol * scale, rtol=1e-4
+    )
     srt = np.sort(full, axis=1)
     for r in range(q.shape[0]):
         if kk < x.shape[0] and srt[r, kk] - srt[r, kk - 1] > 10 * tol * scale:

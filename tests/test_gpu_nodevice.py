@@ -50,12 +50,22 @@ def test_cuda_available_false_without_device():
         lambda x: gpu.GpuLSHIndex(x, np.ones((8, 4), np.float32), num_tables=2),
         lambda x: gpu.to_device(x),
     ],
-    ids=["simdex.knn", "ExactIndex", "gpu.knn", "GpuFlatIndex", "hash_vectors_gpu", "device_info", "GpuLSHIndex",
-         "to_device"],
+    ids=[
+        "simdex.knn",
+        "ExactIndex",
+        "gpu.knn",
+        "GpuFlatIndex",
+        "hash_vectors_gpu",
+        "device_info",
+        "GpuLSHIndex",
+        "to_device",
+    ],
 )
 def test_device_cuda_raises_clear_runtime_error(call):
     x = np.eye(4, dtype=np.float32)
-    with pytest.raises(RuntimeError, match=r"device='cuda' is not available: .*(built without CUDA|driver|device)"):
+    with pytest.raises(
+        RuntimeError, match=r"device='cuda' is not available: .*(built without CUDA|driver|device)"
+    ):
         call(x)
 
 

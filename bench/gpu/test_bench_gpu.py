@@ -73,7 +73,9 @@ def data():
         planes = rng.standard_normal((L * BITS, D), dtype=cp.float32)
     else:
         rng = np.random.default_rng(0)
-        chunks = [rng.standard_normal((min(1_000_000, N - i), D), dtype=np.float32) for i in range(0, N, 1_000_000)]
+        chunks = [
+            rng.standard_normal((min(1_000_000, N - i), D), dtype=np.float32) for i in range(0, N, 1_000_000)
+        ]
         x = gpu.DeviceArray.from_host(np.concatenate(chunks))
         del chunks
         q = gpu.DeviceArray.from_host(rng.standard_normal((Q, D), dtype=np.float32))
@@ -109,7 +111,9 @@ def test_gemm_rate_knn_shape(benchmark, data):
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32x3", "tf32"])
 def test_simdex_knn(benchmark, data, precision):
-    (Dd, Id), t = _run(benchmark, lambda: gpu.knn(data["q"], data["x"], k=K, metric="ip", precision=precision))
+    (Dd, Id), t = _run(
+        benchmark, lambda: gpu.knn(data["q"], data["x"], k=K, metric="ip", precision=precision)
+    )
     key = f"simdex_{precision}"
     SUMMARY[f"{key}_knn_s"] = t
     SUMMARY[f"{key}_gflops"] = _rate(2.0 * Q * N * D, t)
@@ -125,7 +129,11 @@ def _cupy_knn(q, x):
     best_s = best_i = None
     for b0 in range(0, N, GEMM_BLOCK):
         s = q @ x[b0 : b0 + GEMM_BLOCK].T
-        part = cp.argpartition(-s, K - 1, axis=1)[:, :K] if s.shape[1] > K else cp.broadcast_to(cp.arange(s.shape[1]), (s.shape[0], s.shape[1]))
+        part = (
+            cp.argpartition(-s, K - 1, axis=1)[:, :K]
+            if s.shape[1] > K
+            else cp.broadcast_to(cp.arange(s.shape[1]), (s.shape[0], s.shape[1]))
+        )
         ps = cp.take_along_axis(s, part, 1)
         pi = part + b0
         if best_s is None:
@@ -213,7 +221,9 @@ def test_cupy_hash_baseline(benchmark, data):
         out = cp.empty((N, L), dtype=cp.uint64)
         for b0 in range(0, N, 1 << 20):
             s = x[b0 : b0 + (1 << 20)] @ planes.T
-            out[b0 : b0 + s.shape[0]] = ((s > 0).reshape(s.shape[0], L, BITS).astype(cp.uint64) * weights).sum(-1)
+            out[b0 : b0 + s.shape[0]] = (
+                (s > 0).reshape(s.shape[0], L, BITS).astype(cp.uint64) * weights
+            ).sum(-1)
         _sync()
         return out
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -67,7 +67,7 @@ def _check_precision(precision: str) -> str:
 
 
 # --------------------------------------------------------------------------- availability
-@lru_cache(maxsize=None)
+@cache
 def _module() -> tuple[ModuleType | None, str]:
     try:
         from simdex import _cuda
@@ -157,9 +157,9 @@ class DeviceArray:
         return cai
 
     def __getitem__(self, i: int) -> DeviceArray:
-        """Row ``i`` of a 2-D array (a view), enough for simdex's 1-D results."""
-        if self.ndim != 2 or not isinstance(i, int) or not 0 <= i < self.shape[0] or i != 0:
-            raise IndexError("DeviceArray supports only [0] on 2-D arrays; use get() for more")
+        """The only row of a (1, n) array (a view): enough for simdex's 1-D results."""
+        if self.ndim != 2 or self.shape[0] != 1 or i != 0:
+            raise IndexError("DeviceArray supports only [0] on (1, n) arrays; use get() for more")
         return DeviceArray(self._native, self.shape[1:], self.dtype)
 
     def get(self) -> np.ndarray:
@@ -217,19 +217,14 @@ def _is_dlpack_cuda(x: Any) -> bool:
 
 def is_device_array(x: Any) -> bool:
     """Whether ``x`` lives in CUDA device memory (CuPy, torch CUDA, CAI or DLPack-on-CUDA)."""
-    return (
-        _is_torch_cuda(x)
-        or _is_cupy(x)
-        or hasattr(x, "__cuda_array_interface__")
-        or _is_dlpack_cuda(x)
-    )
+    return _is_torch_cuda(x) or _is_cupy(x) or hasattr(x, "__cuda_array_interface__") or _is_dlpack_cuda(x)
 
 
 def _import_cupy(why: str) -> Any:
     try:
         import cupy
     except ImportError:
-        raise TypeError(f"{why} needs CuPy: pip install \"simdex[gpu]\"") from None
+        raise TypeError(f'{why} needs CuPy: pip install "simdex[gpu]"') from None
     return cupy
 
 
@@ -261,7 +256,9 @@ def _torch_view(x: Any, name: str, dim: int | None) -> _Dev:
     if x.stride(1) != 1 or x.stride(0) < cols:
         x = x.contiguous()
     stream = int(torch.cuda.current_stream(x.device).cuda_stream)
-    return _Dev(x, int(x.data_ptr()), rows, cols, int(x.stride(0)), int(x.device.index or 0), stream, "torch", was_1d)
+    return _Dev(
+        x, int(x.data_ptr()), rows, cols, int(x.stride(0)), int(x.device.index or 0), stream, "torch", was_1d
+    )
 
 
 def _cupy_view(x: Any, name: str, dim: int | None) -> _Dev:
@@ -323,7 +320,9 @@ def _upload_like(x: np.ndarray, like: _Dev, mod: ModuleType) -> _Dev:
         import torch
 
         t = torch.as_tensor(x, device=torch.device("cuda", like.device))
-        return _Dev(t, int(t.data_ptr()), x.shape[0], x.shape[1], x.shape[1], like.device, like.stream, "torch", False)
+        return _Dev(
+            t, int(t.data_ptr()), x.shape[0], x.shape[1], x.shape[1], like.device, like.stream, "torch", False
+        )
     if like.kind == "simdex":
         a = DeviceArray.from_host(x)
         ptr = int(a.__cuda_array_interface__["data"][0])
@@ -331,7 +330,9 @@ def _upload_like(x: np.ndarray, like: _Dev, mod: ModuleType) -> _Dev:
     cupy = _import_cupy("a device array")
     with cupy.cuda.Device(like.device):
         a = cupy.asarray(x)
-    return _Dev(a, int(a.data.ptr), x.shape[0], x.shape[1], x.shape[1], like.device, like.stream, "cupy", False)
+    return _Dev(
+        a, int(a.data.ptr), x.shape[0], x.shape[1], x.shape[1], like.device, like.stream, "cupy", False
+    )
 
 
 def _empty_like(like: _Dev, shape: tuple[int, int], dtype: Any) -> tuple[Any, int]:
@@ -437,8 +438,24 @@ def knn(
         raise ValueError(f"queries are on CUDA device {qv.device} but base is on device {xv.device}")
     D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
     ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
-    mod.knn_device(qv.ptr, qv.rows, qv.ld, xv.ptr, xv.rows, xv.ld, qv.cols, k, metric, d_ptr, i_ptr,
-                   stream=qv.stream, query_block=qb, base_block=bb, device=qv.device, precision=precision)
+    mod.knn_device(
+        qv.ptr,
+        qv.rows,
+        qv.ld,
+        xv.ptr,
+        xv.rows,
+        xv.ld,
+        qv.cols,
+        k,
+        metric,
+        d_ptr,
+        i_ptr,
+        stream=qv.stream,
+        query_block=qb,
+        base_block=bb,
+        device=qv.device,
+        precision=precision,
+    )
     if not q_dev:  # host queries -> host results
         D, ids = _to_host(D), _to_host(ids)
     return (D[0], ids[0]) if qv.was_1d else (D, ids)
@@ -511,7 +528,15 @@ class GpuFlatIndex:
             D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
             ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
             self._index.search_device(
-                qv.ptr, qv.rows, qv.ld, k, d_ptr, i_ptr, query_block=qb, base_block=bb, stream=qv.stream,
+                qv.ptr,
+                qv.rows,
+                qv.ld,
+                k,
+                d_ptr,
+                i_ptr,
+                query_block=qb,
+                base_block=bb,
+                stream=qv.stream,
                 precision=precision,
             )
             return (D[0], ids[0]) if qv.was_1d else (D, ids)
@@ -607,7 +632,9 @@ def hash_vectors_gpu(x: Any, planes: Any, num_tables: int | None = None) -> Any:
     mod = _require()
     if is_device_array(x):
         xv = _device_view(x, "vectors", None, mod)
-        pshape = tuple(int(s) for s in np.shape(planes)) if not is_device_array(planes) else tuple(planes.shape)
+        pshape = (
+            tuple(int(s) for s in np.shape(planes)) if not is_device_array(planes) else tuple(planes.shape)
+        )
         L, K = _split_planes(pshape, num_tables)
         if is_device_array(planes):
             if len(pshape) == 3:
@@ -617,8 +644,20 @@ def hash_vectors_gpu(x: Any, planes: Any, num_tables: int | None = None) -> Any:
             p_host, _ = as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)
             pv = _upload_like(p_host, xv, mod)
         codes, c_ptr = _empty_like(xv, (xv.rows, L), np.uint64)
-        mod.hash_vectors_device(xv.ptr, xv.rows, xv.ld, pv.ptr, pv.rows, pv.ld, xv.cols, L, K, c_ptr,
-                                stream=xv.stream, device=xv.device)
+        mod.hash_vectors_device(
+            xv.ptr,
+            xv.rows,
+            xv.ld,
+            pv.ptr,
+            pv.rows,
+            pv.ld,
+            xv.cols,
+            L,
+            K,
+            c_ptr,
+            stream=xv.stream,
+            device=xv.device,
+        )
         return codes[0] if xv.was_1d else codes
     xh, was_1d = as_matrix(x, "vectors")
     p_np = np.asarray(planes)
@@ -671,12 +710,28 @@ class GpuLSHIndex:
         pshape = tuple(int(s) for s in (planes.shape if is_device_array(planes) else np.shape(planes)))
         L, K = _split_planes(pshape, num_tables)
         if is_device_array(planes):
-            pv = _device_view(planes.reshape(L * K, pshape[-1]) if len(pshape) == 3 else planes, "planes", xv.cols, mod)
+            pv = _device_view(
+                planes.reshape(L * K, pshape[-1]) if len(pshape) == 3 else planes, "planes", xv.cols, mod
+            )
         else:
-            pv = _upload_like(as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)[0], xv, mod)
+            pv = _upload_like(
+                as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)[0], xv, mod
+            )
         self._device = xv.device
-        self._lsh = mod.LSH(xv.ptr, xv.rows, xv.ld, pv.ptr, pv.rows, pv.ld, xv.cols, L, K, self.metric,
-                            stream=xv.stream, device=xv.device)
+        self._lsh = mod.LSH(
+            xv.ptr,
+            xv.rows,
+            xv.ld,
+            pv.ptr,
+            pv.rows,
+            pv.ld,
+            xv.cols,
+            L,
+            K,
+            self.metric,
+            stream=xv.stream,
+            device=xv.device,
+        )
         self.dim, self.num_tables, self.bits = xv.cols, L, K
 
     def __len__(self) -> int:
@@ -709,8 +764,9 @@ class GpuLSHIndex:
             qv.was_1d = was_1d
         D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
         ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
-        self._lsh.search_device(qv.ptr, qv.rows, qv.ld, k, num_probes, d_ptr, i_ptr, stream=qv.stream,
-                                device=qv.device)
+        self._lsh.search_device(
+            qv.ptr, qv.rows, qv.ld, k, num_probes, d_ptr, i_ptr, stream=qv.stream, device=qv.device
+        )
         if not on_device:
             D, ids = _to_host(D), _to_host(ids)
         return (D[0], ids[0]) if qv.was_1d else (D, ids)
