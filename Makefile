@@ -13,7 +13,7 @@ EXTRAS ?= tf,plots,export,progress,data,test
 SOURCES := $(shell git ls-files cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
 STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
 
-.PHONY: demo test bench check-native install lint clean
+.PHONY: demo test bench bench-gpu check-native install lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench
 $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/python $(SOURCES)
 	$(PIP) install -q ".[tf,plots,export,progress,data,test,bench]"
 	touch $@
+
+bench-gpu:
+	bash bench/gpu/run.sh
 
 lint: $(VENV)/bin/python
 	$(PIP) install -q ruff

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "tune_lsh": "simdex.lsh",
     # GPU
     "cuda_available": "simdex.gpu",
+    "gpu": "simdex.gpu",
     # similarity learning (Keras 3)
     "MetricEmbedding": "simdex.layers",
     "SimilarityModel": "simdex.models",

@@ -318,6 +318,11 @@ class Index(abc.ABC):
             query), distances ascending.
         """
         k = check_k(k)
+        if getattr(self, "device", "cpu") == "cuda":
+            from simdex import gpu
+
+            if gpu.is_device_array(queries):  # stays on the device, results come back there
+                return self._store.search(queries, k, **kwargs)
         q, was_1d = as_matrix(queries, "queries", dim=self.dim)
         D, ids = self._backend_search(q, k, **kwargs)
         return (D[0], ids[0]) if was_1d else (D, ids)
