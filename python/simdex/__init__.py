@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "gpu": "simdex.gpu",
     # similarity learning (Keras 3)
     "MetricEmbedding": "simdex.layers",
+    "L2Normalize": "simdex.layers",
     "SimilarityModel": "simdex.models",
     "load_model": "simdex.models",
     "Lookup": "simdex.models",

@@ -1,0 +1,766 @@
+"""``SimilarityModel``: a Keras 3 model that holds a simdex index.
+
+The model maps inputs to embeddings (train it with :mod:`simdex.losses`); its
+index stores the embeddings of reference items with their labels and optional
+data, and answers nearest-neighbour lookups::
+
+    inputs = keras.Input((64,))
+    x = keras.layers.Dense(128, activation="relu")(inputs)
+    outputs = simdex.MetricEmbedding(32)(x)
+    model = simdex.SimilarityModel(inputs, outputs)          # cosine, ExactIndex
+    model.compile(optimizer="adam", loss=simdex.losses.MultiSimilarityLoss())
+    model.fit(sampler, epochs=3)
+    model.index(x_ref, y_ref, data=images_ref)
+    neighbours = model.lookup(x_query, k=5)                  # list of lists of Lookup
+    model.save("digits.simdex"); model = simdex.load_model("digits.simdex")
+
+Design: the model *holds* the index (``model.search_index``) and a small item
+store (labels, data) keyed by the ids the index returns; calibration and
+evaluation are thin calls into :mod:`simdex.calibration` / :mod:`simdex.metrics`.
+
+Labels are integers; ``-1`` means "no label" (it is also what the metrics
+modules use for a missing neighbour).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simdex._io import CorruptFileError, read_container, write_container
+from simdex.layers import import_keras
+
+keras = import_keras()
+ops = keras.ops
+
+__all__ = ["Lookup", "SimilarityModel", "load_model"]
+
+_KIND = "SimilarityModel"
+_FORMAT = 1
+_NO_LABEL = -1
+
+
+@dataclass(frozen=True, eq=False)
+class Lookup:
+    """One neighbour returned by :meth:`SimilarityModel.lookup`.
+
+    Attributes:
+        rank: 1 for the nearest neighbour, 2 for the next...
+        distance: Distance to the query under the index metric (smaller is closer).
+        label: The neighbour's integer label, or None if it was indexed without one.
+        data: The data indexed with the neighbour, or None.
+        embedding: The stored embedding, ``(d,)`` float32.
+        id: The neighbour's id in the index.
+    """
+
+    rank: int
+    distance: float
+    label: int | None
+    data: Any
+    embedding: np.ndarray
+    id: int
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _as_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
+    """``y`` as ``(n,)`` int64, accepting ``(n, 1)`` and integral floats."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D integer labels, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"x has {n} examples but {name} has {arr.shape[0]} labels")
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        return arr.astype(np.int64)
+    raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}")
+
+
+class _ItemStore:
+    """Labels and data of indexed items, keyed by index id."""
+
+    def __init__(self) -> None:
+        self.labels: dict[int, int] = {}
+        self.data: dict[int, Any] = {}
+
+    def add(self, ids: np.ndarray, labels: np.ndarray | None, data: Sequence[Any] | None) -> None:
+        id_list = ids.tolist()
+        if labels is not None:
+            self.labels.update(zip(id_list, labels.tolist()))
+        if data is not None:
+            self.data.update((i, data[j]) for j, i in enumerate(id_list))
+
+    def clear(self) -> None:
+        self.labels.clear()
+        self.data.clear()
+
+    def labels_of(self, ids: np.ndarray) -> np.ndarray:
+        """int64 labels of ``ids`` (any shape); -1 for id -1 or unlabeled items."""
+        get = self.labels.get
+        flat = np.fromiter((get(i, _NO_LABEL) for i in ids.ravel().tolist()), dtype=np.int64, count=ids.size)
+        return flat.reshape(ids.shape)
+
+
+class _State:
+    """Non-Keras state of a SimilarityModel (kept out of Keras' tracker)."""
+
+    def __init__(self, distance: str, index_spec: Any) -> None:
+        self.distance = distance
+        self.index_spec = index_spec
+        self.index: Any = None
+        self.store = _ItemStore()
+        self.calibration: Any = None
+        self.loss_layers: list[Any] = []
+
+
+def _is_index_like(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("add", "search", "reset", "get_vectors", "save", "__len__"))
+
+
+@keras.saving.register_keras_serializable(package="simdex")
+class SimilarityModel(keras.Model):
+    """A Keras model whose outputs are embeddings, holding a simdex index.
+
+    Build it like a functional model, ``SimilarityModel(inputs, outputs)``, or
+    subclass it. The model must have one input and one ``(batch, d)`` output.
+
+    Args:
+        *args: Passed to ``keras.Model`` (``inputs, outputs`` for the functional API).
+        distance: Index metric: ``"cosine"`` (default), ``"ip"``, ``"l2"``,
+            ``"sql2"``. Pair it with the same ``distance`` in the loss.
+        index: ``None``/``"exact"`` for :class:`simdex.ExactIndex`, ``"lsh"`` for
+            :class:`simdex.LSHIndex` (created on first use with the embedding
+            size), or an index object following the Index contract (it must
+            then have the embedding size and, if it has a ``metric``, use
+            ``distance``).
+        **kwargs: Passed to ``keras.Model``.
+    """
+
+    def __init__(self, *args: Any, distance: str = "cosine", index: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from simdex.index import canonical_metric
+
+        distance = canonical_metric(distance)
+        if index is None or isinstance(index, str):
+            spec = "exact" if index is None else index.lower()
+            if spec not in ("exact", "lsh"):
+                raise ValueError(f"index must be 'exact', 'lsh' or an index object, got {index!r}")
+            self._sim = _State(distance, spec)
+        elif _is_index_like(index):
+            metric = getattr(index, "metric", distance)
+            if metric != distance:
+                raise ValueError(
+                    f"the index uses metric {metric!r} but distance={distance!r}; make them agree"
+                )
+            self._sim = _State(distance, "custom")
+            self._sim.index = index
+        else:
+            raise TypeError(
+                f"index must be None, 'exact', 'lsh' or an index object, got {type(index).__name__}"
+            )
+
+    # ------------------------------------------------------------------ properties / config
+    @property
+    def distance(self) -> str:
+        """The index metric (canonical name)."""
+        return self._sim.distance
+
+    @property
+    def search_index(self) -> Any:
+        """The index object (None until the first :meth:`index` call for built-in kinds)."""
+        return self._sim.index
+
+    @property
+    def calibration(self) -> Any:
+        """The last :class:`simdex.CalibrationResult` from :meth:`calibrate`, or None."""
+        return self._sim.calibration
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        spec = self._sim.index_spec
+        config.update({"distance": self._sim.distance, "index": None if spec == "custom" else spec})
+        return config
+
+    # ------------------------------------------------------------------ training
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, **kwargs: Any) -> None:
+        """``keras.Model.compile``; also trains the variables of losses that have some.
+
+        Losses such as :class:`simdex.losses.ArcFaceLoss` expose
+        ``trainable_layers``; their variables join :attr:`trainable_variables`
+        so the optimiser updates them in ``fit``.
+        """
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        layers: list[Any] = []
+        pending = [loss]
+        while pending:  # losses may be given as a list or a dict (one per output)
+            item = pending.pop()
+            if isinstance(item, (list, tuple)):
+                pending.extend(item)
+            elif isinstance(item, dict):
+                pending.extend(item.values())
+            elif item is not None:
+                layers.extend(getattr(item, "trainable_layers", ()))
+        self._sim.loss_layers = layers
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Recompile from ``get_compile_config()`` output (used by Keras' own ``.keras`` loading)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _loss_variables(self, own: list[Any]) -> list[Any]:
+        seen = {id(v) for v in own}
+        extra = []
+        for layer in self._sim.loss_layers:
+            for v in layer.trainable_weights:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    extra.append(v)
+        return extra
+
+    @property
+    def trainable_weights(self) -> list[Any]:
+        own = list(super().trainable_weights)
+        return own + self._loss_variables(own) if self.trainable else own
+
+    @property
+    def trainable_variables(self) -> list[Any]:
+        own = list(super().trainable_variables)
+        return own + self._loss_variables(own) if self.trainable else own
+
+    # ------------------------------------------------------------------ embedding
+    def _check_x(self, x: Any) -> np.ndarray:
+        if isinstance(x, (list, tuple, dict)) and len(self.inputs or ()) > 1:
+            raise TypeError("SimilarityModel.index/lookup support single-input models only")
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"x must be a numeric array, got dtype {arr.dtype}")
+        if arr.ndim == 0 or arr.shape[0] == 0:
+            raise ValueError(f"x must be a non-empty batch of examples, got shape {arr.shape}")
+        inputs = getattr(self, "inputs", None)
+        if inputs:
+            expected = tuple(inputs[0].shape)[1:]
+            got = arr.shape[1:]
+            if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
+                raise ValueError(
+                    f"x has examples of shape {got} but the model expects {expected} (x.shape={arr.shape})"
+                )
+            dtype = inputs[0].dtype
+            if arr.dtype.kind == "f" and str(dtype).startswith("float") and arr.dtype != np.dtype(dtype):
+                arr = arr.astype(dtype)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError("x contains NaN or infinity")
+        return arr
+
+    def embed(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Embeddings of ``x`` computed by direct model calls, ``batch_size`` rows at a time.
+
+        Args:
+            x: ``(n, *input_shape)`` array.
+            batch_size: Rows per model call.
+
+        Returns:
+            ``(n, d)`` float32 embeddings.
+        """
+        arr = self._check_x(x)
+        batch_size = _check_positive_int("batch_size", batch_size)
+        parts = []
+        for start in range(0, arr.shape[0], batch_size):
+            out = self(arr[start : start + batch_size], training=False)
+            parts.append(np.asarray(ops.convert_to_numpy(out), dtype=np.float32))
+        emb = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        if emb.ndim != 2:
+            raise ValueError(f"the model must output (batch, d) embeddings, got shape {emb.shape}")
+        return emb
+
+    # ------------------------------------------------------------------ index
+    def _ensure_index(self, dim: int) -> Any:
+        st = self._sim
+        if st.index is None:
+            import simdex
+
+            if st.index_spec == "lsh":
+                st.index = simdex.LSHIndex(dim, metric=st.distance)
+            else:
+                st.index = simdex.ExactIndex(dim, metric=st.distance)
+        if int(st.index.dim) != dim:
+            raise ValueError(
+                f"the model outputs {dim}-d embeddings but the index holds {st.index.dim}-d vectors"
+            )
+        return st.index
+
+    def index(
+        self,
+        x: Any,
+        y: Any = None,
+        data: Sequence[Any] | None = None,
+        batch_size: int = 256,
+        verbose: int = 1,
+    ) -> np.ndarray:
+        """Embed ``x`` and add it to the index with its labels and data.
+
+        Args:
+            x: ``(n, *input_shape)`` examples.
+            y: ``(n,)`` integer labels, or None (items get no label).
+            data: Sequence of ``n`` items kept with the embeddings (e.g. the raw
+                images), or None. To be saved they must be same-shape NumPy
+                arrays/scalars or JSON-serialisable values.
+            batch_size: Rows per model call.
+            verbose: 1 prints a one-line summary.
+
+        Returns:
+            ``(n,)`` int64 ids assigned by the index.
+
+        Raises:
+            ValueError: bad shapes, length mismatch between ``x``, ``y`` and ``data``.
+            TypeError: non-integer labels, non-numeric ``x``.
+        """
+        arr = self._check_x(x)
+        n = arr.shape[0]
+        labels = None if y is None else _as_labels(y, n)
+        if data is not None:
+            if (
+                isinstance(data, (str, bytes))
+                or not hasattr(data, "__len__")
+                or not hasattr(data, "__getitem__")
+            ):
+                raise TypeError(
+                    f"data must be a sequence with one item per example, got {type(data).__name__}"
+                )
+            if len(data) != n:
+                raise ValueError(f"x has {n} examples but data has {len(data)} items")
+        emb = self.embed(arr, batch_size=batch_size)
+        ids = np.asarray(self._ensure_index(emb.shape[1]).add(emb), dtype=np.int64)
+        self._sim.store.add(ids, labels, data)
+        if verbose:
+            print(f"[simdex] indexed {n} items; index size {self.index_size()}")
+        return ids
+
+    def _search(self, x: Any, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        k = _check_positive_int("k", k)
+        emb = self.embed(x, batch_size=batch_size)
+        index = self._sim.index
+        if index is None or len(index) == 0:
+            n = emb.shape[0]
+            return np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64)
+        if emb.shape[1] != int(index.dim):
+            raise ValueError(
+                f"the model outputs {emb.shape[1]}-d embeddings but the index holds {index.dim}-d vectors"
+            )
+        D, ids = index.search(emb, k)
+        return np.asarray(D, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+
+    def lookup(self, x: Any, k: int = 5, batch_size: int = 256) -> list[list[Lookup]]:
+        """Nearest indexed neighbours of each example of ``x``.
+
+        Args:
+            x: ``(n, *input_shape)`` queries.
+            k: Neighbours per query (>= 1).
+            batch_size: Rows per model call.
+
+        Returns:
+            ``n`` lists of up to ``k`` :class:`Lookup` records, nearest first
+            (fewer when the index holds fewer than ``k`` items).
+
+        Raises:
+            ValueError: ``k < 1``, bad input shape.
+        """
+        D, ids = self._search(x, k, batch_size)
+        valid = ids >= 0
+        store = self._sim.store
+        labels = store.labels_of(ids)
+        vectors = self._sim.index.get_vectors(ids[valid]) if valid.any() else np.empty((0, 0), np.float32)
+        data_get = store.data.get
+        out: list[list[Lookup]] = []
+        row_pos = 0
+        for qi in range(ids.shape[0]):
+            row: list[Lookup] = []
+            for j in range(ids.shape[1]):
+                i = int(ids[qi, j])
+                if i < 0:
+                    continue
+                lab = int(labels[qi, j])
+                row.append(
+                    Lookup(
+                        rank=len(row) + 1,
+                        distance=float(D[qi, j]),
+                        label=None if lab == _NO_LABEL else lab,
+                        data=data_get(i),
+                        embedding=vectors[row_pos],
+                        id=i,
+                    )
+                )
+                row_pos += 1
+            out.append(row)
+        return out
+
+    def single_lookup(self, x: Any, k: int = 5) -> list[Lookup]:
+        """Neighbours of one example ``x`` (shape ``input_shape``): ``lookup`` on a batch of one."""
+        return self.lookup(np.asarray(x)[None, ...], k=k, batch_size=1)[0]
+
+    def reset_index(self) -> None:
+        """Remove every item (embeddings, labels, data) from the index."""
+        if self._sim.index is not None:
+            self._sim.index.reset()
+        self._sim.store.clear()
+
+    def index_size(self) -> int:
+        """Number of items in the index."""
+        return 0 if self._sim.index is None else len(self._sim.index)
+
+    def index_summary(self, print_fn: Any = print) -> dict[str, Any]:
+        """Describe the index; print it with ``print_fn`` (None: don't print).
+
+        Returns:
+            ``{"index": repr, "size", "dim", "distance", "num_labels",
+            "num_classes", "num_with_data", "calibrated"}``.
+        """
+        st = self._sim
+        labels = [v for v in st.store.labels.values() if v != _NO_LABEL]
+        info = {
+            "index": repr(st.index) if st.index is not None else f"{st.index_spec} (not created yet)",
+            "size": self.index_size(),
+            "dim": None if st.index is None else int(st.index.dim),
+            "distance": st.distance,
+            "num_labels": len(labels),
+            "num_classes": len(set(labels)),
+            "num_with_data": len(st.store.data),
+            "calibrated": st.calibration is not None,
+        }
+        if print_fn is not None:
+            for key, value in info.items():
+                print_fn(f"{key:>14}: {value}")
+        return info
+
+    # ------------------------------------------------------------------ calibration / metrics
+    def _neighbours(
+        self, x: Any, y: Any, k: int, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        arr = self._check_x(x)
+        labels = _as_labels(y, arr.shape[0])
+        if self.index_size() == 0:
+            raise ValueError("the index is empty: call model.index(...) first")
+        D, ids = self._search(arr, k, batch_size)
+        return D, self._sim.store.labels_of(ids), labels
+
+    def calibrate(
+        self,
+        x: Any,
+        y: Any,
+        thresholds_targets: Mapping[str, float] | None = None,
+        calibration_metric: str = "f1",
+        k: int = 1,
+        matcher: Any = "match_nearest",
+        extra_metrics: Sequence[str] | None = ("precision", "recall", "binary_accuracy"),
+        rounding: int | None = 2,
+        verbose: int = 1,
+        batch_size: int = 256,
+    ) -> Any:
+        """Look up ``x`` and calibrate distance thresholds with :func:`simdex.calibrate`.
+
+        The result is kept (:attr:`calibration`), used by :meth:`match` and saved
+        with the model.
+
+        Args:
+            x: ``(n, *input_shape)`` calibration examples (not the indexed ones).
+            y: ``(n,)`` their integer labels (``-1``: class not in the index).
+            thresholds_targets, calibration_metric, k, matcher, extra_metrics,
+                rounding, verbose: See :func:`simdex.calibration.calibrate`.
+            batch_size: Rows per model call.
+
+        Returns:
+            The :class:`simdex.CalibrationResult`.
+        """
+        from simdex import calibration
+
+        D, nl, labels = self._neighbours(x, y, k, batch_size)
+        result = calibration.calibrate(
+            D,
+            nl,
+            labels,
+            thresholds_targets=thresholds_targets,
+            calibration_metric=calibration_metric,
+            k=k,
+            matcher=matcher,
+            extra_metrics=extra_metrics,
+            rounding=rounding,
+            verbose=verbose,
+        )
+        self._sim.calibration = result
+        return result
+
+    def match(
+        self, x: Any, cutpoint: str | float = "optimal", no_match_label: int = -1, batch_size: int = 256
+    ) -> np.ndarray:
+        """Predicted labels of ``x``, or ``no_match_label`` beyond the calibrated threshold.
+
+        Args:
+            x: ``(n, *input_shape)`` examples.
+            cutpoint: Name of a cutpoint of :attr:`calibration` (``"optimal"``,
+                ``"0.99 precision"``...) or a distance threshold.
+            no_match_label: Label for queries without a close enough neighbour.
+            batch_size: Rows per model call.
+
+        Returns:
+            ``(n,)`` int64 labels. ``k`` and the matcher are the calibration's.
+
+        Raises:
+            ValueError: the model is not calibrated, or ``cutpoint`` is unknown.
+        """
+        from simdex import calibration
+
+        cal = self._sim.calibration
+        if cal is None:
+            raise ValueError("the model is not calibrated: call model.calibrate(x, y) first")
+        if isinstance(cutpoint, str):
+            if cutpoint not in cal.cutpoints:
+                raise ValueError(f"unknown cutpoint {cutpoint!r}; available: {sorted(cal.cutpoints)}")
+            threshold: Any = cal.cutpoints[cutpoint]
+        else:
+            threshold = cutpoint
+        k = int(cal.k)
+        if self.index_size() == 0:
+            raise ValueError("the index is empty: call model.index(...) first")
+        D, ids = self._search(x, k, batch_size)
+        nl = self._sim.store.labels_of(ids)
+        return calibration.match(D, nl, threshold, k=k, matcher=cal.matcher, no_match_label=no_match_label)
+
+    def evaluate_retrieval(
+        self, x: Any, y: Any, k: int = 5, metrics: Sequence[str] | None = None, batch_size: int = 256
+    ) -> dict[str, float]:
+        """Retrieval metrics of ``x`` against the index (:func:`simdex.metrics.evaluate_retrieval`).
+
+        ``num_relevant`` is the number of indexed items with each query's label,
+        so ``map@r`` and ``r_precision`` are included; queries whose class is
+        not in the index are left out.
+
+        Args:
+            x: ``(n, *input_shape)`` queries (not in the index).
+            y: ``(n,)`` their integer labels.
+            k: Neighbours to retrieve.
+            metrics: Metric names (default: the module's defaults).
+            batch_size: Rows per model call.
+
+        Returns:
+            Metric name -> float.
+        """
+        from simdex import metrics as _metrics
+
+        D, nl, labels = self._neighbours(x, y, k, batch_size)
+        counts: dict[int, int] = {}
+        for lab in self._sim.store.labels.values():
+            counts[lab] = counts.get(lab, 0) + 1
+        num_relevant = np.array([counts.get(int(v), 0) for v in labels], dtype=np.int64)
+        return _metrics.evaluate_retrieval(labels, nl, k=k, metrics=metrics, num_relevant=num_relevant)
+
+    def evaluate_classification(
+        self,
+        x: Any,
+        y: Any,
+        k: int = 1,
+        thresholds: Any = None,
+        matcher: Any = "match_nearest",
+        metrics: Sequence[str] | None = None,
+        batch_size: int = 256,
+    ) -> dict[str, np.ndarray]:
+        """Thresholded classification metrics (:func:`simdex.metrics.evaluate_classification`).
+
+        Args:
+            x: ``(n, *input_shape)`` queries.
+            y: ``(n,)`` integer labels (``-1``: class not in the index).
+            k: Neighbours the matcher sees.
+            thresholds: Distance thresholds (default: every distinct distance).
+            matcher: Matcher name/config/instance.
+            metrics: Metric names.
+            batch_size: Rows per model call.
+
+        Returns:
+            ``{"distance": (m,), <metric>: (m,)}`` float64 arrays.
+        """
+        from simdex import metrics as _metrics
+
+        D, nl, labels = self._neighbours(x, y, k, batch_size)
+        return _metrics.evaluate_classification(
+            labels, nl, D, thresholds=thresholds, k=k, matcher=matcher, metrics=metrics
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, filepath: str | os.PathLike[str], overwrite: bool = True, **kwargs: Any) -> None:  # type: ignore[override]
+        """Save architecture, weights, index, labels, data and calibration to one file.
+
+        The file is written atomically: if anything fails, a previous file at
+        ``filepath`` is left untouched. Load it with :func:`simdex.load_model`.
+        The optimiser state and the compile settings are not saved.
+
+        Args:
+            filepath: Destination file (any extension, e.g. ``"model.simdex"``).
+            overwrite: If False and ``filepath`` exists, raise ``FileExistsError``.
+
+        Raises:
+            TypeError: indexed data that is neither same-shape arrays nor
+                JSON-serialisable; an index that cannot be saved.
+        """
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        path = os.fspath(filepath)
+        if not overwrite and os.path.exists(path):
+            raise FileExistsError(f"{path!r} exists and overwrite=False")
+        st = self._sim
+        try:
+            architecture = keras.saving.serialize_keras_object(self)
+            architecture.pop("compile_config", None)  # compile state is not saved (documented)
+            json.dumps(architecture)
+        except (NotImplementedError, TypeError, ValueError) as e:
+            raise TypeError(f"cannot serialise the model architecture ({e}); implement get_config()") from e
+        item_ids = np.array(sorted(st.store.labels.keys() | st.store.data.keys()), dtype=np.int64)
+        labels = st.store.labels_of(item_ids)
+        params: dict[str, Any] = {
+            "format": _FORMAT,
+            "architecture": architecture,
+            "distance": st.distance,
+            "index_spec": st.index_spec,
+            "keras_version": keras.__version__,
+            "calibration": None if st.calibration is None else st.calibration.to_dict(),
+        }
+        arrays: dict[str, np.ndarray] = {"item_ids": item_ids, "labels": labels}
+        data_params, data_arrays = _encode_data(st.store.data)
+        params["data"] = data_params
+        arrays.update(data_arrays)
+        with tempfile.TemporaryDirectory(
+            prefix="simdex-save-", dir=os.path.dirname(os.path.abspath(path))
+        ) as tmp:
+            weights_path = os.path.join(tmp, "model.weights.h5")
+            self.save_weights(weights_path)
+            arrays["weights"] = np.fromfile(weights_path, dtype=np.uint8)
+            if st.index is not None:
+                index_path = os.path.join(tmp, "index.simdex")
+                st.index.save(index_path)
+                arrays["index"] = np.fromfile(index_path, dtype=np.uint8)
+            write_container(path, _KIND, params, arrays)
+
+
+def _encode_data(data: Mapping[int, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Encode the per-item data for saving: same-shape arrays as raw bytes, else JSON."""
+    if not data:
+        return {"kind": "none"}, {}
+    ids = np.array(sorted(data), dtype=np.int64)
+    values = [data[i] for i in ids.tolist()]
+    if all(isinstance(v, (np.ndarray, np.generic)) for v in values):
+        first = np.asarray(values[0])
+        if first.dtype.kind not in "O" and all(
+            np.asarray(v).shape == first.shape and np.asarray(v).dtype == first.dtype for v in values
+        ):
+            stacked = np.ascontiguousarray(np.stack([np.asarray(v) for v in values]))
+            raw = stacked.reshape(-1).view(np.uint8) if stacked.size else np.empty(0, np.uint8)
+            return (
+                {"kind": "array", "dtype": stacked.dtype.str, "shape": list(stacked.shape)},
+                {"data_ids": ids, "data_bytes": raw},
+            )
+    try:
+        encoded = json.dumps(values)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"indexed data cannot be saved ({e}); use same-shape NumPy arrays or JSON-serialisable values"
+        ) from e
+    return {"kind": "json", "values": json.loads(encoded)}, {"data_ids": ids}
+
+
+def _decode_data(params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[int, Any]:
+    kind = params.get("kind", "none")
+    if kind == "none":
+        return {}
+    ids = arrays["data_ids"].tolist()
+    if kind == "array":
+        dtype = np.dtype(params["dtype"])
+        shape = tuple(int(s) for s in params["shape"])
+        stacked = arrays["data_bytes"].view(dtype).reshape(shape)
+        return {i: stacked[j] for j, i in enumerate(ids)}
+    if kind == "json":
+        values = params["values"]
+        if len(values) != len(ids):
+            raise ValueError("data ids and values differ in length")
+        return dict(zip(ids, values))
+    raise ValueError(f"unknown data kind {kind!r}")
+
+
+def load_model(
+    filepath: str | os.PathLike[str], custom_objects: Mapping[str, Any] | None = None, safe_mode: bool = True
+) -> SimilarityModel:
+    """Load a model written by :meth:`SimilarityModel.save`.
+
+    Args:
+        filepath: The file.
+        custom_objects: Custom layers/functions the architecture refers to
+            (classes registered with ``keras.saving.register_keras_serializable``
+            need not be listed).
+        safe_mode: Passed to Keras deserialisation (``False`` allows ``Lambda`` layers).
+
+    Returns:
+        The model, with weights, index, labels, data and calibration restored
+        (not compiled).
+
+    Raises:
+        FileNotFoundError: no such file.
+        simdex.CorruptFileError: not a simdex model file, corrupted or truncated.
+    """
+    path = os.fspath(filepath)
+    kind, params, arrays = read_container(path)
+    if kind != _KIND:
+        raise CorruptFileError(
+            f"{path!r} holds a {kind!r}, not a SimilarityModel (use simdex.load_index for indexes)"
+        )
+    if int(params.get("format", 0)) > _FORMAT:
+        raise CorruptFileError(f"{path!r} uses model format {params.get('format')}; upgrade simdex")
+    try:
+        architecture = params["architecture"]
+        weights = arrays["weights"]
+        item_ids, labels = arrays["item_ids"], arrays["labels"]
+        data = _decode_data(params.get("data", {}), arrays)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
+    model = keras.saving.deserialize_keras_object(
+        architecture, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode
+    )
+    if not isinstance(model, SimilarityModel):
+        raise CorruptFileError(f"{path!r} does not describe a SimilarityModel (got {type(model).__name__})")
+    from simdex.index import load_index
+
+    with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
+        weights_path = os.path.join(tmp, "model.weights.h5")
+        weights.tofile(weights_path)
+        model.load_weights(weights_path)
+        if "index" in arrays:
+            index_path = os.path.join(tmp, "index.simdex")
+            arrays["index"].tofile(index_path)
+            model._sim.index = load_index(index_path)
+    model._sim.distance = str(params.get("distance", model._sim.distance))
+    model._sim.index_spec = str(params.get("index_spec", model._sim.index_spec))
+    labels_d = {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != _NO_LABEL}
+    model._sim.store.labels.update(labels_d)
+    model._sim.store.data.update(data)
+    if params.get("calibration") is not None:
+        from simdex.calibration import CalibrationResult
+
+        model._sim.calibration = CalibrationResult.from_dict(params["calibration"])
+    return model
