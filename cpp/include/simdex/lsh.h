@@ -1,0 +1,172 @@
+// Locality-sensitive hashing for angular (cosine) distance: sign random projections
+// (hyperplane LSH), multi-table buckets, multi-probe and exact re-ranking.
+//
+// Hash family. A table t owns K hyperplanes planes[t*K + j], j in [0, K). The code of
+// a vector x in table t is the K-bit integer whose bit j (LSB first) is
+//     1  iff  <x, planes[t*K + j]> > 0   (computed in float32 by sgemm; 0 and -0 give 0).
+// Two vectors at angle theta agree on one bit with probability 1 - theta / pi.
+//
+// Cost floor per query (L tables, K bits, P probes per table, C distinct candidates,
+// d dimensions, float32):
+//   hashing   2*L*K*d flops (one GEMM row; the planes stay in cache across a query block)
+//   probing   L*P bucket lookups, each a prefix-table read plus a short binary search
+//   re-rank   C * 4*d bytes of random reads and 2*C*d flops -- this term dominates:
+//             C ~ 2,000 candidates of a 50-d vector is ~400 KB and ~0.2 Mflop, so the
+//             query is bound by memory latency on the candidate rows, not by flops.
+// Everything else (visited markers: 4 bytes per stored vector per thread, the top-k
+// heap) is small next to the re-rank.
+//
+// Example:
+// @code
+//   std::vector<float> planes = ...;                 // L*K*d Gaussian floats
+//   simdex::LshIndex index(d, L, K, planes.data(), simdex::Metric::kCosine);
+//   index.add(x, n, ids, /*replace=*/false);
+//   index.search(q, nq, 10, /*num_probes=*/8, D, I);  // D, I: nq*10 each
+// @endcode
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "simdex/common.h"
+
+namespace simdex {
+
+/// Largest number of bits per table (codes are uint64).
+inline constexpr int kMaxHashBits = 64;
+
+/// Pack the signs of projections into codes.
+/// @param[in]  proj       n * (L*K) floats, row-major: proj[i*L*K + t*K + j] = <x_i, plane_{tK+j}>
+/// @param[in]  n          rows
+/// @param[in]  num_tables L >= 1
+/// @param[in]  hash_bits  K in [1, 64]
+/// @param[out] codes      n * L uint64: bit j of codes[i*L + t] = proj[i*L*K + t*K + j] > 0
+void lsh_pack_signs(const float* proj, std::int64_t n, std::int64_t num_tables, int hash_bits,
+                    std::uint64_t* codes);
+
+/// Hash n vectors: one blocked sgemm (rows x L*K) followed by lsh_pack_signs.
+/// Blocks of rows are fixed (independent of num_threads), so the codes do not
+/// depend on the thread count.
+/// @param[in]  x          n * d floats, row-major
+/// @param[in]  planes     (L*K) * d floats, row-major (caller-owned)
+/// @param[out] codes      n * L uint64, see lsh_pack_signs
+/// @param[in]  num_threads <= 0: simdex::default_num_threads()
+void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* planes,
+              std::int64_t num_tables, int hash_bits, std::uint64_t* codes, int num_threads = 0);
+
+/// Multi-probe sequence of one table (hyperplane LSH, as in FALCONN / Lv et al.).
+/// Flipping bit j moves the query across hyperplane j, at a "cost" of its margin
+/// |<q, plane_j>|. The masks are the bit-flip sets in increasing order of summed
+/// margin (ties: the order the generator meets them, a pure function of the margins).
+/// The first mask is always 0 (the query's own bucket).
+/// @param[in]  margins     K floats >= 0 (|projection| of each bit)
+/// @param[in]  hash_bits   K in [1, 64]
+/// @param[in]  num_probes  masks wanted, >= 1 (at most 2^K are produced)
+/// @param[out] masks       num_probes uint64 flip masks (XOR with the query's code)
+/// @return number of masks written (min(num_probes, 2^K))
+std::int64_t lsh_probe_masks(const float* margins, int hash_bits, std::int64_t num_probes,
+                             std::uint64_t* masks);
+
+/// Bucket occupancy of one table, counting live vectors only.
+struct LshTableStats {
+  std::int64_t nonempty_buckets = 0;
+  double mean_bucket_size = 0;  ///< over non-empty buckets
+  std::int64_t max_bucket_size = 0;
+};
+
+/// Multi-table LSH index with exact re-ranking.
+///
+/// Storage: the vectors once, row-major, in "slots" (append order); per table a
+/// sorted main part (distinct codes, offsets, slot lists, plus a direct-indexed
+/// prefix table on the top code bits) and a small sorted delta that absorbs
+/// incremental adds and is merged into the main part when it exceeds 1/8 of it.
+/// remove() marks slots dead (they are skipped at once and never returned) and the
+/// index compacts itself (no re-hashing) once more than half of the slots are dead.
+///
+/// Concurrent search() calls are safe; add/remove/reset take an exclusive lock.
+class LshIndex {
+ public:
+  /// @param d          dimension >= 1
+  /// @param num_tables L >= 1
+  /// @param hash_bits  K in [1, 64]
+  /// @param planes     L*K*d floats, copied
+  /// @param metric     re-ranking distance (hashing is always angular)
+  LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const float* planes,
+           Metric metric);
+
+  /// Add n vectors (x: n*d floats, finite; ids: n distinct ids >= 0). With replace,
+  /// an existing id is removed first; otherwise an existing id is an error.
+  /// All-or-nothing on invalid input.
+  void add(const float* x, std::int64_t n, const idx_t* ids, bool replace, int num_threads = 0);
+
+  /// Remove n ids (all-or-nothing). @throws UnknownId (flat_index.h) for an absent id.
+  void remove(const idx_t* ids, std::int64_t n);
+
+  void reset();
+
+  /// k-NN of nq queries: union of the candidates of num_probes buckets per table,
+  /// de-duplicated, re-ranked by the exact distance; ties broken by the smaller id.
+  /// @param[in]  q          nq*d floats
+  /// @param[in]  num_probes buckets probed per table, >= 1 (1 = the query's bucket only)
+  /// @param[out] distances  nq*k floats ascending (+inf where fewer than k candidates)
+  /// @param[out] labels     nq*k ids (-1 where fewer than k candidates)
+  /// @param[out] num_candidates  nq counts of distinct live candidates, or nullptr
+  void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
+              float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
+              int num_threads = 0) const;
+
+  /// Copy n stored vectors into out (n*d floats). @throws UnknownId.
+  void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
+  /// out[i] = 1 if ids[i] is present.
+  void contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const;
+  /// Live vectors (size()*d) and ids (size()) in slot order.
+  void export_all(float* vectors, idx_t* ids) const;
+
+  std::int64_t size() const;
+  std::int64_t dim() const { return d_; }
+  std::int64_t num_tables() const { return L_; }
+  int hash_bits() const { return K_; }
+  Metric metric() const { return metric_; }
+
+  /// Occupancy of table t (0 <= t < L).
+  LshTableStats table_stats(std::int64_t t) const;
+  /// Approximate heap bytes held (vectors, ids, tables, id map).
+  std::int64_t memory_bytes() const;
+
+ private:
+  struct Table {
+    // Main part: keys sorted ascending and distinct; slots of key i are
+    // slots[offs[i] .. offs[i+1]), ascending.
+    std::vector<std::uint64_t> keys;
+    std::vector<std::uint32_t> offs{0};
+    std::vector<std::uint32_t> slots;
+    int prefix_bits = 0;                 // top bits of a K-bit code indexed directly
+    std::vector<std::uint32_t> prefix;   // 2^prefix_bits + 1 positions into keys
+    // Delta: (code, slot) pairs sorted ascending.
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> delta;
+  };
+
+  void build_prefix(Table& t) const;
+  void merge_delta(Table& t) const;
+  void remove_locked(idx_t id);
+  void compact_locked();
+  template <class F>
+  void for_each_in_bucket(const Table& t, std::uint64_t code, F&& f) const;
+
+  std::int64_t d_, L_;
+  int K_;
+  Metric metric_;
+  std::vector<float> planes_;
+  std::vector<float> data_;      // slots * d
+  std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
+  std::vector<idx_t> slot_id_;   // slots: id, or -1 when the slot is dead
+  std::int64_t dead_ = 0;
+  std::unordered_map<idx_t, std::uint32_t> slot_of_;
+  std::vector<Table> tables_;
+  mutable std::shared_mutex mutex_;
+};
+
+}  // namespace simdex

@@ -1,0 +1,155 @@
+// Sign-random-projection hashing: blocked sgemm + SIMD sign packing, and the
+// multi-probe sequence generator.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <numeric>
+#include <queue>
+#include <vector>
+
+#include "simdex/blas.h"
+#include "simdex/lsh.h"
+#include "simdex/threading.h"
+
+namespace simdex {
+
+namespace {
+
+// Rows per GEMM block: the projection tile (rows x L*K floats) stays in L2 for
+// typical L*K <= 1024, and the block grid does not depend on the thread count.
+constexpr std::int64_t kHashBlock = 256;
+
+void check_shape(std::int64_t num_tables, int hash_bits) {
+  SIMDEX_CHECK_ARG(num_tables >= 1, "num_tables must be >= 1, got ", num_tables);
+  SIMDEX_CHECK_ARG(hash_bits >= 1 && hash_bits <= kMaxHashBits, "hash_bits must be in [1, ",
+                   kMaxHashBits, "], got ", hash_bits, " (codes are 64-bit integers)");
+}
+
+// One table's K signs, LSB first. The three versions compute the same predicate
+// (p > 0, ordered compare: -0 and 0 give 0), so the codes do not depend on the CPU.
+std::uint64_t pack_scalar(const float* p, int K) {
+  std::uint64_t c = 0;
+  for (int j = 0; j < K; ++j) c |= static_cast<std::uint64_t>(p[j] > 0.0f) << j;
+  return c;
+}
+
+__attribute__((target("avx2"))) std::uint64_t pack_avx2(const float* p, int K) {
+  std::uint64_t c = 0;
+  const __m256 zero = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= K; j += 8) {
+    const __m256 gt = _mm256_cmp_ps(_mm256_loadu_ps(p + j), zero, _CMP_GT_OQ);
+    c |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm256_movemask_ps(gt))) << j;
+  }
+  for (; j < K; ++j) c |= static_cast<std::uint64_t>(p[j] > 0.0f) << j;
+  return c;
+}
+
+__attribute__((target("avx512f"))) std::uint64_t pack_avx512(const float* p, int K) {
+  std::uint64_t c = 0;
+  const __m512 zero = _mm512_setzero_ps();
+  int j = 0;
+  for (; j + 16 <= K; j += 16) {
+    const __mmask16 gt = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + j), zero, _CMP_GT_OQ);
+    c |= static_cast<std::uint64_t>(gt) << j;
+  }
+  if (j < K) {  // masked tail load, no reads past the row
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - j)) - 1u);
+    const __mmask16 gt = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, p + j), zero, _CMP_GT_OQ);
+    c |= static_cast<std::uint64_t>(gt) << j;
+  }
+  return c;
+}
+
+using PackFn = std::uint64_t (*)(const float*, int);
+
+PackFn pick_pack() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return pack_avx512;
+  if (__builtin_cpu_supports("avx2")) return pack_avx2;
+  return pack_scalar;
+}
+
+const PackFn g_pack = pick_pack();
+
+}  // namespace
+
+void lsh_pack_signs(const float* proj, std::int64_t n, std::int64_t num_tables, int hash_bits,
+                    std::uint64_t* codes) {
+  check_shape(num_tables, hash_bits);
+  const std::int64_t LK = num_tables * hash_bits;
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t t = 0; t < num_tables; ++t)
+      codes[i * num_tables + t] = g_pack(proj + i * LK + t * hash_bits, hash_bits);
+}
+
+void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* planes,
+              std::int64_t num_tables, int hash_bits, std::uint64_t* codes, int num_threads) {
+  check_shape(num_tables, hash_bits);
+  SIMDEX_CHECK_ARG(d >= 1, "dimension must be >= 1, got ", d);
+  SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
+  const std::int64_t LK = num_tables * hash_bits;
+  const std::int64_t nblocks = (n + kHashBlock - 1) / kHashBlock;
+  int nt = num_threads > 0 ? num_threads : default_num_threads();
+  if (nt > nblocks) nt = static_cast<int>(std::max<std::int64_t>(nblocks, 1));
+  std::vector<std::vector<float>> proj(static_cast<std::size_t>(nt));
+  parallel_for(nblocks, nt, [&](std::int64_t b, int tid) {
+    const std::int64_t r0 = b * kHashBlock, rows = std::min(kHashBlock, n - r0);
+    auto& buf = proj[static_cast<std::size_t>(tid)];
+    buf.resize(static_cast<std::size_t>(kHashBlock * LK));
+    blas::gemm_abt(rows, LK, d, 1.0f, x + r0 * d, planes, 0.0f, buf.data());
+    lsh_pack_signs(buf.data(), rows, num_tables, hash_bits, codes + r0 * num_tables);
+  });
+}
+
+std::int64_t lsh_probe_masks(const float* margins, int hash_bits, std::int64_t num_probes,
+                             std::uint64_t* masks) {
+  SIMDEX_CHECK_ARG(hash_bits >= 1 && hash_bits <= kMaxHashBits, "hash_bits must be in [1, 64], got ",
+                   hash_bits);
+  SIMDEX_CHECK_ARG(num_probes >= 1, "num_probes must be >= 1, got ", num_probes);
+  const int K = hash_bits;
+  if (K < 63) num_probes = std::min<std::int64_t>(num_probes, std::int64_t{1} << K);
+  masks[0] = 0;
+  if (num_probes == 1) return 1;
+
+  // Bits sorted by margin (stable: equal margins keep bit order), z ascending.
+  int order[kMaxHashBits];
+  float z[kMaxHashBits];
+  std::iota(order, order + K, 0);
+  std::stable_sort(order, order + K, [&](int a, int b) { return margins[a] < margins[b]; });
+  for (int p = 0; p < K; ++p) z[p] = margins[order[p]];
+
+  // Flip sets as bit masks over sorted positions. From a set whose largest position
+  // is m, "shift" replaces m by m+1 and "expand" adds m+1; starting from {0}, this
+  // generates every non-empty set exactly once, each after its parent, whose score
+  // is never larger -- so popping a min-heap yields the sets in score order.
+  struct Node {
+    float score;
+    int max_pos;
+    std::uint64_t set;
+  };
+  auto worse = [](const Node& a, const Node& b) {
+    if (a.score != b.score) return a.score > b.score;
+    return a.set > b.set;  // deterministic tie order
+  };
+  std::priority_queue<Node, std::vector<Node>, decltype(worse)> heap(worse);
+  heap.push({z[0], 0, 1});
+  std::int64_t written = 1;
+  while (written < num_probes && !heap.empty()) {
+    const Node top = heap.top();
+    heap.pop();
+    std::uint64_t m = 0;
+    for (std::uint64_t s = top.set; s; s &= s - 1) m |= std::uint64_t{1} << order[__builtin_ctzll(s)];
+    masks[written++] = m;
+    const int next = top.max_pos + 1;
+    if (next < K) {
+      const std::uint64_t nb = std::uint64_t{1} << next;
+      heap.push({top.score - z[top.max_pos] + z[next], next,
+                 (top.set & ~(std::uint64_t{1} << top.max_pos)) | nb});
+      heap.push({top.score + z[next], next, top.set | nb});
+    }
+  }
+  return written;
+}
+
+}  // namespace simdex

@@ -1,0 +1,506 @@
+// LshIndex: multi-table sign-projection buckets, multi-probe, exact re-rank.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "simdex/blas.h"
+#include "simdex/exact_knn.h"
+#include "simdex/flat_index.h"  // UnknownId
+#include "simdex/lsh.h"
+#include "simdex/threading.h"
+#include "simdex/topk.h"
+
+namespace simdex {
+
+namespace {
+
+constexpr std::int64_t kQueryBlock = 32;  // queries hashed by one GEMM in search
+constexpr std::size_t kMinDelta = 4096;   // delta size below which it is never merged
+constexpr int kMaxPrefixBits = 20;
+
+// ---- distance kernels (exact, float32). Same CPU -> same kernel -> same results.
+float dot_scalar(const float* a, const float* b, std::int64_t d) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  std::int64_t j = 0;
+  for (; j + 4 <= d; j += 4) {
+    s0 += a[j] * b[j];
+    s1 += a[j + 1] * b[j + 1];
+    s2 += a[j + 2] * b[j + 2];
+    s3 += a[j + 3] * b[j + 3];
+  }
+  for (; j < d; ++j) s0 += a[j] * b[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
+__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, std::int64_t d) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  std::int64_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+  }
+  for (; j + 8 <= d; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+  s0 = _mm256_add_ps(s0, s1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float s = _mm_cvtss_f32(h);
+  for (; j < d; ++j) s += a[j] * b[j];
+  return s;
+}
+
+__attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, std::int64_t d) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  std::int64_t j = 0;
+  for (; j + 32 <= d; j += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
+  }
+  for (; j + 16 <= d; j += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
+  if (j < d) {  // masked tail: no reads past the row
+    const __mmask16 m = static_cast<__mmask16>((1u << (d - j)) - 1u);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), s1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+float sqdist_scalar(const float* a, const float* b, std::int64_t d) {
+  float s = 0;
+  for (std::int64_t j = 0; j < d; ++j) {
+    const float t = a[j] - b[j];
+    s += t * t;
+  }
+  return s;
+}
+
+using DotFn = float (*)(const float*, const float*, std::int64_t);
+DotFn pick_dot() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return dot_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_avx2;
+  return dot_scalar;
+}
+const DotFn g_dot = pick_dot();
+
+// Per-OS-thread visited markers: stamps[slot] == epoch means "seen in this query".
+// The epoch only grows, so markers left by earlier queries (or other indexes) never
+// match; the caller's thread reuses its array across calls.
+struct Visited {
+  std::vector<std::uint32_t> stamps;
+  std::uint32_t epoch = 0;
+  void next_query(std::size_t n) {
+    if (stamps.size() < n) stamps.resize(n, 0);
+    if (++epoch == 0) {
+      std::fill(stamps.begin(), stamps.end(), 0);
+      epoch = 1;
+    }
+  }
+};
+thread_local Visited t_visited;
+
+// Run fn(t) for t in [0, n) on up to nt plain threads, with no interrupt checks:
+// used for table updates, which must not stop half way.
+template <class F>
+void run_uninterruptible(std::int64_t n, int nt, F&& fn) {
+  nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(nt, n)));
+  std::atomic<std::int64_t> next{0};
+  std::exception_ptr err;
+  std::mutex err_mu;
+  auto work = [&] {
+    for (std::int64_t i; (i = next.fetch_add(1)) < n;) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(err_mu);
+        if (!err) err = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> th;
+  try {
+    for (int t = 1; t < nt; ++t) th.emplace_back(work);
+  } catch (...) {
+  }
+  work();
+  for (auto& t : th) t.join();
+  if (err) std::rethrow_exception(err);
+}
+
+}  // namespace
+
+LshIndex::LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const float* planes,
+                   Metric metric)
+    : d_(d), L_(num_tables), K_(hash_bits), metric_(metric) {
+  SIMDEX_CHECK_ARG(d >= 1, "dim must be >= 1, got ", d);
+  SIMDEX_CHECK_ARG(num_tables >= 1 && num_tables <= 4096, "num_tables must be in [1, 4096], got ",
+                   num_tables);
+  SIMDEX_CHECK_ARG(hash_bits >= 1 && hash_bits <= kMaxHashBits, "hash_bits must be in [1, 64], got ",
+                   hash_bits);
+  SIMDEX_CHECK_ARG(planes != nullptr, "planes must not be null");
+  planes_.assign(planes, planes + num_tables * hash_bits * d);
+  tables_.resize(static_cast<std::size_t>(L_));
+  for (auto& t : tables_) build_prefix(t);
+}
+
+std::int64_t LshIndex::size() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return static_cast<std::int64_t>(slot_of_.size());
+}
+
+void LshIndex::build_prefix(Table& t) const {
+  const std::size_t nk = t.keys.size();
+  int pb = 0;
+  while (pb < kMaxPrefixBits && pb < K_ && (std::size_t{1} << (pb + 1)) <= nk) ++pb;
+  t.prefix_bits = pb;
+  const std::size_t np = std::size_t{1} << pb;
+  t.prefix.assign(np + 1, 0);
+  // prefix[p] = first key whose top pb bits are >= p.
+  std::size_t i = 0;
+  for (std::size_t p = 0; p <= np; ++p) {
+    while (i < nk && (pb == 0 ? 0 : (t.keys[i] >> (K_ - pb))) < p) ++i;
+    t.prefix[p] = static_cast<std::uint32_t>(p == np ? nk : i);
+  }
+}
+
+void LshIndex::merge_delta(Table& t) const {
+  if (t.delta.empty()) return;
+  std::vector<std::uint64_t> keys;
+  std::vector<std::uint32_t> offs, slots;
+  keys.reserve(t.keys.size() + t.delta.size());
+  slots.reserve(t.slots.size() + t.delta.size());
+  offs.reserve(t.keys.size() + t.delta.size() + 1);
+  offs.push_back(0);
+  std::size_t a = 0, b = 0;
+  const std::size_t na = t.keys.size(), nb = t.delta.size();
+  while (a < na || b < nb) {
+    const std::uint64_t key =
+        b >= nb ? t.keys[a] : (a >= na ? t.delta[b].first : std::min(t.keys[a], t.delta[b].first));
+    if (a < na && t.keys[a] == key) {
+      slots.insert(slots.end(), t.slots.begin() + t.offs[a], t.slots.begin() + t.offs[a + 1]);
+      ++a;
+    }
+    while (b < nb && t.delta[b].first == key) slots.push_back(t.delta[b++].second);
+    keys.push_back(key);
+    offs.push_back(static_cast<std::uint32_t>(slots.size()));
+  }
+  t.keys.swap(keys);
+  t.offs.swap(offs);
+  t.slots.swap(slots);
+  t.delta.clear();
+  t.delta.shrink_to_fit();
+  build_prefix(t);
+}
+
+template <class F>
+void LshIndex::for_each_in_bucket(const Table& t, std::uint64_t code, F&& f) const {
+  if (!t.keys.empty()) {
+    const std::uint64_t p = t.prefix_bits == 0 ? 0 : code >> (K_ - t.prefix_bits);
+    const std::uint64_t* lo = t.keys.data() + t.prefix[p];
+    const std::uint64_t* hi = t.keys.data() + t.prefix[p + 1];
+    const std::uint64_t* it = std::lower_bound(lo, hi, code);
+    if (it != hi && *it == code) {
+      const std::size_t i = static_cast<std::size_t>(it - t.keys.data());
+      for (std::uint32_t s = t.offs[i]; s < t.offs[i + 1]; ++s) f(t.slots[s]);
+    }
+  }
+  if (!t.delta.empty()) {
+    auto it = std::lower_bound(t.delta.begin(), t.delta.end(), code,
+                               [](const std::pair<std::uint64_t, std::uint32_t>& e,
+                                  std::uint64_t c) { return e.first < c; });
+    for (; it != t.delta.end() && it->first == code; ++it) f(it->second);
+  }
+}
+
+void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replace,
+                   int num_threads) {
+  SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
+  if (n == 0) return;
+  // Hash outside the lock (planes never change); this is the expensive part.
+  std::vector<std::uint64_t> codes(static_cast<std::size_t>(n * L_));
+  lsh_hash(x, n, d_, planes_.data(), L_, K_, codes.data(), num_threads);
+  std::vector<float> inv(static_cast<std::size_t>(n), 0.0f);
+  compute_row_aux(x, n, d_, Metric::kCosine, inv.data());
+
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unordered_set<idx_t> seen;
+  seen.reserve(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    SIMDEX_CHECK_ARG(ids[i] >= 0, "ids must be >= 0, got ", ids[i], " at position ", i);
+    SIMDEX_CHECK_ARG(seen.insert(ids[i]).second, "id ", ids[i], " appears more than once in this call");
+    SIMDEX_CHECK_ARG(replace || slot_of_.find(ids[i]) == slot_of_.end(), "id ", ids[i],
+                     " is already in the index; pass replace=True to overwrite it or remove it first");
+  }
+  const std::int64_t first = static_cast<std::int64_t>(slot_id_.size());
+  SIMDEX_CHECK_ARG(first + n < std::int64_t{std::numeric_limits<std::uint32_t>::max()},
+                   "an LSH index holds at most 2^32 - 2 vector slots; got ", first, " + ", n);
+  if (replace)
+    for (std::int64_t i = 0; i < n; ++i)
+      if (slot_of_.count(ids[i])) remove_locked(ids[i]);
+
+  data_.insert(data_.end(), x, x + n * d_);
+  inv_norm_.insert(inv_norm_.end(), inv.begin(), inv.end());
+  slot_id_.insert(slot_id_.end(), ids, ids + n);
+  slot_of_.reserve(slot_of_.size() + static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(first + i));
+
+  const int nt = num_threads > 0 ? num_threads : default_num_threads();
+  run_uninterruptible(L_, nt, [&](std::int64_t ti) {
+    Table& t = tables_[static_cast<std::size_t>(ti)];
+    const std::size_t old = t.delta.size();
+    t.delta.resize(old + static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i)
+      t.delta[old + i] = {codes[static_cast<std::size_t>(i * L_ + ti)], static_cast<std::uint32_t>(first + i)};
+    // New slots are larger than old ones, so sorting the new run and merging keeps
+    // (code, slot) order.
+    std::sort(t.delta.begin() + static_cast<std::ptrdiff_t>(old), t.delta.end());
+    std::inplace_merge(t.delta.begin(), t.delta.begin() + static_cast<std::ptrdiff_t>(old), t.delta.end());
+    if (t.delta.size() > std::max(kMinDelta, t.slots.size() / 8)) merge_delta(t);
+  });
+}
+
+void LshIndex::remove_locked(idx_t id) {
+  auto it = slot_of_.find(id);
+  if (it == slot_of_.end()) return;
+  slot_id_[it->second] = -1;  // skipped by search at once; table entries go at compaction
+  slot_of_.erase(it);
+  ++dead_;
+}
+
+void LshIndex::remove(const idx_t* ids, std::int64_t n) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  for (std::int64_t i = 0; i < n; ++i)
+    if (slot_of_.find(ids[i]) == slot_of_.end()) throw UnknownId(ids[i]);
+  for (std::int64_t i = 0; i < n; ++i) remove_locked(ids[i]);
+  const std::int64_t nslots = static_cast<std::int64_t>(slot_id_.size());
+  if (dead_ > 1024 && 2 * dead_ > nslots) compact_locked();
+}
+
+void LshIndex::compact_locked() {
+  // Monotone renumbering of the live slots, so bucket lists stay sorted.
+  const std::size_t nslots = slot_id_.size();
+  constexpr std::uint32_t kGone = std::numeric_limits<std::uint32_t>::max();
+  std::vector<std::uint32_t> remap(nslots, kGone);
+  std::uint32_t live = 0;
+  for (std::size_t s = 0; s < nslots; ++s) {
+    if (slot_id_[s] < 0) continue;
+    if (live != s) {
+      std::memcpy(data_.data() + live * d_, data_.data() + s * d_, sizeof(float) * d_);
+      inv_norm_[live] = inv_norm_[s];
+      slot_id_[live] = slot_id_[s];
+    }
+    remap[s] = live++;
+  }
+  data_.resize(static_cast<std::size_t>(live) * d_);
+  inv_norm_.resize(live);
+  slot_id_.resize(live);
+  for (auto& kv : slot_of_) kv.second = remap[kv.second];
+  dead_ = 0;
+  for (auto& t : tables_) {
+    std::vector<std::uint64_t> keys;
+    std::vector<std::uint32_t> offs{0}, slots;
+    for (std::size_t i = 0; i < t.keys.size(); ++i) {
+      for (std::uint32_t s = t.offs[i]; s < t.offs[i + 1]; ++s)
+        if (remap[t.slots[s]] != kGone) slots.push_back(remap[t.slots[s]]);
+      if (slots.size() != offs.back()) {
+        keys.push_back(t.keys[i]);
+        offs.push_back(static_cast<std::uint32_t>(slots.size()));
+      }
+    }
+    t.keys.swap(keys);
+    t.offs.swap(offs);
+    t.slots.swap(slots);
+    std::size_t w = 0;
+    for (auto& e : t.delta)
+      if (remap[e.second] != kGone) t.delta[w++] = {e.first, remap[e.second]};
+    t.delta.resize(w);
+    build_prefix(t);
+  }
+}
+
+void LshIndex::reset() {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  data_ = {};
+  inv_norm_ = {};
+  slot_id_ = {};
+  slot_of_ = {};
+  dead_ = 0;
+  for (auto& t : tables_) {
+    t = Table();
+    build_prefix(t);
+  }
+}
+
+void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
+                      float* distances, idx_t* labels, std::int64_t* num_candidates,
+                      int num_threads) const {
+  SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
+  SIMDEX_CHECK_ARG(num_probes >= 1, "num_probes must be >= 1, got ", num_probes);
+  SIMDEX_CHECK_ARG(nq >= 0, "nq must be >= 0, got ", nq);
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  const std::int64_t LK = L_ * K_;
+  const std::int64_t P = K_ < 63 ? std::min<std::int64_t>(num_probes, std::int64_t{1} << K_) : num_probes;
+  const std::size_t nslots = slot_id_.size();
+  const std::int64_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
+
+  parallel_for(nblocks, num_threads, [&](std::int64_t b, int /*tid*/) {
+    const std::int64_t q0 = b * kQueryBlock, rows = std::min(kQueryBlock, nq - q0);
+    std::vector<float> proj(static_cast<std::size_t>(rows * LK));
+    blas::gemm_abt(rows, LK, d_, 1.0f, q + q0 * d_, planes_.data(), 0.0f, proj.data());
+    std::vector<std::uint64_t> codes(static_cast<std::size_t>(L_));
+    std::vector<std::uint64_t> masks(static_cast<std::size_t>(P));
+    std::vector<float> margins(static_cast<std::size_t>(K_)), qn(static_cast<std::size_t>(d_));
+    std::vector<std::uint32_t> cand;
+    std::vector<float> scores, hv(static_cast<std::size_t>(k));
+    std::vector<idx_t> cid, hi(static_cast<std::size_t>(k));
+    Visited& vis = t_visited;
+
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t qi = q0 + r;
+      const float* pr = proj.data() + r * LK;
+      lsh_pack_signs(pr, 1, L_, K_, codes.data());
+      vis.next_query(nslots);
+      std::uint32_t* stamps = vis.stamps.data();
+      const std::uint32_t epoch = vis.epoch;
+      cand.clear();
+      for (std::int64_t t = 0; t < L_; ++t) {
+        for (int j = 0; j < K_; ++j) margins[j] = std::fabs(pr[t * K_ + j]);
+        const std::int64_t np = lsh_probe_masks(margins.data(), K_, P, masks.data());
+        const Table& tab = tables_[static_cast<std::size_t>(t)];
+        for (std::int64_t p = 0; p < np; ++p)
+          for_each_in_bucket(tab, codes[t] ^ masks[p], [&](std::uint32_t s) {
+            if (stamps[s] != epoch) {
+              stamps[s] = epoch;
+              if (slot_id_[s] >= 0) cand.push_back(s);
+            }
+          });
+      }
+      if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
+
+      // Exact re-rank: scores (higher is better), then the SIMD top-k filter.
+      const float* qv = q + qi * d_;
+      float qnorm2 = g_dot(qv, qv, d_);
+      if (metric_ == Metric::kCosine) {
+        const float inv = qnorm2 > 0 ? 1.0f / std::sqrt(qnorm2) : 0.0f;
+        for (std::int64_t j = 0; j < d_; ++j) qn[j] = qv[j] * inv;
+        qv = qn.data();
+      }
+      const std::size_t nc = cand.size();
+      scores.resize(nc);
+      cid.resize(nc);
+      constexpr std::size_t kAhead = 8;
+      for (std::size_t c = 0; c < nc; ++c) {
+        if (c + kAhead < nc) {
+          const char* pf = reinterpret_cast<const char*>(data_.data() + cand[c + kAhead] * d_);
+          for (std::int64_t off = 0; off < d_ * 4; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+        }
+        const std::uint32_t s = cand[c];
+        const float* xv = data_.data() + static_cast<std::size_t>(s) * d_;
+        float sc;
+        switch (metric_) {
+          case Metric::kCosine: sc = g_dot(qv, xv, d_) * inv_norm_[s]; break;
+          case Metric::kInnerProduct: sc = g_dot(qv, xv, d_); break;
+          default: sc = -sqdist_scalar(qv, xv, d_); break;
+        }
+        scores[c] = sc;
+        cid[c] = slot_id_[s];
+      }
+      heap_init(k, hv.data(), hi.data());
+      if (nc) heap_push_block(scores.data(), static_cast<std::int64_t>(nc), cid.data(), 0, k, hv.data(), hi.data());
+      heap_sort_best_first(k, hv.data(), hi.data());
+      float* od = distances + qi * k;
+      idx_t* oi = labels + qi * k;
+      for (std::int64_t r2 = 0; r2 < k; ++r2) {
+        if (hi[r2] == kEmptyId) {
+          od[r2] = std::numeric_limits<float>::infinity();
+          oi[r2] = -1;
+          continue;
+        }
+        const float s = hv[r2];
+        switch (metric_) {
+          case Metric::kCosine: od[r2] = std::min(2.0f, std::max(0.0f, 1.0f - s)); break;
+          case Metric::kInnerProduct: od[r2] = -s; break;
+          case Metric::kSquaredL2: od[r2] = -s; break;
+          case Metric::kL2: od[r2] = std::sqrt(-s); break;
+        }
+        oi[r2] = hi[r2];
+      }
+    }
+  });
+}
+
+void LshIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto it = slot_of_.find(ids[i]);
+    if (it == slot_of_.end()) throw UnknownId(ids[i]);
+    std::memcpy(out + i * d_, data_.data() + static_cast<std::size_t>(it->second) * d_, sizeof(float) * d_);
+  }
+}
+
+void LshIndex::contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = slot_of_.count(ids[i]) ? 1 : 0;
+}
+
+void LshIndex::export_all(float* vectors, idx_t* ids) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::int64_t w = 0;
+  for (std::size_t s = 0; s < slot_id_.size(); ++s) {
+    if (slot_id_[s] < 0) continue;
+    std::memcpy(vectors + w * d_, data_.data() + s * d_, sizeof(float) * d_);
+    ids[w++] = slot_id_[s];
+  }
+}
+
+LshTableStats LshIndex::table_stats(std::int64_t ti) const {
+  SIMDEX_CHECK_RANGE(ti >= 0 && ti < L_, "table ", ti, " out of range [0, ", L_, ")");
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  const Table& t = tables_[static_cast<std::size_t>(ti)];
+  // Live bucket sizes from both parts, merged by key.
+  std::vector<std::pair<std::uint64_t, std::int64_t>> sizes;
+  for (std::size_t i = 0; i < t.keys.size(); ++i) {
+    std::int64_t c = 0;
+    for (std::uint32_t s = t.offs[i]; s < t.offs[i + 1]; ++s) c += slot_id_[t.slots[s]] >= 0;
+    sizes.push_back({t.keys[i], c});
+  }
+  for (const auto& e : t.delta) sizes.push_back({e.first, slot_id_[e.second] >= 0 ? 1 : 0});
+  std::sort(sizes.begin(), sizes.end());
+  LshTableStats st;
+  std::int64_t total = 0;
+  for (std::size_t i = 0; i < sizes.size();) {
+    std::int64_t c = 0;
+    std::size_t j = i;
+    for (; j < sizes.size() && sizes[j].first == sizes[i].first; ++j) c += sizes[j].second;
+    if (c > 0) {
+      ++st.nonempty_buckets;
+      total += c;
+      st.max_bucket_size = std::max(st.max_bucket_size, c);
+    }
+    i = j;
+  }
+  st.mean_bucket_size = st.nonempty_buckets ? static_cast<double>(total) / st.nonempty_buckets : 0.0;
+  return st;
+}
+
+std::int64_t LshIndex::memory_bytes() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::int64_t b = static_cast<std::int64_t>(data_.capacity() * sizeof(float) +
+                                             inv_norm_.capacity() * sizeof(float) +
+                                             slot_id_.capacity() * sizeof(idx_t) +
+                                             planes_.capacity() * sizeof(float));
+  // unordered_map: a node (key, value, next pointer, cached hash) plus a bucket pointer.
+  b += static_cast<std::int64_t>(slot_of_.size() * 32 + slot_of_.bucket_count() * 8);
+  for (const auto& t : tables_)
+    b += static_cast<std::int64_t>(t.keys.capacity() * 8 + t.offs.capacity() * 4 +
+                                   t.slots.capacity() * 4 + t.prefix.capacity() * 4 +
+                                   t.delta.capacity() * 16);
+  return b;
+}
+
+}  // namespace simdex
