@@ -86,7 +86,7 @@ void register_lsh(py::module_& m) {
       .def(
           "search",
           [](const LshIndex& self, const FloatArray& q, std::int64_t k, std::int64_t num_probes,
-             int num_threads) {
+             int num_threads, std::int64_t refine) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
             if (k < 1) throw std::invalid_argument(detail::concat("k must be >= 1, got ", k));
             if (num_probes < 1)
@@ -97,11 +97,12 @@ void register_lsh(py::module_& m) {
             {
               py::gil_scoped_release nogil;
               self.search(q.data(), nq, k, num_probes, D.mutable_data(), I.mutable_data(),
-                          C.mutable_data(), num_threads);
+                          C.mutable_data(), num_threads, refine);
             }
             return py::make_tuple(D, I, C);
           },
           py::arg("queries"), py::arg("k"), py::arg("num_probes"), py::arg("num_threads") = 0,
+          py::arg("refine") = 16,
           "Returns (distances (nq, k), ids (nq, k), candidates per query (nq,)).")
       .def(
           "get_vectors",

@@ -158,6 +158,11 @@ class LSHIndex(Index):
         metric: Re-ranking distance, ``"cosine"`` (default; the hash family is built
             for it), or ``"ip"``, ``"l2"``, ``"sql2"`` (hashing stays angular, so these
             only make sense for roughly normalised data).
+        refine: Under ``"cosine"``, when a query has more than ``refine * k``
+            candidates, an int8 copy of the unit vectors (one cache line each for
+            dim <= 64) ranks them first and only the best ``refine * k`` are re-ranked
+            with the float32 vectors; 0 re-ranks every candidate in float32. Returned
+            distances are exact either way.
 
     Example:
         >>> import numpy as np
@@ -177,9 +182,11 @@ class LSHIndex(Index):
         num_probes: int = 8,
         seed: int = 0,
         metric: str = "cosine",
+        refine: int = 16,
     ) -> None:
         super().__init__(dim, metric)
         self.num_probes = _positive_int(num_probes, "num_probes")
+        self.refine = _positive_int(refine, "refine", 0)
         self.projection = RandomProjection(self.dim, num_tables, hash_bits, seed)
         self._store = self._new_store(self.projection._flat)
         self._last_candidates = float("nan")
@@ -208,10 +215,16 @@ class LSHIndex(Index):
         self._store.remove(ids)
 
     def _backend_search(
-        self, q: np.ndarray, k: int, num_probes: int | None = None, num_threads: int | None = None
+        self,
+        q: np.ndarray,
+        k: int,
+        num_probes: int | None = None,
+        num_threads: int | None = None,
+        refine: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
-        D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads))
+        ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
+        D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
         return D, ids
 
@@ -236,6 +249,7 @@ class LSHIndex(Index):
             "hash_bits": self.hash_bits,
             "num_probes": self.num_probes,
             "seed": self.seed,
+            "refine": self.refine,
         }
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
@@ -250,6 +264,7 @@ class LSHIndex(Index):
             num_probes=int(params["num_probes"]),
             seed=int(params["seed"]),
             metric=str(params["metric"]),
+            refine=int(params.get("refine", 16)),
         )
         planes = arrays.get("planes")
         if planes is None or planes.shape != index.projection._flat.shape or planes.dtype != np.float32:
@@ -263,7 +278,13 @@ class LSHIndex(Index):
 
     # -- public extras ----------------------------------------------------------------------
     def search(
-        self, queries: Any, k: int = 10, *, num_probes: int | None = None, num_threads: int | None = None
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        num_probes: int | None = None,
+        num_threads: int | None = None,
+        refine: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate k nearest neighbours (exact distances of the candidates found).
 
@@ -272,12 +293,13 @@ class LSHIndex(Index):
             k: Neighbours per query; slots with no candidate hold id -1, distance +inf.
             num_probes: Buckets per table for this call (default: ``self.num_probes``).
             num_threads: Threads (default: :func:`simdex.get_num_threads`).
+            refine: int8 pre-filter width for this call (default: ``self.refine``).
 
         Returns:
             ``(distances, ids)``: float32 / int64 arrays (q, k) ((k,) for a 1-D query),
             distances ascending, ties broken by the smaller id.
         """
-        return super().search(queries, k, num_probes=num_probes, num_threads=num_threads)
+        return super().search(queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine)
 
     def stats(self) -> dict[str, Any]:
         """Bucket occupancy, memory and the candidates of the last search.

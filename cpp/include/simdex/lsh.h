@@ -114,9 +114,14 @@ class LshIndex {
   /// @param[out] distances  nq*k floats ascending (+inf where fewer than k candidates)
   /// @param[out] labels     nq*k ids (-1 where fewer than k candidates)
   /// @param[out] num_candidates  nq counts of distinct live candidates, or nullptr
+  ///
+  /// Under kCosine, when there are more than refine*k candidates, an int8 copy of the
+  /// unit vectors (one cache line per vector for d <= 64) ranks them first and only
+  /// the best refine*k are re-ranked with the float32 vectors (refine <= 0: re-rank
+  /// every candidate exactly). The returned distances are always exact.
   void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
               float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
-              int num_threads = 0) const;
+              int num_threads = 0, std::int64_t refine = 16) const;
 
   /// Copy n stored vectors into out (n*d floats). @throws UnknownId.
   void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
@@ -162,6 +167,11 @@ class LshIndex {
   std::vector<float> planes_;
   std::vector<float> data_;      // slots * d
   std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
+  // kCosine pre-filter: int8 copy of each unit row (code_stride_ bytes, one cache line
+  // for d <= 64) and its scale, so approx_cos(q, x) = code_scale_[s] * <q/|q|, code_s>.
+  std::int64_t code_stride_ = 0;
+  std::vector<std::int8_t> codes8_;
+  std::vector<float> code_scale_;
   std::vector<idx_t> slot_id_;   // slots: id, or -1 when the slot is dead
   std::int64_t dead_ = 0;
   std::unordered_map<idx_t, std::uint32_t> slot_of_;

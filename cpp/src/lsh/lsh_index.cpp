@@ -70,6 +70,37 @@ __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float*
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+// <q, c> for a float query and an int8 row, both padded to a multiple of 16 (zeros).
+float dot_i8_scalar(const float* q, const std::int8_t* c, std::int64_t n) {
+  float s0 = 0, s1 = 0;
+  for (std::int64_t j = 0; j < n; j += 2) {
+    s0 += q[j] * c[j];
+    s1 += q[j + 1] * c[j + 1];
+  }
+  return s0 + s1;
+}
+
+__attribute__((target("avx2,fma"))) float dot_i8_avx2(const float* q, const std::int8_t* c, std::int64_t n) {
+  __m256 s = _mm256_setzero_ps();
+  for (std::int64_t j = 0; j < n; j += 8) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + j));
+    s = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), s);
+  }
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  return _mm_cvtss_f32(h);
+}
+
+__attribute__((target("avx512f"))) float dot_i8_avx512(const float* q, const std::int8_t* c, std::int64_t n) {
+  __m512 s = _mm512_setzero_ps();
+  for (std::int64_t j = 0; j < n; j += 16) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j));
+    s = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s);
+  }
+  return _mm512_reduce_add_ps(s);
+}
+
 float sqdist_scalar(const float* a, const float* b, std::int64_t d) {
   float s = 0;
   for (std::int64_t j = 0; j < d; ++j) {
@@ -87,6 +118,27 @@ DotFn pick_dot() {
   return dot_scalar;
 }
 const DotFn g_dot = pick_dot();
+
+using DotI8Fn = float (*)(const float*, const std::int8_t*, std::int64_t);
+DotI8Fn pick_dot_i8() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return dot_i8_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_i8_avx2;
+  return dot_i8_scalar;
+}
+const DotI8Fn g_dot_i8 = pick_dot_i8();
+
+// int8 code of the unit vector x*inv (stride bytes, zero padded); returns its scale.
+float quantize_unit_row(const float* x, std::int64_t d, float inv, std::int64_t stride, std::int8_t* out) {
+  float mx = 0;
+  for (std::int64_t j = 0; j < d; ++j) mx = std::max(mx, std::fabs(x[j] * inv));
+  std::memset(out, 0, static_cast<std::size_t>(stride));
+  if (mx == 0) return 0.0f;
+  const float f = 127.0f / mx;
+  for (std::int64_t j = 0; j < d; ++j)
+    out[j] = static_cast<std::int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[j] * inv * f))));
+  return mx / 127.0f;
+}
 
 // Per-OS-thread visited markers: stamps[slot] == epoch means "seen in this query".
 // The epoch only grows, so markers left by earlier queries (or other indexes) never
@@ -144,6 +196,7 @@ LshIndex::LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const
                    hash_bits);
   SIMDEX_CHECK_ARG(planes != nullptr, "planes must not be null");
   planes_.assign(planes, planes + num_tables * hash_bits * d);
+  code_stride_ = (d + 15) / 16 * 16;
   tables_.resize(static_cast<std::size_t>(L_));
   for (auto& t : tables_) build_prefix(t);
 }
@@ -245,6 +298,13 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
 
   data_.insert(data_.end(), x, x + n * d_);
   inv_norm_.insert(inv_norm_.end(), inv.begin(), inv.end());
+  if (metric_ == Metric::kCosine) {
+    codes8_.resize(static_cast<std::size_t>((first + n) * code_stride_));
+    code_scale_.resize(static_cast<std::size_t>(first + n));
+    for (std::int64_t i = 0; i < n; ++i)
+      code_scale_[first + i] = quantize_unit_row(x + i * d_, d_, inv[i], code_stride_,
+                                                 codes8_.data() + (first + i) * code_stride_);
+  }
   slot_id_.insert(slot_id_.end(), ids, ids + n);
   slot_of_.reserve(slot_of_.size() + static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(first + i));
@@ -293,12 +353,21 @@ void LshIndex::compact_locked() {
       std::memcpy(data_.data() + live * d_, data_.data() + s * d_, sizeof(float) * d_);
       inv_norm_[live] = inv_norm_[s];
       slot_id_[live] = slot_id_[s];
+      if (!code_scale_.empty()) {
+        std::memcpy(codes8_.data() + live * code_stride_, codes8_.data() + s * code_stride_,
+                    static_cast<std::size_t>(code_stride_));
+        code_scale_[live] = code_scale_[s];
+      }
     }
     remap[s] = live++;
   }
   data_.resize(static_cast<std::size_t>(live) * d_);
   inv_norm_.resize(live);
   slot_id_.resize(live);
+  if (!code_scale_.empty()) {
+    codes8_.resize(static_cast<std::size_t>(live) * code_stride_);
+    code_scale_.resize(live);
+  }
   for (auto& kv : slot_of_) kv.second = remap[kv.second];
   dead_ = 0;
   for (auto& t : tables_) {
@@ -327,6 +396,8 @@ void LshIndex::reset() {
   std::unique_lock<std::shared_mutex> lock(mutex_);
   data_ = {};
   inv_norm_ = {};
+  codes8_ = {};
+  code_scale_ = {};
   slot_id_ = {};
   slot_of_ = {};
   dead_ = 0;
@@ -338,7 +409,7 @@ void LshIndex::reset() {
 
 void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
                       float* distances, idx_t* labels, std::int64_t* num_candidates,
-                      int num_threads) const {
+                      int num_threads, std::int64_t refine) const {
   SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
   SIMDEX_CHECK_ARG(num_probes >= 1, "num_probes must be >= 1, got ", num_probes);
   SIMDEX_CHECK_ARG(nq >= 0, "nq must be >= 0, got ", nq);
@@ -354,10 +425,12 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
     blas::gemm_abt(rows, LK, d_, 1.0f, q + q0 * d_, planes_.data(), 0.0f, proj.data());
     std::vector<std::uint64_t> codes(static_cast<std::size_t>(L_));
     std::vector<std::uint64_t> masks(static_cast<std::size_t>(P));
-    std::vector<float> margins(static_cast<std::size_t>(K_)), qn(static_cast<std::size_t>(d_));
+    std::vector<float> margins(static_cast<std::size_t>(K_)), qn(static_cast<std::size_t>(code_stride_), 0.0f);
     std::vector<std::uint32_t> cand;
     std::vector<float> scores, hv(static_cast<std::size_t>(k));
     std::vector<idx_t> cid, hi(static_cast<std::size_t>(k));
+    std::vector<float> fv;
+    std::vector<idx_t> fi;
     Visited& vis = t_visited;
 
     for (std::int64_t r = 0; r < rows; ++r) {
@@ -390,7 +463,31 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         for (std::int64_t j = 0; j < d_; ++j) qn[j] = qv[j] * inv;
         qv = qn.data();
       }
-      const std::size_t nc = cand.size();
+      std::size_t nc = cand.size();
+      const std::int64_t keep = refine > 0 ? refine * k : 0;
+      if (metric_ == Metric::kCosine && keep > 0 && static_cast<std::int64_t>(nc) > keep) {
+        // Pre-filter: int8 scores (one cache line per candidate), keep the best refine*k.
+        scores.resize(nc);
+        constexpr std::size_t kAhead8 = 12;
+        for (std::size_t c = 0; c < nc; ++c) {
+          if (c + kAhead8 < nc)
+            _mm_prefetch(reinterpret_cast<const char*>(codes8_.data() + cand[c + kAhead8] * code_stride_),
+                         _MM_HINT_T0);
+          const std::uint32_t s = cand[c];
+          scores[c] = code_scale_[s] * g_dot_i8(qv, codes8_.data() + static_cast<std::size_t>(s) * code_stride_,
+                                                code_stride_);
+        }
+        fv.resize(static_cast<std::size_t>(keep));
+        fi.resize(static_cast<std::size_t>(keep));
+        heap_init(keep, fv.data(), fi.data());
+        heap_push_block(scores.data(), static_cast<std::int64_t>(nc), nullptr, 0, keep, fv.data(), fi.data());
+        // Keep candidate order (ascending position) so the exact pass is deterministic.
+        std::sort(fi.begin(), fi.end());
+        std::size_t w = 0;
+        for (idx_t pos : fi)
+          if (pos != kEmptyId) cand[w++] = cand[static_cast<std::size_t>(pos)];
+        nc = w;
+      }
       scores.resize(nc);
       cid.resize(nc);
       constexpr std::size_t kAhead = 8;
@@ -492,6 +589,7 @@ std::int64_t LshIndex::memory_bytes() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   std::int64_t b = static_cast<std::int64_t>(data_.capacity() * sizeof(float) +
                                              inv_norm_.capacity() * sizeof(float) +
+                                             codes8_.capacity() + code_scale_.capacity() * sizeof(float) +
                                              slot_id_.capacity() * sizeof(idx_t) +
                                              planes_.capacity() * sizeof(float));
   // unordered_map: a node (key, value, next pointer, cached hash) plus a bucket pointer.
