@@ -143,8 +143,10 @@ class LshIndex {
 
  private:
   struct Table {
-    // Main part: keys sorted ascending and distinct; slots of key i are
-    // slots[offs[i] .. offs[i+1]), ascending.
+    // Main part, keyed form: keys sorted ascending and distinct; slots of key i are
+    // slots[offs[i] .. offs[i+1]), ascending. Direct form (direct == true): no keys,
+    // offs has 2^K + 1 entries and the slots of code c are slots[offs[c] .. offs[c+1]).
+    bool direct = false;
     std::vector<std::uint64_t> keys;
     std::vector<std::uint32_t> offs{0};
     std::vector<std::uint32_t> slots;
@@ -156,10 +158,16 @@ class LshIndex {
 
   void build_prefix(Table& t) const;
   void merge_delta(Table& t) const;
+  /// Install a main part given in keyed form, choosing the direct form when it pays.
+  void finalize(Table& t, std::vector<std::uint64_t>& keys, std::vector<std::uint32_t>& offs,
+                std::vector<std::uint32_t>& slots) const;
+  template <class F>
+  void for_each_group(const Table& t, F&& f) const;  // f(code, begin, end) per non-empty bucket
+  std::pair<std::uint32_t, std::uint32_t> main_range(const Table& t, std::uint64_t code) const;
+  template <class F>
+  void for_each_in_delta(const Table& t, std::uint64_t code, F&& f) const;
   void remove_locked(idx_t id);
   void compact_locked();
-  template <class F>
-  void for_each_in_bucket(const Table& t, std::uint64_t code, F&& f) const;
 
   std::int64_t d_, L_;
   int K_;
@@ -174,6 +182,7 @@ class LshIndex {
   std::vector<float> code_scale_;
   std::vector<idx_t> slot_id_;   // slots: id, or -1 when the slot is dead
   std::int64_t dead_ = 0;
+  std::vector<std::uint64_t> dead_bits_;  // one bit per slot, 1 = removed
   std::unordered_map<idx_t, std::uint32_t> slot_of_;
   std::vector<Table> tables_;
   mutable std::shared_mutex mutex_;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <numeric>
-#include <queue>
 #include <vector>
 
 #include "simdex/blas.h"
@@ -112,17 +111,24 @@ std::int64_t lsh_probe_masks(const float* margins, int hash_bits, std::int64_t n
   masks[0] = 0;
   if (num_probes == 1) return 1;
 
-  // Bits sorted by margin (stable: equal margins keep bit order), z ascending.
+  // Bits sorted by margin, ties by bit index (insertion sort: K <= 64, no allocation).
   int order[kMaxHashBits];
   float z[kMaxHashBits];
-  std::iota(order, order + K, 0);
-  std::stable_sort(order, order + K, [&](int a, int b) { return margins[a] < margins[b]; });
+  for (int j = 0; j < K; ++j) {
+    int p = j;
+    while (p > 0 && margins[order[p - 1]] > margins[j]) {
+      order[p] = order[p - 1];
+      --p;
+    }
+    order[p] = j;
+  }
   for (int p = 0; p < K; ++p) z[p] = margins[order[p]];
 
   // Flip sets as bit masks over sorted positions. From a set whose largest position
   // is m, "shift" replaces m by m+1 and "expand" adds m+1; starting from {0}, this
   // generates every non-empty set exactly once, each after its parent, whose score
-  // is never larger -- so popping a min-heap yields the sets in score order.
+  // is never larger -- so popping a min-heap yields the sets in score order. Each
+  // pop pushes at most two nodes, so the heap never exceeds 2 * num_probes nodes.
   struct Node {
     float score;
     int max_pos;
@@ -132,21 +138,25 @@ std::int64_t lsh_probe_masks(const float* margins, int hash_bits, std::int64_t n
     if (a.score != b.score) return a.score > b.score;
     return a.set > b.set;  // deterministic tie order
   };
-  std::priority_queue<Node, std::vector<Node>, decltype(worse)> heap(worse);
-  heap.push({z[0], 0, 1});
+  thread_local std::vector<Node> heap;  // reused: no allocation per call
+  heap.clear();
+  heap.push_back({z[0], 0, 1});
   std::int64_t written = 1;
   while (written < num_probes && !heap.empty()) {
-    const Node top = heap.top();
-    heap.pop();
+    std::pop_heap(heap.begin(), heap.end(), worse);
+    const Node top = heap.back();
+    heap.pop_back();
     std::uint64_t m = 0;
     for (std::uint64_t s = top.set; s; s &= s - 1) m |= std::uint64_t{1} << order[__builtin_ctzll(s)];
     masks[written++] = m;
     const int next = top.max_pos + 1;
-    if (next < K) {
+    if (next < K && written < num_probes) {
       const std::uint64_t nb = std::uint64_t{1} << next;
-      heap.push({top.score - z[top.max_pos] + z[next], next,
-                 (top.set & ~(std::uint64_t{1} << top.max_pos)) | nb});
-      heap.push({top.score + z[next], next, top.set | nb});
+      heap.push_back({top.score - z[top.max_pos] + z[next], next,
+                      (top.set & ~(std::uint64_t{1} << top.max_pos)) | nb});
+      std::push_heap(heap.begin(), heap.end(), worse);
+      heap.push_back({top.score + z[next], next, top.set | nb});
+      std::push_heap(heap.begin(), heap.end(), worse);
     }
   }
   return written;

@@ -23,6 +23,7 @@ namespace {
 constexpr std::int64_t kQueryBlock = 32;  // queries hashed by one GEMM in search
 constexpr std::size_t kMinDelta = 4096;   // delta size below which it is never merged
 constexpr int kMaxPrefixBits = 20;
+constexpr int kMaxDirectBits = 24;  // direct offsets: at most 64 MiB per table
 
 // ---- distance kernels (exact, float32). Same CPU -> same kernel -> same results.
 float dot_scalar(const float* a, const float* b, std::int64_t d) {
@@ -140,21 +141,10 @@ float quantize_unit_row(const float* x, std::int64_t d, float inv, std::int64_t 
   return mx / 127.0f;
 }
 
-// Per-OS-thread visited markers: stamps[slot] == epoch means "seen in this query".
-// The epoch only grows, so markers left by earlier queries (or other indexes) never
-// match; the caller's thread reuses its array across calls.
-struct Visited {
-  std::vector<std::uint32_t> stamps;
-  std::uint32_t epoch = 0;
-  void next_query(std::size_t n) {
-    if (stamps.size() < n) stamps.resize(n, 0);
-    if (++epoch == 0) {
-      std::fill(stamps.begin(), stamps.end(), 0);
-      epoch = 1;
-    }
-  }
-};
-thread_local Visited t_visited;
+// Per-OS-thread visited bitmap (one bit per slot: 50 KB for 400k vectors, so it
+// stays in L1/L2). It is all zero between queries: a query clears the words it set.
+// The caller's thread reuses its bitmap across calls.
+thread_local std::vector<std::uint64_t> t_visited;
 
 // Run fn(t) for t in [0, n) on up to nt plain threads, with no interrupt checks:
 // used for table updates, which must not stop half way.
@@ -207,6 +197,9 @@ std::int64_t LshIndex::size() const {
 }
 
 void LshIndex::build_prefix(Table& t) const {
+  t.prefix.clear();
+  t.prefix_bits = 0;
+  if (t.direct) return;
   const std::size_t nk = t.keys.size();
   int pb = 0;
   while (pb < kMaxPrefixBits && pb < K_ && (std::size_t{1} << (pb + 1)) <= nk) ++pb;
@@ -221,53 +214,96 @@ void LshIndex::build_prefix(Table& t) const {
   }
 }
 
+template <class F>
+void LshIndex::for_each_group(const Table& t, F&& f) const {
+  if (t.direct) {
+    const std::size_t nb = t.offs.size() - 1;
+    for (std::size_t c = 0; c < nb; ++c)
+      if (t.offs[c + 1] > t.offs[c]) f(static_cast<std::uint64_t>(c), t.offs[c], t.offs[c + 1]);
+  } else {
+    for (std::size_t i = 0; i < t.keys.size(); ++i) f(t.keys[i], t.offs[i], t.offs[i + 1]);
+  }
+}
+
+void LshIndex::finalize(Table& t, std::vector<std::uint64_t>& keys, std::vector<std::uint32_t>& offs,
+                        std::vector<std::uint32_t>& slots) const {
+  // Direct addressing (offsets indexed by the code itself: one lookup, no search)
+  // when the 2^K offsets cost at most ~4 entries' worth of memory.
+  const std::size_t n = slots.size();
+  t.direct = K_ <= kMaxDirectBits && (std::size_t{1} << K_) <= 4 * std::max<std::size_t>(n, 1);
+  if (t.direct) {
+    const std::size_t nb = std::size_t{1} << K_;
+    t.offs.assign(nb + 1, 0);
+    std::size_t i = 0;
+    for (std::size_t c = 0; c < nb; ++c) {
+      if (i < keys.size() && keys[i] == c) ++i;
+      t.offs[c + 1] = offs[i];
+    }
+    t.keys.clear();
+    t.keys.shrink_to_fit();
+  } else {
+    t.keys.swap(keys);
+    t.offs.swap(offs);
+  }
+  t.slots.swap(slots);
+  build_prefix(t);
+}
+
 void LshIndex::merge_delta(Table& t) const {
   if (t.delta.empty()) return;
   std::vector<std::uint64_t> keys;
   std::vector<std::uint32_t> offs, slots;
-  keys.reserve(t.keys.size() + t.delta.size());
   slots.reserve(t.slots.size() + t.delta.size());
-  offs.reserve(t.keys.size() + t.delta.size() + 1);
   offs.push_back(0);
-  std::size_t a = 0, b = 0;
-  const std::size_t na = t.keys.size(), nb = t.delta.size();
-  while (a < na || b < nb) {
-    const std::uint64_t key =
-        b >= nb ? t.keys[a] : (a >= na ? t.delta[b].first : std::min(t.keys[a], t.delta[b].first));
-    if (a < na && t.keys[a] == key) {
-      slots.insert(slots.end(), t.slots.begin() + t.offs[a], t.slots.begin() + t.offs[a + 1]);
-      ++a;
+  std::size_t b = 0;
+  const std::size_t nb = t.delta.size();
+  auto flush_delta_below = [&](std::uint64_t key) {  // delta-only groups with code < key
+    while (b < nb && t.delta[b].first < key) {
+      const std::uint64_t k = t.delta[b].first;
+      while (b < nb && t.delta[b].first == k) slots.push_back(t.delta[b++].second);
+      keys.push_back(k);
+      offs.push_back(static_cast<std::uint32_t>(slots.size()));
     }
+  };
+  for_each_group(t, [&](std::uint64_t key, std::uint32_t lo, std::uint32_t hi) {
+    flush_delta_below(key);
+    slots.insert(slots.end(), t.slots.begin() + lo, t.slots.begin() + hi);
     while (b < nb && t.delta[b].first == key) slots.push_back(t.delta[b++].second);
     keys.push_back(key);
     offs.push_back(static_cast<std::uint32_t>(slots.size()));
+  });
+  flush_delta_below(std::numeric_limits<std::uint64_t>::max());
+  if (b < nb) {  // codes equal to 2^64 - 1 (K = 64)
+    const std::uint64_t k = t.delta[b].first;
+    while (b < nb) slots.push_back(t.delta[b++].second);
+    keys.push_back(k);
+    offs.push_back(static_cast<std::uint32_t>(slots.size()));
   }
-  t.keys.swap(keys);
-  t.offs.swap(offs);
-  t.slots.swap(slots);
   t.delta.clear();
   t.delta.shrink_to_fit();
-  build_prefix(t);
+  finalize(t, keys, offs, slots);
+}
+
+inline std::pair<std::uint32_t, std::uint32_t> LshIndex::main_range(const Table& t, std::uint64_t code) const {
+  if (t.direct) return {t.offs[code], t.offs[code + 1]};
+  if (t.keys.empty()) return {0, 0};
+  const std::uint64_t p = t.prefix_bits == 0 ? 0 : code >> (K_ - t.prefix_bits);
+  const std::uint64_t* lo = t.keys.data() + t.prefix[p];
+  const std::uint64_t* hi = t.keys.data() + t.prefix[p + 1];
+  const std::uint64_t* it = std::lower_bound(lo, hi, code);
+  if (it == hi || *it != code) return {0, 0};
+  const std::size_t i = static_cast<std::size_t>(it - t.keys.data());
+  return {t.offs[i], t.offs[i + 1]};
 }
 
 template <class F>
-void LshIndex::for_each_in_bucket(const Table& t, std::uint64_t code, F&& f) const {
-  if (!t.keys.empty()) {
-    const std::uint64_t p = t.prefix_bits == 0 ? 0 : code >> (K_ - t.prefix_bits);
-    const std::uint64_t* lo = t.keys.data() + t.prefix[p];
-    const std::uint64_t* hi = t.keys.data() + t.prefix[p + 1];
-    const std::uint64_t* it = std::lower_bound(lo, hi, code);
-    if (it != hi && *it == code) {
-      const std::size_t i = static_cast<std::size_t>(it - t.keys.data());
-      for (std::uint32_t s = t.offs[i]; s < t.offs[i + 1]; ++s) f(t.slots[s]);
-    }
-  }
-  if (!t.delta.empty()) {
-    auto it = std::lower_bound(t.delta.begin(), t.delta.end(), code,
-                               [](const std::pair<std::uint64_t, std::uint32_t>& e,
-                                  std::uint64_t c) { return e.first < c; });
-    for (; it != t.delta.end() && it->first == code; ++it) f(it->second);
-  }
+void LshIndex::for_each_in_delta(const Table& t, std::uint64_t code, F&& f) const {
+  if (t.delta.empty()) return;
+  auto it = std::lower_bound(t.delta.begin(), t.delta.end(), code,
+                             [](const std::pair<std::uint64_t, std::uint32_t>& e, std::uint64_t c) {
+                               return e.first < c;
+                             });
+  for (; it != t.delta.end() && it->first == code; ++it) f(it->second);
 }
 
 void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replace,
@@ -306,6 +342,7 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
                                                  codes8_.data() + (first + i) * code_stride_);
   }
   slot_id_.insert(slot_id_.end(), ids, ids + n);
+  dead_bits_.resize((slot_id_.size() + 63) / 64, 0);
   slot_of_.reserve(slot_of_.size() + static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(first + i));
 
@@ -328,6 +365,7 @@ void LshIndex::remove_locked(idx_t id) {
   auto it = slot_of_.find(id);
   if (it == slot_of_.end()) return;
   slot_id_[it->second] = -1;  // skipped by search at once; table entries go at compaction
+  dead_bits_[it->second >> 6] |= std::uint64_t{1} << (it->second & 63);
   slot_of_.erase(it);
   ++dead_;
 }
@@ -370,25 +408,23 @@ void LshIndex::compact_locked() {
   }
   for (auto& kv : slot_of_) kv.second = remap[kv.second];
   dead_ = 0;
+  dead_bits_.assign((static_cast<std::size_t>(live) + 63) / 64, 0);
   for (auto& t : tables_) {
     std::vector<std::uint64_t> keys;
     std::vector<std::uint32_t> offs{0}, slots;
-    for (std::size_t i = 0; i < t.keys.size(); ++i) {
-      for (std::uint32_t s = t.offs[i]; s < t.offs[i + 1]; ++s)
+    for_each_group(t, [&](std::uint64_t key, std::uint32_t lo, std::uint32_t hi) {
+      for (std::uint32_t s = lo; s < hi; ++s)
         if (remap[t.slots[s]] != kGone) slots.push_back(remap[t.slots[s]]);
       if (slots.size() != offs.back()) {
-        keys.push_back(t.keys[i]);
+        keys.push_back(key);
         offs.push_back(static_cast<std::uint32_t>(slots.size()));
       }
-    }
-    t.keys.swap(keys);
-    t.offs.swap(offs);
-    t.slots.swap(slots);
+    });
     std::size_t w = 0;
     for (auto& e : t.delta)
       if (remap[e.second] != kGone) t.delta[w++] = {e.first, remap[e.second]};
     t.delta.resize(w);
-    build_prefix(t);
+    finalize(t, keys, offs, slots);
   }
 }
 
@@ -401,6 +437,7 @@ void LshIndex::reset() {
   slot_id_ = {};
   slot_of_ = {};
   dead_ = 0;
+  dead_bits_ = {};
   for (auto& t : tables_) {
     t = Table();
     build_prefix(t);
@@ -431,27 +468,67 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
     std::vector<idx_t> cid, hi(static_cast<std::size_t>(k));
     std::vector<float> fv;
     std::vector<idx_t> fi;
-    Visited& vis = t_visited;
+    std::vector<std::uint64_t>& vis = t_visited;
+    if (vis.size() < (nslots + 63) / 64) vis.resize((nslots + 63) / 64, 0);
+    const std::uint64_t* dead = dead_bits_.data();
+    const bool any_dead = dead_ > 0;
+    std::vector<std::uint64_t> probe_code(static_cast<std::size_t>(L_ * P));
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges(static_cast<std::size_t>(L_ * P));
+    std::vector<std::int64_t> probe_count(static_cast<std::size_t>(L_));
 
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t qi = q0 + r;
       const float* pr = proj.data() + r * LK;
       lsh_pack_signs(pr, 1, L_, K_, codes.data());
-      vis.next_query(nslots);
-      std::uint32_t* stamps = vis.stamps.data();
-      const std::uint32_t epoch = vis.epoch;
       cand.clear();
+      std::uint64_t* vbits = vis.data();
+      auto visit = [&](std::uint32_t s) {
+        const std::uint64_t bit = std::uint64_t{1} << (s & 63);
+        std::uint64_t& w = vbits[s >> 6];
+        if (!(w & bit)) {
+          w |= bit;
+          cand.push_back(s);
+        }
+      };
+      // Three passes so that memory latency overlaps: (1) probe codes of every table,
+      // prefetching their offsets; (2) bucket ranges, prefetching their first slots;
+      // (3) the slots themselves.
       for (std::int64_t t = 0; t < L_; ++t) {
         for (int j = 0; j < K_; ++j) margins[j] = std::fabs(pr[t * K_ + j]);
         const std::int64_t np = lsh_probe_masks(margins.data(), K_, P, masks.data());
+        probe_count[t] = np;
         const Table& tab = tables_[static_cast<std::size_t>(t)];
-        for (std::int64_t p = 0; p < np; ++p)
-          for_each_in_bucket(tab, codes[t] ^ masks[p], [&](std::uint32_t s) {
-            if (stamps[s] != epoch) {
-              stamps[s] = epoch;
-              if (slot_id_[s] >= 0) cand.push_back(s);
-            }
-          });
+        for (std::int64_t p = 0; p < np; ++p) {
+          const std::uint64_t c = codes[t] ^ masks[p];
+          probe_code[t * P + p] = c;
+          if (tab.direct) _mm_prefetch(reinterpret_cast<const char*>(tab.offs.data() + c), _MM_HINT_T0);
+        }
+      }
+      for (std::int64_t t = 0; t < L_; ++t) {
+        const Table& tab = tables_[static_cast<std::size_t>(t)];
+        for (std::int64_t p = 0; p < probe_count[t]; ++p) {
+          const auto rg = main_range(tab, probe_code[t * P + p]);
+          ranges[t * P + p] = rg;
+          if (rg.second > rg.first)
+            _mm_prefetch(reinterpret_cast<const char*>(tab.slots.data() + rg.first), _MM_HINT_T0);
+        }
+      }
+      for (std::int64_t t = 0; t < L_; ++t) {
+        const Table& tab = tables_[static_cast<std::size_t>(t)];
+        const std::uint32_t* sl = tab.slots.data();
+        for (std::int64_t p = 0; p < probe_count[t]; ++p) {
+          const auto rg = ranges[t * P + p];
+          for (std::uint32_t i = rg.first; i < rg.second; ++i) visit(sl[i]);
+          for_each_in_delta(tab, probe_code[t * P + p], visit);
+        }
+      }
+      // Clear the visited words, then drop removed slots.
+      for (std::uint32_t s : cand) vbits[s >> 6] = 0;
+      if (any_dead) {
+        std::size_t w = 0;
+        for (std::uint32_t s : cand)
+          if (!(dead[s >> 6] >> (s & 63) & 1)) cand[w++] = s;
+        cand.resize(w);
       }
       if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
 
@@ -561,11 +638,11 @@ LshTableStats LshIndex::table_stats(std::int64_t ti) const {
   const Table& t = tables_[static_cast<std::size_t>(ti)];
   // Live bucket sizes from both parts, merged by key.
   std::vector<std::pair<std::uint64_t, std::int64_t>> sizes;
-  for (std::size_t i = 0; i < t.keys.size(); ++i) {
+  for_each_group(t, [&](std::uint64_t key, std::uint32_t lo, std::uint32_t hi) {
     std::int64_t c = 0;
-    for (std::uint32_t s = t.offs[i]; s < t.offs[i + 1]; ++s) c += slot_id_[t.slots[s]] >= 0;
-    sizes.push_back({t.keys[i], c});
-  }
+    for (std::uint32_t s = lo; s < hi; ++s) c += slot_id_[t.slots[s]] >= 0;
+    sizes.push_back({key, c});
+  });
   for (const auto& e : t.delta) sizes.push_back({e.first, slot_id_[e.second] >= 0 ? 1 : 0});
   std::sort(sizes.begin(), sizes.end());
   LshTableStats st;
