@@ -75,6 +75,21 @@ def test_distances_are_exact_and_sorted(data) -> None:
         assert len(set(row.tolist())) == 10  # de-duplicated
 
 
+def test_int8_prefilter_keeps_results_exact(data) -> None:
+    base, queries, truth = data
+    index = simdex.LSHIndex(32, num_tables=8, hash_bits=8, num_probes=16)
+    index.add(base)
+    D0, I0 = index.search(queries, 10, refine=0)  # float32 re-rank of every candidate
+    D1, I1 = index.search(queries, 10, refine=2)  # int8 pre-filter keeps 20 of ~thousands
+    assert index.stats()["mean_candidates_last_search"] > 500
+    np.testing.assert_allclose(D1, cosine_dist(queries[:, None, :], base[I1]), atol=2e-6)
+    assert recall(I1, I0) > 0.97  # the pre-filter rarely drops a true top-10
+    same = (I0 == I1).all(axis=1)
+    np.testing.assert_array_equal(D0[same], D1[same])
+    with pytest.raises(ValueError, match="refine"):
+        index.search(queries, 10, refine=-1)
+
+
 def test_all_buckets_probed_equals_exact(data) -> None:
     base, queries, truth = data
     index = simdex.LSHIndex(32, num_tables=1, hash_bits=6, num_probes=64)
@@ -99,9 +114,10 @@ def test_other_rerank_metrics_exact(metric: str, data) -> None:
     np.testing.assert_allclose(D, ref, rtol=1e-5, atol=1e-4)
 
 
-def test_removed_ids_never_come_back(data) -> None:
+@pytest.mark.parametrize("bits", [5, 24])  # direct-addressed and keyed bucket tables
+def test_removed_ids_never_come_back(data, bits: int) -> None:
     base, queries, _ = data
-    index = simdex.LSHIndex(32, num_tables=4, hash_bits=5, num_probes=32)  # probes every bucket
+    index = simdex.LSHIndex(32, num_tables=4, hash_bits=bits, num_probes=32)  # bits=5: every bucket
     index.add(base)
     rng = np.random.default_rng(3)
     gone = rng.choice(len(base), 2000, replace=False)
@@ -130,11 +146,12 @@ def test_removed_ids_never_come_back(data) -> None:
     np.testing.assert_array_equal(np.sort(index.ids), np.sort(np.append(survivors, gone[0])))
 
 
-def test_replace_and_incremental_add(data) -> None:
+@pytest.mark.parametrize("bits", [10, 24])
+def test_replace_and_incremental_add(data, bits: int) -> None:
     base, queries, _ = data
-    bulk = simdex.LSHIndex(32, num_tables=6, hash_bits=10, num_probes=4, seed=9)
+    bulk = simdex.LSHIndex(32, num_tables=6, hash_bits=bits, num_probes=4, seed=9)
     bulk.add(base)
-    inc = simdex.LSHIndex(32, num_tables=6, hash_bits=10, num_probes=4, seed=9)
+    inc = simdex.LSHIndex(32, num_tables=6, hash_bits=bits, num_probes=4, seed=9)
     for start in range(0, len(base), 700):  # crosses the delta-merge threshold several times
         inc.add(base[start : start + 700], ids=np.arange(start, min(start + 700, len(base))))
     Db, Ib = bulk.search(queries, 10)

@@ -1,6 +1,11 @@
 // Bindings for LSH: the hashing functions and the LshIndex.
+#include <algorithm>
+#include <vector>
+
 #include "bindings.h"
+#include "simdex/blas.h"
 #include "simdex/lsh.h"
+#include "simdex/threading.h"
 
 namespace simdex::bindings {
 
@@ -42,6 +47,25 @@ py::array_t<std::uint64_t> probe_masks(const FloatArray& margins, std::int64_t n
   return res;
 }
 
+// The sgemm of lsh_hash alone (same 256-row blocks, same threads, no sign packing):
+// the benchmark's yardstick for hashing throughput.
+void project_only(const FloatArray& x, const FloatArray& planes, int num_threads) {
+  const std::int64_t n = check_matrix(x, -1, "x");
+  const std::int64_t d = x.shape(1);
+  const std::int64_t rows = check_matrix(planes, d, "planes");
+  py::gil_scoped_release nogil;
+  constexpr std::int64_t kBlock = 256;
+  const std::int64_t nblocks = (n + kBlock - 1) / kBlock;
+  int nt = num_threads > 0 ? num_threads : default_num_threads();
+  std::vector<std::vector<float>> buf(static_cast<std::size_t>(nt));
+  parallel_for(nblocks, nt, [&](std::int64_t b, int tid) {
+    auto& out = buf[static_cast<std::size_t>(tid)];
+    out.resize(static_cast<std::size_t>(kBlock * rows));
+    const std::int64_t r0 = b * kBlock;
+    blas::gemm_abt(std::min(kBlock, n - r0), rows, d, 1.0f, x.data() + r0 * d, planes.data(), 0.0f, out.data());
+  });
+}
+
 }  // namespace
 
 void register_lsh(py::module_& m) {
@@ -49,6 +73,8 @@ void register_lsh(py::module_& m) {
         py::arg("num_threads") = 0,
         "Sign-projection codes: x (n, d) and planes (L*K, d) C-contiguous float32 -> uint64 (n, L); "
         "bit j of table t is 1 iff <x, planes[t*K+j]> > 0.");
+  m.def("lsh_project_only", &project_only, py::arg("x"), py::arg("planes"), py::arg("num_threads") = 0,
+        "Benchmark helper: the blocked sgemm of lsh_hash without the sign packing.");
   m.def("lsh_probe_masks", &probe_masks, py::arg("margins"), py::arg("num_probes"),
         "Multi-probe flip masks of one table in increasing order of summed margin (first is 0).");
 

@@ -70,6 +70,34 @@ void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* plane
 std::int64_t lsh_probe_masks(const float* margins, int hash_bits, std::int64_t num_probes,
                              std::uint64_t* masks);
 
+/// Incremental form of lsh_probe_masks for one table: yields the flip masks one at a
+/// time in increasing order of summed margin (first mask 0 with score 0), e.g. to
+/// rank the probes of several tables together. Reusable; no allocation once warm.
+class ProbeGenerator {
+ public:
+  /// Start a new sequence. margins: K floats >= 0 (copied); K in [1, 64].
+  void reset(const float* margins, int hash_bits);
+  /// Score (summed margin) of the next mask; +inf when the sequence is exhausted.
+  float peek() const;
+  /// Write the next mask; returns false when all 2^K masks have been produced.
+  bool next(std::uint64_t* mask);
+
+ private:
+  struct Node {
+    float score;
+    int max_pos;
+    std::uint64_t set;  // over sorted positions
+  };
+  static bool worse(const Node& a, const Node& b) {
+    return a.score != b.score ? a.score > b.score : a.set > b.set;
+  }
+  int K_ = 0;
+  bool first_ = false;
+  int order_[kMaxHashBits];
+  float z_[kMaxHashBits];
+  std::vector<Node> heap_;
+};
+
 /// Bucket occupancy of one table, counting live vectors only.
 struct LshTableStats {
   std::int64_t nonempty_buckets = 0;
@@ -175,11 +203,11 @@ class LshIndex {
   std::vector<float> planes_;
   std::vector<float> data_;      // slots * d
   std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
-  // kCosine pre-filter: int8 copy of each unit row (code_stride_ bytes, one cache line
-  // for d <= 64) and its scale, so approx_cos(q, x) = code_scale_[s] * <q/|q|, code_s>.
+  // kCosine pre-filter: int8 copy of each unit row plus its float scale in the row's
+  // last 4 bytes (code_stride_ bytes: one cache line for d <= 60), so
+  // approx_cos(q, x) = scale * <q/|q|, codes>.
   std::int64_t code_stride_ = 0;
   std::vector<std::int8_t> codes8_;
-  std::vector<float> code_scale_;
   std::vector<idx_t> slot_id_;   // slots: id, or -1 when the slot is dead
   std::int64_t dead_ = 0;
   std::vector<std::uint64_t> dead_bits_;  // one bit per slot, 1 = removed

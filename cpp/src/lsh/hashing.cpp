@@ -3,7 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <numeric>
+#include <limits>
 #include <vector>
 
 #include "simdex/blas.h"
@@ -101,64 +101,69 @@ void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* plane
   });
 }
 
+void ProbeGenerator::reset(const float* margins, int hash_bits) {
+  SIMDEX_CHECK_ARG(hash_bits >= 1 && hash_bits <= kMaxHashBits, "hash_bits must be in [1, 64], got ",
+                   hash_bits);
+  K_ = hash_bits;
+  // Bits sorted by margin, ties by bit index (insertion sort: K <= 64, no allocation).
+  for (int j = 0; j < K_; ++j) {
+    int p = j;
+    while (p > 0 && margins[order_[p - 1]] > margins[j]) {
+      order_[p] = order_[p - 1];
+      --p;
+    }
+    order_[p] = j;
+  }
+  for (int p = 0; p < K_; ++p) z_[p] = margins[order_[p]];
+  // Flip sets as bit masks over sorted positions. From a set whose largest position
+  // is m, "shift" replaces m by m+1 and "expand" adds m+1; starting from {0}, this
+  // generates every non-empty set exactly once, each after its parent, whose score
+  // is never larger -- so popping a min-heap yields the sets in score order. Each
+  // pop pushes at most two nodes.
+  heap_.clear();
+  heap_.push_back({z_[0], 0, 1});
+  first_ = true;
+}
+
+float ProbeGenerator::peek() const {
+  if (first_) return 0.0f;
+  return heap_.empty() ? std::numeric_limits<float>::infinity() : heap_.front().score;
+}
+
+bool ProbeGenerator::next(std::uint64_t* mask) {
+  if (first_) {
+    first_ = false;
+    *mask = 0;
+    return true;
+  }
+  if (heap_.empty()) return false;
+  std::pop_heap(heap_.begin(), heap_.end(), worse);
+  const Node top = heap_.back();
+  heap_.pop_back();
+  std::uint64_t m = 0;
+  for (std::uint64_t s = top.set; s; s &= s - 1) m |= std::uint64_t{1} << order_[__builtin_ctzll(s)];
+  *mask = m;
+  const int next = top.max_pos + 1;
+  if (next < K_) {
+    const std::uint64_t nb = std::uint64_t{1} << next;
+    heap_.push_back({top.score - z_[top.max_pos] + z_[next], next,
+                     (top.set & ~(std::uint64_t{1} << top.max_pos)) | nb});
+    std::push_heap(heap_.begin(), heap_.end(), worse);
+    heap_.push_back({top.score + z_[next], next, top.set | nb});
+    std::push_heap(heap_.begin(), heap_.end(), worse);
+  }
+  return true;
+}
+
 std::int64_t lsh_probe_masks(const float* margins, int hash_bits, std::int64_t num_probes,
                              std::uint64_t* masks) {
   SIMDEX_CHECK_ARG(hash_bits >= 1 && hash_bits <= kMaxHashBits, "hash_bits must be in [1, 64], got ",
                    hash_bits);
   SIMDEX_CHECK_ARG(num_probes >= 1, "num_probes must be >= 1, got ", num_probes);
-  const int K = hash_bits;
-  if (K < 63) num_probes = std::min<std::int64_t>(num_probes, std::int64_t{1} << K);
-  masks[0] = 0;
-  if (num_probes == 1) return 1;
-
-  // Bits sorted by margin, ties by bit index (insertion sort: K <= 64, no allocation).
-  int order[kMaxHashBits];
-  float z[kMaxHashBits];
-  for (int j = 0; j < K; ++j) {
-    int p = j;
-    while (p > 0 && margins[order[p - 1]] > margins[j]) {
-      order[p] = order[p - 1];
-      --p;
-    }
-    order[p] = j;
-  }
-  for (int p = 0; p < K; ++p) z[p] = margins[order[p]];
-
-  // Flip sets as bit masks over sorted positions. From a set whose largest position
-  // is m, "shift" replaces m by m+1 and "expand" adds m+1; starting from {0}, this
-  // generates every non-empty set exactly once, each after its parent, whose score
-  // is never larger -- so popping a min-heap yields the sets in score order. Each
-  // pop pushes at most two nodes, so the heap never exceeds 2 * num_probes nodes.
-  struct Node {
-    float score;
-    int max_pos;
-    std::uint64_t set;
-  };
-  auto worse = [](const Node& a, const Node& b) {
-    if (a.score != b.score) return a.score > b.score;
-    return a.set > b.set;  // deterministic tie order
-  };
-  thread_local std::vector<Node> heap;  // reused: no allocation per call
-  heap.clear();
-  heap.push_back({z[0], 0, 1});
-  std::int64_t written = 1;
-  while (written < num_probes && !heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), worse);
-    const Node top = heap.back();
-    heap.pop_back();
-    std::uint64_t m = 0;
-    for (std::uint64_t s = top.set; s; s &= s - 1) m |= std::uint64_t{1} << order[__builtin_ctzll(s)];
-    masks[written++] = m;
-    const int next = top.max_pos + 1;
-    if (next < K && written < num_probes) {
-      const std::uint64_t nb = std::uint64_t{1} << next;
-      heap.push_back({top.score - z[top.max_pos] + z[next], next,
-                      (top.set & ~(std::uint64_t{1} << top.max_pos)) | nb});
-      std::push_heap(heap.begin(), heap.end(), worse);
-      heap.push_back({top.score + z[next], next, top.set | nb});
-      std::push_heap(heap.begin(), heap.end(), worse);
-    }
-  }
+  thread_local ProbeGenerator gen;  // reused: no allocation per call
+  gen.reset(margins, hash_bits);
+  std::int64_t written = 0;
+  while (written < num_probes && gen.next(masks + written)) ++written;
   return written;
 }
 

@@ -129,16 +129,26 @@ DotI8Fn pick_dot_i8() {
 }
 const DotI8Fn g_dot_i8 = pick_dot_i8();
 
-// int8 code of the unit vector x*inv (stride bytes, zero padded); returns its scale.
-float quantize_unit_row(const float* x, std::int64_t d, float inv, std::int64_t stride, std::int8_t* out) {
+// Row layout of the int8 copy (stride bytes, a multiple of 16): d codes of the unit
+// vector x*inv, zeros, and the float scale in the last 4 bytes, so one cache line holds
+// everything the pre-filter needs for d <= 60. The query is zero-padded to the stride,
+// so the scale bytes contribute 0 to the dot product.
+void quantize_unit_row(const float* x, std::int64_t d, float inv, std::int64_t stride, std::int8_t* out) {
   float mx = 0;
   for (std::int64_t j = 0; j < d; ++j) mx = std::max(mx, std::fabs(x[j] * inv));
   std::memset(out, 0, static_cast<std::size_t>(stride));
-  if (mx == 0) return 0.0f;
+  const float scale = mx / 127.0f;
+  std::memcpy(out + stride - 4, &scale, sizeof(float));
+  if (mx == 0) return;
   const float f = 127.0f / mx;
   for (std::int64_t j = 0; j < d; ++j)
     out[j] = static_cast<std::int8_t>(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[j] * inv * f))));
-  return mx / 127.0f;
+}
+
+inline float row_scale(const std::int8_t* row, std::int64_t stride) {
+  float s;
+  std::memcpy(&s, row + stride - 4, sizeof(float));
+  return s;
 }
 
 // Per-OS-thread visited bitmap (one bit per slot: 50 KB for 400k vectors, so it
@@ -186,7 +196,7 @@ LshIndex::LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const
                    hash_bits);
   SIMDEX_CHECK_ARG(planes != nullptr, "planes must not be null");
   planes_.assign(planes, planes + num_tables * hash_bits * d);
-  code_stride_ = (d + 15) / 16 * 16;
+  code_stride_ = (d + 4 + 15) / 16 * 16;
   tables_.resize(static_cast<std::size_t>(L_));
   for (auto& t : tables_) build_prefix(t);
 }
@@ -336,10 +346,8 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
   inv_norm_.insert(inv_norm_.end(), inv.begin(), inv.end());
   if (metric_ == Metric::kCosine) {
     codes8_.resize(static_cast<std::size_t>((first + n) * code_stride_));
-    code_scale_.resize(static_cast<std::size_t>(first + n));
     for (std::int64_t i = 0; i < n; ++i)
-      code_scale_[first + i] = quantize_unit_row(x + i * d_, d_, inv[i], code_stride_,
-                                                 codes8_.data() + (first + i) * code_stride_);
+      quantize_unit_row(x + i * d_, d_, inv[i], code_stride_, codes8_.data() + (first + i) * code_stride_);
   }
   slot_id_.insert(slot_id_.end(), ids, ids + n);
   dead_bits_.resize((slot_id_.size() + 63) / 64, 0);
@@ -391,21 +399,16 @@ void LshIndex::compact_locked() {
       std::memcpy(data_.data() + live * d_, data_.data() + s * d_, sizeof(float) * d_);
       inv_norm_[live] = inv_norm_[s];
       slot_id_[live] = slot_id_[s];
-      if (!code_scale_.empty()) {
+      if (!codes8_.empty())
         std::memcpy(codes8_.data() + live * code_stride_, codes8_.data() + s * code_stride_,
                     static_cast<std::size_t>(code_stride_));
-        code_scale_[live] = code_scale_[s];
-      }
     }
     remap[s] = live++;
   }
   data_.resize(static_cast<std::size_t>(live) * d_);
   inv_norm_.resize(live);
   slot_id_.resize(live);
-  if (!code_scale_.empty()) {
-    codes8_.resize(static_cast<std::size_t>(live) * code_stride_);
-    code_scale_.resize(live);
-  }
+  if (!codes8_.empty()) codes8_.resize(static_cast<std::size_t>(live) * code_stride_);
   for (auto& kv : slot_of_) kv.second = remap[kv.second];
   dead_ = 0;
   dead_bits_.assign((static_cast<std::size_t>(live) + 63) / 64, 0);
@@ -433,7 +436,6 @@ void LshIndex::reset() {
   data_ = {};
   inv_norm_ = {};
   codes8_ = {};
-  code_scale_ = {};
   slot_id_ = {};
   slot_of_ = {};
   dead_ = 0;
@@ -476,6 +478,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
     std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges(static_cast<std::size_t>(L_ * P));
     std::vector<std::int64_t> probe_count(static_cast<std::size_t>(L_));
 
+
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t qi = q0 + r;
       const float* pr = proj.data() + r * LK;
@@ -497,12 +500,13 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         for (int j = 0; j < K_; ++j) margins[j] = std::fabs(pr[t * K_ + j]);
         const std::int64_t np = lsh_probe_masks(margins.data(), K_, P, masks.data());
         probe_count[t] = np;
+        for (std::int64_t p = 0; p < np; ++p) probe_code[t * P + p] = codes[t] ^ masks[p];
+      }
+      for (std::int64_t t = 0; t < L_; ++t) {
         const Table& tab = tables_[static_cast<std::size_t>(t)];
-        for (std::int64_t p = 0; p < np; ++p) {
-          const std::uint64_t c = codes[t] ^ masks[p];
-          probe_code[t * P + p] = c;
-          if (tab.direct) _mm_prefetch(reinterpret_cast<const char*>(tab.offs.data() + c), _MM_HINT_T0);
-        }
+        if (tab.direct)
+          for (std::int64_t p = 0; p < probe_count[t]; ++p)
+            _mm_prefetch(reinterpret_cast<const char*>(tab.offs.data() + probe_code[t * P + p]), _MM_HINT_T0);
       }
       for (std::int64_t t = 0; t < L_; ++t) {
         const Table& tab = tables_[static_cast<std::size_t>(t)];
@@ -522,6 +526,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
           for_each_in_delta(tab, probe_code[t * P + p], visit);
         }
       }
+
       // Clear the visited words, then drop removed slots.
       for (std::uint32_t s : cand) vbits[s >> 6] = 0;
       if (any_dead) {
@@ -545,14 +550,14 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
       if (metric_ == Metric::kCosine && keep > 0 && static_cast<std::int64_t>(nc) > keep) {
         // Pre-filter: int8 scores (one cache line per candidate), keep the best refine*k.
         scores.resize(nc);
-        constexpr std::size_t kAhead8 = 12;
+        constexpr std::size_t kAhead8 = 24;
         for (std::size_t c = 0; c < nc; ++c) {
           if (c + kAhead8 < nc)
             _mm_prefetch(reinterpret_cast<const char*>(codes8_.data() + cand[c + kAhead8] * code_stride_),
                          _MM_HINT_T0);
           const std::uint32_t s = cand[c];
-          scores[c] = code_scale_[s] * g_dot_i8(qv, codes8_.data() + static_cast<std::size_t>(s) * code_stride_,
-                                                code_stride_);
+          const std::int8_t* row = codes8_.data() + static_cast<std::size_t>(s) * code_stride_;
+          scores[c] = row_scale(row, code_stride_) * g_dot_i8(qv, row, code_stride_);
         }
         fv.resize(static_cast<std::size_t>(keep));
         fi.resize(static_cast<std::size_t>(keep));
@@ -567,7 +572,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
       }
       scores.resize(nc);
       cid.resize(nc);
-      constexpr std::size_t kAhead = 8;
+      constexpr std::size_t kAhead = 12;
       for (std::size_t c = 0; c < nc; ++c) {
         if (c + kAhead < nc) {
           const char* pf = reinterpret_cast<const char*>(data_.data() + cand[c + kAhead] * d_);
@@ -666,7 +671,7 @@ std::int64_t LshIndex::memory_bytes() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   std::int64_t b = static_cast<std::int64_t>(data_.capacity() * sizeof(float) +
                                              inv_norm_.capacity() * sizeof(float) +
-                                             codes8_.capacity() + code_scale_.capacity() * sizeof(float) +
+                                             codes8_.capacity() +
                                              slot_id_.capacity() * sizeof(idx_t) +
                                              planes_.capacity() * sizeof(float));
   // unordered_map: a node (key, value, next pointer, cached hash) plus a bucket pointer.
