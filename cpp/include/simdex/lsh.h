@@ -7,14 +7,20 @@
 // Two vectors at angle theta agree on one bit with probability 1 - theta / pi.
 //
 // Cost floor per query (L tables, K bits, P probes per table, C distinct candidates,
-// d dimensions, float32):
+// d dimensions, float32, R = refine * k rows re-ranked exactly):
 //   hashing   2*L*K*d flops (one GEMM row; the planes stay in cache across a query block)
-//   probing   L*P bucket lookups, each a prefix-table read plus a short binary search
-//   re-rank   C * 4*d bytes of random reads and 2*C*d flops -- this term dominates:
-//             C ~ 2,000 candidates of a 50-d vector is ~400 KB and ~0.2 Mflop, so the
-//             query is bound by memory latency on the candidate rows, not by flops.
-// Everything else (visited markers: 4 bytes per stored vector per thread, the top-k
-// heap) is small next to the re-rank.
+//   probing   L*P bucket lookups: with direct-addressed tables one offsets read plus
+//             the bucket's slot list, i.e. ~2 cache misses per probe
+//   gather    the probed buckets' slot ids (4 bytes each, duplicates across tables
+//             included) and a visited bitmap of n bits (50 KB for 400k: L1/L2-resident)
+//   pre-rank  C rows of the int8 copy, one 64-byte line each for d <= 60 -> C * 64 bytes
+//             of random reads and 2*C*d flops
+//   re-rank   R float32 rows, R * 4*d bytes (160 * 200 B = 32 KB for k = 10, d = 50)
+// The pre-rank term dominates: it is bound by memory latency (one random line per
+// candidate), not by flops. On GloVe-50 (400k) recall@10 ~0.92 needs C ~ 9k-17k
+// candidates, i.e. ~0.6-1.1 MB of random reads per query; at ~60-100 ns per
+// uncovered miss and ~20-40 ns per prefetched one, that is the ~0.3-0.5 ms/query floor
+// for this design on one core.
 //
 // Example:
 // @code
@@ -26,6 +32,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdlib>
 #include <cstdint>
 #include <shared_mutex>
 #include <unordered_map>
@@ -97,6 +104,29 @@ class ProbeGenerator {
   float z_[kMaxHashBits];
   std::vector<Node> heap_;
 };
+
+/// Memory from std::malloc, or 2 MiB-aligned + madvise(MADV_HUGEPAGE) for blocks of
+/// >= 4 MiB. Throws std::bad_alloc on failure; release with std::free.
+void* huge_alloc(std::size_t bytes);
+
+/// std::allocator that asks the kernel for transparent huge pages (madvise) for large
+/// blocks: the index's big arrays are read at random, and 2 MiB pages keep those reads
+/// from missing the TLB as well as the cache. Small blocks use plain malloc.
+template <class T>
+struct HugePageAllocator {
+  using value_type = T;
+  HugePageAllocator() = default;
+  template <class U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}  // NOLINT
+  T* allocate(std::size_t n) { return static_cast<T*>(::simdex::huge_alloc(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t) { std::free(p); }
+  template <class U>
+  bool operator==(const HugePageAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const HugePageAllocator<U>&) const { return false; }
+};
+template <class T>
+using BigVector = std::vector<T, HugePageAllocator<T>>;
 
 /// Bucket occupancy of one table, counting live vectors only.
 struct LshTableStats {
@@ -176,8 +206,8 @@ class LshIndex {
     // offs has 2^K + 1 entries and the slots of code c are slots[offs[c] .. offs[c+1]).
     bool direct = false;
     std::vector<std::uint64_t> keys;
-    std::vector<std::uint32_t> offs{0};
-    std::vector<std::uint32_t> slots;
+    BigVector<std::uint32_t> offs{0};
+    BigVector<std::uint32_t> slots;
     int prefix_bits = 0;                 // top bits of a K-bit code indexed directly
     std::vector<std::uint32_t> prefix;   // 2^prefix_bits + 1 positions into keys
     // Delta: (code, slot) pairs sorted ascending.
@@ -186,9 +216,11 @@ class LshIndex {
 
   void build_prefix(Table& t) const;
   void merge_delta(Table& t) const;
+  void merge_delta_direct(Table& t) const;
+  bool direct_pays(std::size_t entries) const;
   /// Install a main part given in keyed form, choosing the direct form when it pays.
-  void finalize(Table& t, std::vector<std::uint64_t>& keys, std::vector<std::uint32_t>& offs,
-                std::vector<std::uint32_t>& slots) const;
+  void finalize(Table& t, std::vector<std::uint64_t>& keys, BigVector<std::uint32_t>& offs,
+                BigVector<std::uint32_t>& slots) const;
   template <class F>
   void for_each_group(const Table& t, F&& f) const;  // f(code, begin, end) per non-empty bucket
   std::pair<std::uint32_t, std::uint32_t> main_range(const Table& t, std::uint64_t code) const;
@@ -201,13 +233,13 @@ class LshIndex {
   int K_;
   Metric metric_;
   std::vector<float> planes_;
-  std::vector<float> data_;      // slots * d
+  BigVector<float> data_;        // slots * d
   std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
   // kCosine pre-filter: int8 copy of each unit row plus its float scale in the row's
   // last 4 bytes (code_stride_ bytes: one cache line for d <= 60), so
   // approx_cos(q, x) = scale * <q/|q|, codes>.
   std::int64_t code_stride_ = 0;
-  std::vector<std::int8_t> codes8_;
+  BigVector<std::int8_t> codes8_;
   std::vector<idx_t> slot_id_;   // slots: id, or -1 when the slot is dead
   std::int64_t dead_ = 0;
   std::vector<std::uint64_t> dead_bits_;  // one bit per slot, 1 = removed

@@ -1,5 +1,6 @@
 // LshIndex: multi-table sign-projection buckets, multi-probe, exact re-rank.
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -186,6 +187,19 @@ void run_uninterruptible(std::int64_t n, int nt, F&& fn) {
 
 }  // namespace
 
+void* huge_alloc(std::size_t bytes) {
+  constexpr std::size_t kHuge = std::size_t{2} << 20;
+  void* p = nullptr;
+  if (bytes >= 2 * kHuge) {
+    p = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
+    if (p) madvise(p, (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);  // a hint; failure is harmless
+  } else {
+    p = std::malloc(bytes ? bytes : 1);
+  }
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
 LshIndex::LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const float* planes,
                    Metric metric)
     : d_(d), L_(num_tables), K_(hash_bits), metric_(metric) {
@@ -235,12 +249,11 @@ void LshIndex::for_each_group(const Table& t, F&& f) const {
   }
 }
 
-void LshIndex::finalize(Table& t, std::vector<std::uint64_t>& keys, std::vector<std::uint32_t>& offs,
-                        std::vector<std::uint32_t>& slots) const {
+void LshIndex::finalize(Table& t, std::vector<std::uint64_t>& keys, BigVector<std::uint32_t>& offs,
+                        BigVector<std::uint32_t>& slots) const {
   // Direct addressing (offsets indexed by the code itself: one lookup, no search)
   // when the 2^K offsets cost at most ~4 entries' worth of memory.
-  const std::size_t n = slots.size();
-  t.direct = K_ <= kMaxDirectBits && (std::size_t{1} << K_) <= 4 * std::max<std::size_t>(n, 1);
+  t.direct = direct_pays(slots.size());
   if (t.direct) {
     const std::size_t nb = std::size_t{1} << K_;
     t.offs.assign(nb + 1, 0);
@@ -259,11 +272,43 @@ void LshIndex::finalize(Table& t, std::vector<std::uint64_t>& keys, std::vector<
   build_prefix(t);
 }
 
+bool LshIndex::direct_pays(std::size_t entries) const {
+  return K_ <= kMaxDirectBits && (std::size_t{1} << K_) <= 4 * std::max<std::size_t>(entries, 1);
+}
+
+void LshIndex::merge_delta_direct(Table& t) const {
+  // Counting sort by code: O(entries + 2^K), and the delta need not be sorted. Within
+  // a code, main slots come first, then delta slots in delta order; both runs are
+  // ascending and every delta slot is newer than every main slot.
+  const std::size_t nb = std::size_t{1} << K_;
+  BigVector<std::uint32_t> offs(nb + 1, 0);
+  for_each_group(t, [&](std::uint64_t c, std::uint32_t lo, std::uint32_t hi) { offs[c + 1] += hi - lo; });
+  for (const auto& e : t.delta) ++offs[e.first + 1];
+  for (std::size_t c = 0; c < nb; ++c) offs[c + 1] += offs[c];
+  BigVector<std::uint32_t> slots(offs[nb]);
+  std::vector<std::uint32_t> pos(offs.begin(), offs.end() - 1);
+  for_each_group(t, [&](std::uint64_t c, std::uint32_t lo, std::uint32_t hi) {
+    std::copy(t.slots.begin() + lo, t.slots.begin() + hi, slots.begin() + pos[c]);
+    pos[c] += hi - lo;
+  });
+  for (const auto& e : t.delta) slots[pos[e.first]++] = e.second;
+  t.direct = true;
+  t.keys.clear();
+  t.keys.shrink_to_fit();
+  t.offs.swap(offs);
+  t.slots.swap(slots);
+  t.delta.clear();
+  t.delta.shrink_to_fit();
+  build_prefix(t);
+}
+
 void LshIndex::merge_delta(Table& t) const {
   if (t.delta.empty()) return;
   std::vector<std::uint64_t> keys;
-  std::vector<std::uint32_t> offs, slots;
+  BigVector<std::uint32_t> offs, slots;
   slots.reserve(t.slots.size() + t.delta.size());
+  keys.reserve(t.slots.size() + t.delta.size());
+  offs.reserve(t.slots.size() + t.delta.size() + 1);
   offs.push_back(0);
   std::size_t b = 0;
   const std::size_t nb = t.delta.size();
@@ -361,11 +406,16 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
     t.delta.resize(old + static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i)
       t.delta[old + i] = {codes[static_cast<std::size_t>(i * L_ + ti)], static_cast<std::uint32_t>(first + i)};
+    const bool merge = t.delta.size() > std::max(kMinDelta, t.slots.size() / 8);
+    if (merge && direct_pays(t.slots.size() + t.delta.size())) {
+      merge_delta_direct(t);  // counting sort: the new run needs no sorting
+      return;
+    }
     // New slots are larger than old ones, so sorting the new run and merging keeps
     // (code, slot) order.
     std::sort(t.delta.begin() + static_cast<std::ptrdiff_t>(old), t.delta.end());
     std::inplace_merge(t.delta.begin(), t.delta.begin() + static_cast<std::ptrdiff_t>(old), t.delta.end());
-    if (t.delta.size() > std::max(kMinDelta, t.slots.size() / 8)) merge_delta(t);
+    if (merge) merge_delta(t);
   });
 }
 
@@ -414,7 +464,7 @@ void LshIndex::compact_locked() {
   dead_bits_.assign((static_cast<std::size_t>(live) + 63) / 64, 0);
   for (auto& t : tables_) {
     std::vector<std::uint64_t> keys;
-    std::vector<std::uint32_t> offs{0}, slots;
+    BigVector<std::uint32_t> offs{0}, slots;
     for_each_group(t, [&](std::uint64_t key, std::uint32_t lo, std::uint32_t hi) {
       for (std::uint32_t s = lo; s < hi; ++s)
         if (remap[t.slots[s]] != kGone) slots.push_back(remap[t.slots[s]]);
