@@ -12,7 +12,14 @@ import sys
 
 def _params(r: dict) -> str:
     keys = ("hash_bits", "num_tables", "num_probes", "nbits", "k_factor", "ef")
-    names = {"hash_bits": "K", "num_tables": "L", "num_probes": "P", "nbits": "bits", "k_factor": "k_factor", "ef": "ef"}
+    names = {
+        "hash_bits": "K",
+        "num_tables": "L",
+        "num_probes": "P",
+        "nbits": "bits",
+        "k_factor": "k_factor",
+        "ef": "ef",
+    }
     return " ".join(f"{names[k]}={r[k]}" for k in keys if k in r)
 
 
@@ -32,9 +39,16 @@ def main(path: str) -> None:
         for r in search:
             qcpu = f"{r['qps_cpu']:,.0f}" if "qps_cpu" in r else ""
             cand = f"{r['mean_candidates']:,.0f}" if "mean_candidates" in r else ""
-            print(
-                f"| {r['method']} | {_params(r)} | {r['threads']} | {r['recall']:.3f} | {r['qps']:,.0f} | {qcpu} | {cand} |"
-            )
+            cells = [
+                r["method"],
+                _params(r),
+                r["threads"],
+                f"{r['recall']:.3f}",
+                f"{r['qps']:,.0f}",
+                qcpu,
+                cand,
+            ]
+            print("| " + " | ".join(str(c) for c in cells) + " |")
         print()
         builds = [r for r in rows if r.get("data") == data and "build_vps" in r and "recall" not in r]
         seen = set()
@@ -47,7 +61,9 @@ def main(path: str) -> None:
             key = (r["method"].split(" (")[0], r.get("build_s"))
             if "build_vps" in r and key not in seen and not r["method"].startswith("simdex.LSHIndex"):
                 seen.add(key)
-                print(f"| {r['method']} | {_params(r)} | {r.get('build_threads', '')} | {r['build_vps']:,.0f} |")
+                print(
+                    f"| {r['method']} | {_params(r)} | {r.get('build_threads', '')} | {r['build_vps']:,.0f} |"
+                )
         print()
     hashing = [r for r in rows if r["method"].startswith("hash_vectors")]
     if hashing:

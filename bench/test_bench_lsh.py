@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (the lambdas built in loops are called within the same iteration)
 """LSHIndex benchmark against faiss IndexLSH(+refine) and hnswlib, same data, same process.
 
 Run:
@@ -74,7 +75,14 @@ def make_dataset(name: str) -> dict:
     t0 = time.perf_counter()
     _, truth = exact.search(q, K_NN)
     exact_s = time.perf_counter() - t0
-    return {"name": name, "base": base, "q": q, "tune_q": tune_q, "truth": truth, "exact_qps": len(q) / exact_s}
+    return {
+        "name": name,
+        "base": base,
+        "q": q,
+        "tune_q": tune_q,
+        "truth": truth,
+        "exact_qps": len(q) / exact_s,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +105,11 @@ def write_results():
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "simdex": simdex.build_info(),
         "threadpoolctl": [
-            {k: v for k, v in d.items() if k in ("internal_api", "architecture", "version", "num_threads", "filepath")}
+            {
+                k: v
+                for k, v in d.items()
+                if k in ("internal_api", "architecture", "version", "num_threads", "filepath")
+            }
             for d in threadpoolctl.threadpool_info()
         ],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -155,12 +167,23 @@ def record(**row) -> None:
 @pytest.mark.parametrize("bits,tables,probes", GLOVE_LSH)
 def test_lsh_glove(benchmark, glove, bits, tables, probes, threads):
     index, build_s = lsh_index(glove, bits, tables)
-    (D, ids), best = timed(benchmark, lambda: index.search(glove["q"], K_NN, num_probes=probes, num_threads=threads))
+    (D, ids), best = timed(
+        benchmark, lambda: index.search(glove["q"], K_NN, num_probes=probes, num_threads=threads)
+    )
     record(
-        data="glove", method="simdex.LSHIndex", hash_bits=bits, num_tables=tables, num_probes=probes,
-        threads=threads, recall=recall(ids, glove["truth"]), qps=len(glove["q"]) / best,
-        qps_cpu=cpu_qps(len(glove["q"])), mean_candidates=index.stats()["mean_candidates_last_search"], build_s=build_s,
-        build_vps=len(glove["base"]) / build_s, memory_bytes=index.stats()["memory_bytes"],
+        data="glove",
+        method="simdex.LSHIndex",
+        hash_bits=bits,
+        num_tables=tables,
+        num_probes=probes,
+        threads=threads,
+        recall=recall(ids, glove["truth"]),
+        qps=len(glove["q"]) / best,
+        qps_cpu=cpu_qps(len(glove["q"])),
+        mean_candidates=index.stats()["mean_candidates_last_search"],
+        build_s=build_s,
+        build_vps=len(glove["base"]) / build_s,
+        memory_bytes=index.stats()["memory_bytes"],
     )
 
 
@@ -169,8 +192,13 @@ def test_lsh_tuned(benchmark, request, data):
     ds = request.getfixturevalue("glove" if data == "glove" else "synth")
     t0 = time.perf_counter()
     res = simdex.tune_lsh(
-        ds["base"], ds["tune_q"], target_recall=0.9, k=K_NN,
-        num_tables=(10, 20, 40), hash_bits=(16, 18, 20) if data == "glove" else (14, 16, 18), max_probes=64,
+        ds["base"],
+        ds["tune_q"],
+        target_recall=0.9,
+        k=K_NN,
+        num_tables=(10, 20, 40),
+        hash_bits=(16, 18, 20) if data == "glove" else (14, 16, 18),
+        max_probes=64,
         num_threads=1,
     )
     tune_s = time.perf_counter() - t0
@@ -178,13 +206,25 @@ def test_lsh_tuned(benchmark, request, data):
     index, build_s = lsh_index(ds, p["hash_bits"], p["num_tables"])
     for threads in THREADS:
         (D, ids), best = timed(
-            benchmark if threads == 1 else _Plain(), lambda: index.search(ds["q"], K_NN, num_probes=p["num_probes"], num_threads=threads)
+            benchmark if threads == 1 else _Plain(),
+            lambda: index.search(ds["q"], K_NN, num_probes=p["num_probes"], num_threads=threads),
         )
         record(
-            data=data, method="simdex.LSHIndex (tuned)", **p, threads=threads, recall=recall(ids, ds["truth"]),
-            qps=len(ds["q"]) / best, qps_cpu=cpu_qps(len(ds["q"])), mean_candidates=index.stats()["mean_candidates_last_search"], build_s=build_s,
-            build_vps=len(ds["base"]) / build_s, tune_s=tune_s, tune_reported_recall=res.recall,
-            tune_reported_qps=res.qps, tune_reached_target=res.reached_target, tune_table=res.table,
+            data=data,
+            method="simdex.LSHIndex (tuned)",
+            **p,
+            threads=threads,
+            recall=recall(ids, ds["truth"]),
+            qps=len(ds["q"]) / best,
+            qps_cpu=cpu_qps(len(ds["q"])),
+            mean_candidates=index.stats()["mean_candidates_last_search"],
+            build_s=build_s,
+            build_vps=len(ds["base"]) / build_s,
+            tune_s=tune_s,
+            tune_reported_recall=res.recall,
+            tune_reported_qps=res.qps,
+            tune_reached_target=res.reached_target,
+            tune_table=res.table,
         )
 
 
@@ -209,10 +249,19 @@ def test_build_lsh(benchmark, request, data):
     for threads in THREADS:
         index = simdex.LSHIndex(ds["base"].shape[1], num_tables=tables, hash_bits=bits)
         fixture = benchmark if threads == 2 else _Plain()
-        _, best = timed(fixture, lambda: (index.reset(), index.add(ds["base"], ids=np.arange(len(ds["base"])))), rounds=2)
+        _, best = timed(
+            fixture, lambda: (index.reset(), index.add(ds["base"], ids=np.arange(len(ds["base"])))), rounds=2
+        )
         rows.append(best)
-        record(data=data, method="simdex.LSHIndex build", hash_bits=bits, num_tables=tables, threads=threads,
-               build_s=best, build_vps=len(ds["base"]) / best)
+        record(
+            data=data,
+            method="simdex.LSHIndex build",
+            hash_bits=bits,
+            num_tables=tables,
+            threads=threads,
+            build_s=best,
+            build_vps=len(ds["base"]) / best,
+        )
 
 
 def test_hash_throughput_vs_sgemm(glove):
@@ -228,9 +277,18 @@ def test_hash_throughput_vs_sgemm(glove):
         for threads in THREADS:
             t = min(_time(lambda: simdex.hash_vectors(base, rp, num_threads=threads)) for _ in range(3))
             g = min(_time(lambda: core().lsh_project_only(base, flat, threads)) for _ in range(3))
-            record(data="glove", method="hash_vectors vs bare sgemm", hash_bits=bits, num_tables=tables,
-                   threads=threads, L_times_K=flat.shape[0], hash_vps=len(base) / t,
-                   hash_gflops=flops / t / 1e9, sgemm_gflops=flops / g / 1e9, hash_over_sgemm_time=t / g)
+            record(
+                data="glove",
+                method="hash_vectors vs bare sgemm",
+                hash_bits=bits,
+                num_tables=tables,
+                threads=threads,
+                L_times_K=flat.shape[0],
+                hash_vps=len(base) / t,
+                hash_gflops=flops / t / 1e9,
+                sgemm_gflops=flops / g / 1e9,
+                hash_over_sgemm_time=t / g,
+            )
 
 
 def _time(fn) -> float:
@@ -260,10 +318,18 @@ def test_faiss_lsh_refine(benchmark, request, data):
                 fixture = benchmark if first else _Plain()
                 first = False
                 (D, ids), best = timed(fixture, lambda: refine.search(q, K_NN), rounds=2)
-                record(data=data, method="faiss IndexLSH+IndexRefineFlat", nbits=nbits, k_factor=k_factor,
-                       threads=threads, recall=recall(ids, ds["truth"]), qps=len(q) / best,
-                       qps_cpu=cpu_qps(len(q)), build_s=build_s,
-                       build_vps=len(base) / build_s)
+                record(
+                    data=data,
+                    method="faiss IndexLSH+IndexRefineFlat",
+                    nbits=nbits,
+                    k_factor=k_factor,
+                    threads=threads,
+                    recall=recall(ids, ds["truth"]),
+                    qps=len(q) / best,
+                    qps_cpu=cpu_qps(len(q)),
+                    build_s=build_s,
+                    build_vps=len(base) / build_s,
+                )
     faiss.omp_set_num_threads(2)
 
 
@@ -284,26 +350,49 @@ def test_hnswlib(benchmark, request, data):
             fixture = benchmark if first else _Plain()
             first = False
             (ids, _), best = timed(fixture, lambda: index.knn_query(q, k=K_NN, num_threads=threads))
-            record(data=data, method="hnswlib HNSW (M=16, efC=200)", ef=ef, threads=threads,
-                   recall=recall(ids.astype(np.int64), ds["truth"]), qps=len(q) / best,
-                   qps_cpu=cpu_qps(len(q)), build_s=build_s,
-                   build_threads=build_threads, build_vps=len(base) / build_s)
+            record(
+                data=data,
+                method="hnswlib HNSW (M=16, efC=200)",
+                ef=ef,
+                threads=threads,
+                recall=recall(ids.astype(np.int64), ds["truth"]),
+                qps=len(q) / best,
+                qps_cpu=cpu_qps(len(q)),
+                build_s=build_s,
+                build_threads=build_threads,
+                build_vps=len(base) / build_s,
+            )
 
 
 def test_exact_baseline(glove, synth):
     for ds in (glove, synth):
-        record(data=ds["name"], method="simdex.ExactIndex (brute force)", threads=simdex.get_num_threads(),
-               recall=1.0, qps=ds["exact_qps"])
+        record(
+            data=ds["name"],
+            method="simdex.ExactIndex (brute force)",
+            threads=simdex.get_num_threads(),
+            recall=1.0,
+            qps=ds["exact_qps"],
+        )
 
 
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("bits,tables,probes", [(16, 20, 4), (16, 20, 16), (14, 20, 8)])
 def test_lsh_synthetic(benchmark, synth, bits, tables, probes, threads):
     index, build_s = lsh_index(synth, bits, tables)
-    (D, ids), best = timed(benchmark, lambda: index.search(synth["q"], K_NN, num_probes=probes, num_threads=threads))
+    (D, ids), best = timed(
+        benchmark, lambda: index.search(synth["q"], K_NN, num_probes=probes, num_threads=threads)
+    )
     record(
-        data="synthetic", method="simdex.LSHIndex", hash_bits=bits, num_tables=tables, num_probes=probes,
-        threads=threads, recall=recall(ids, synth["truth"]), qps=len(synth["q"]) / best,
-        qps_cpu=cpu_qps(len(synth["q"])), mean_candidates=index.stats()["mean_candidates_last_search"], build_s=build_s,
+        data="synthetic",
+        method="simdex.LSHIndex",
+        hash_bits=bits,
+        num_tables=tables,
+        num_probes=probes,
+        threads=threads,
+        recall=recall(ids, synth["truth"]),
+        qps=len(synth["q"]) / best,
+        qps_cpu=cpu_qps(len(synth["q"])),
+        mean_candidates=index.stats()["mean_candidates_last_search"],
+        build_s=build_s,
         build_vps=len(synth["base"]) / build_s,
     )

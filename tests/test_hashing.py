@@ -1,3 +1,4 @@
+# ruff: noqa: E741  (D, I for distances and ids, as in FAISS)
 """Sign-random-projection hashing and the multi-probe sequence, against NumPy oracles."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# ruff: noqa: E741  (D, I for distances and ids, as in FAISS)
 """LSHIndex: recall behaviour, exact re-ranking, removal, persistence, threads, bad input."""
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ def clustered(n: int, d: int, centers: int, seed: int, spread: float = 0.35) -> 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     base = clustered(6000, 32, 60, seed=0)
     rng = np.random.default_rng(7)
-    queries = base[rng.choice(len(base), 150, replace=False)] + 0.2 * rng.normal(size=(150, 32)).astype(np.float32)
+    queries = base[rng.choice(len(base), 150, replace=False)] + 0.2 * rng.normal(size=(150, 32)).astype(
+        np.float32
+    )
     exact = simdex.ExactIndex(32)
     exact.add(base)
     _, truth = exact.search(queries, 10)
@@ -304,7 +307,9 @@ def test_bad_input(data) -> None:
 
 def test_tune_reports_measured_recall(data) -> None:
     base, queries, truth = data
-    res = simdex.tune_lsh(base, queries[:60], target_recall=0.85, k=10, num_tables=(2, 8), hash_bits=(8, 12), max_probes=64)
+    res = simdex.tune_lsh(
+        base, queries[:60], target_recall=0.85, k=10, num_tables=(2, 8), hash_bits=(8, 12), max_probes=64
+    )
     assert res.reached_target and res.recall >= 0.85 and res.qps > 0
     assert len(res.table) >= 4 and res.params in [
         {k: r[k] for k in ("num_tables", "hash_bits", "num_probes")} for r in res.table
@@ -314,7 +319,9 @@ def test_tune_reports_measured_recall(data) -> None:
     index.add(base)
     assert recall(index.search(queries[:60], 10)[1], truth[:60]) == pytest.approx(res.recall)
     # Unreachable target: says so, and reports the best recall it measured.
-    res2 = simdex.tune_lsh(base, queries[:30], target_recall=1.0, num_tables=(1,), hash_bits=(16,), max_probes=2)
+    res2 = simdex.tune_lsh(
+        base, queries[:30], target_recall=1.0, num_tables=(1,), hash_bits=(16,), max_probes=2
+    )
     assert not res2.reached_target and res2.recall == max(r["recall"] for r in res2.table)
 
     lsh = simdex.LSHIndex(32, num_tables=1, hash_bits=16, num_probes=1)

@@ -363,7 +363,9 @@ class LSHIndex(Index):
             )
             p = result.params
             projection = RandomProjection(self.dim, p["num_tables"], p["hash_bits"], self.seed)
-            store = core().LshIndex(self.dim, projection.num_tables, projection.hash_bits, projection._flat, self.metric)
+            store = core().LshIndex(
+                self.dim, projection.num_tables, projection.hash_bits, projection._flat, self.metric
+            )
             store.add(vectors, ids, False)
             self.projection, self._store, self.num_probes = projection, store, p["num_probes"]
         return result
