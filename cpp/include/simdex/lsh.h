@@ -59,10 +59,12 @@ void lsh_pack_signs(const float* proj, std::int64_t n, std::int64_t num_tables, 
 /// depend on the thread count.
 /// @param[in]  x          n * d floats, row-major
 /// @param[in]  planes     (L*K) * d floats, row-major (caller-owned)
-/// @param[out] codes      n * L uint64, see lsh_pack_signs
+/// @param[out] codes      n * L uint64, see lsh_pack_signs; with table_major the layout
+///                        is codes[t*n + i] instead of codes[i*L + t]
 /// @param[in]  num_threads <= 0: simdex::default_num_threads()
 void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* planes,
-              std::int64_t num_tables, int hash_bits, std::uint64_t* codes, int num_threads = 0);
+              std::int64_t num_tables, int hash_bits, std::uint64_t* codes, int num_threads = 0,
+              bool table_major = false);
 
 /// Multi-probe sequence of one table (hyperplane LSH, as in FALCONN / Lv et al.).
 /// Flipping bit j moves the query across hyperplane j, at a "cost" of its margin
@@ -216,7 +218,9 @@ class LshIndex {
 
   void build_prefix(Table& t) const;
   void merge_delta(Table& t) const;
-  void merge_delta_direct(Table& t) const;
+  /// Counting-sort merge of main + delta + n_new codes (slots first_slot + i).
+  void merge_delta_direct(Table& t, const std::uint64_t* new_codes = nullptr, std::size_t n_new = 0,
+                          std::uint32_t first_slot = 0) const;
   bool direct_pays(std::size_t entries) const;
   /// Install a main part given in keyed form, choosing the direct form when it pays.
   void finalize(Table& t, std::vector<std::uint64_t>& keys, BigVector<std::uint32_t>& offs,

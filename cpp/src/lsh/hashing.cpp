@@ -83,7 +83,8 @@ void lsh_pack_signs(const float* proj, std::int64_t n, std::int64_t num_tables, 
 }
 
 void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* planes,
-              std::int64_t num_tables, int hash_bits, std::uint64_t* codes, int num_threads) {
+              std::int64_t num_tables, int hash_bits, std::uint64_t* codes, int num_threads,
+              bool table_major) {
   check_shape(num_tables, hash_bits);
   SIMDEX_CHECK_ARG(d >= 1, "dimension must be >= 1, got ", d);
   SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
@@ -97,7 +98,13 @@ void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* plane
     auto& buf = proj[static_cast<std::size_t>(tid)];
     buf.resize(static_cast<std::size_t>(kHashBlock * LK));
     blas::gemm_abt(rows, LK, d, 1.0f, x + r0 * d, planes, 0.0f, buf.data());
-    lsh_pack_signs(buf.data(), rows, num_tables, hash_bits, codes + r0 * num_tables);
+    if (!table_major) {
+      lsh_pack_signs(buf.data(), rows, num_tables, hash_bits, codes + r0 * num_tables);
+      return;
+    }
+    for (std::int64_t t = 0; t < num_tables; ++t)
+      for (std::int64_t i = 0; i < rows; ++i)
+        codes[t * n + r0 + i] = g_pack(buf.data() + i * LK + t * hash_bits, hash_bits);
   });
 }
 

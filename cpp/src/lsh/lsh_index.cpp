@@ -8,7 +8,6 @@
 #include <limits>
 #include <mutex>
 #include <thread>
-#include <unordered_set>
 
 #include "simdex/blas.h"
 #include "simdex/exact_knn.h"
@@ -276,7 +275,8 @@ bool LshIndex::direct_pays(std::size_t entries) const {
   return K_ <= kMaxDirectBits && (std::size_t{1} << K_) <= 4 * std::max<std::size_t>(entries, 1);
 }
 
-void LshIndex::merge_delta_direct(Table& t) const {
+void LshIndex::merge_delta_direct(Table& t, const std::uint64_t* new_codes, std::size_t n_new,
+                                  std::uint32_t first_slot) const {
   // Counting sort by code: O(entries + 2^K), and the delta need not be sorted. Within
   // a code, main slots come first, then delta slots in delta order; both runs are
   // ascending and every delta slot is newer than every main slot.
@@ -284,6 +284,7 @@ void LshIndex::merge_delta_direct(Table& t) const {
   BigVector<std::uint32_t> offs(nb + 1, 0);
   for_each_group(t, [&](std::uint64_t c, std::uint32_t lo, std::uint32_t hi) { offs[c + 1] += hi - lo; });
   for (const auto& e : t.delta) ++offs[e.first + 1];
+  for (std::size_t i = 0; i < n_new; ++i) ++offs[new_codes[i] + 1];
   for (std::size_t c = 0; c < nb; ++c) offs[c + 1] += offs[c];
   BigVector<std::uint32_t> slots(offs[nb]);
   std::vector<std::uint32_t> pos(offs.begin(), offs.end() - 1);
@@ -292,6 +293,7 @@ void LshIndex::merge_delta_direct(Table& t) const {
     pos[c] += hi - lo;
   });
   for (const auto& e : t.delta) slots[pos[e.first]++] = e.second;
+  for (std::size_t i = 0; i < n_new; ++i) slots[pos[new_codes[i]]++] = first_slot + static_cast<std::uint32_t>(i);
   t.direct = true;
   t.keys.clear();
   t.keys.shrink_to_fit();
@@ -366,19 +368,23 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
   SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
   if (n == 0) return;
   // Hash outside the lock (planes never change); this is the expensive part.
-  std::vector<std::uint64_t> codes(static_cast<std::size_t>(n * L_));
-  lsh_hash(x, n, d_, planes_.data(), L_, K_, codes.data(), num_threads);
+  std::vector<std::uint64_t> codes(static_cast<std::size_t>(n * L_));  // table-major
+  lsh_hash(x, n, d_, planes_.data(), L_, K_, codes.data(), num_threads, /*table_major=*/true);
   std::vector<float> inv(static_cast<std::size_t>(n), 0.0f);
   compute_row_aux(x, n, d_, Metric::kCosine, inv.data());
 
   std::unique_lock<std::shared_mutex> lock(mutex_);
-  std::unordered_set<idx_t> seen;
-  seen.reserve(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) {
-    SIMDEX_CHECK_ARG(ids[i] >= 0, "ids must be >= 0, got ", ids[i], " at position ", i);
-    SIMDEX_CHECK_ARG(seen.insert(ids[i]).second, "id ", ids[i], " appears more than once in this call");
-    SIMDEX_CHECK_ARG(replace || slot_of_.find(ids[i]) == slot_of_.end(), "id ", ids[i],
-                     " is already in the index; pass replace=True to overwrite it or remove it first");
+  {
+    std::vector<idx_t> sorted(ids, ids + n);  // duplicates: a sort beats a hash set here
+    std::sort(sorted.begin(), sorted.end());
+    for (std::int64_t i = 0; i < n; ++i) {
+      SIMDEX_CHECK_ARG(sorted[i] >= 0, "ids must be >= 0, got ", sorted[i]);
+      SIMDEX_CHECK_ARG(i == 0 || sorted[i] != sorted[i - 1], "id ", sorted[i], " appears more than once in this call");
+    }
+    if (!replace && !slot_of_.empty())
+      for (std::int64_t i = 0; i < n; ++i)
+        SIMDEX_CHECK_ARG(slot_of_.find(ids[i]) == slot_of_.end(), "id ", ids[i],
+                         " is already in the index; pass replace=True to overwrite it or remove it first");
   }
   const std::int64_t first = static_cast<std::int64_t>(slot_id_.size());
   SIMDEX_CHECK_ARG(first + n < std::int64_t{std::numeric_limits<std::uint32_t>::max()},
@@ -402,15 +408,17 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
   const int nt = num_threads > 0 ? num_threads : default_num_threads();
   run_uninterruptible(L_, nt, [&](std::int64_t ti) {
     Table& t = tables_[static_cast<std::size_t>(ti)];
-    const std::size_t old = t.delta.size();
-    t.delta.resize(old + static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; ++i)
-      t.delta[old + i] = {codes[static_cast<std::size_t>(i * L_ + ti)], static_cast<std::uint32_t>(first + i)};
-    const bool merge = t.delta.size() > std::max(kMinDelta, t.slots.size() / 8);
-    if (merge && direct_pays(t.slots.size() + t.delta.size())) {
-      merge_delta_direct(t);  // counting sort: the new run needs no sorting
+    const std::uint64_t* tc = codes.data() + static_cast<std::size_t>(ti * n);
+    const std::size_t total_delta = t.delta.size() + static_cast<std::size_t>(n);
+    const bool merge = total_delta > std::max(kMinDelta, t.slots.size() / 8);
+    if (merge && direct_pays(t.slots.size() + total_delta)) {
+      // Counting sort straight from the new codes: no (code, slot) pairs, no sorting.
+      merge_delta_direct(t, tc, static_cast<std::size_t>(n), static_cast<std::uint32_t>(first));
       return;
     }
+    const std::size_t old = t.delta.size();
+    t.delta.resize(old + static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) t.delta[old + i] = {tc[i], static_cast<std::uint32_t>(first + i)};
     // New slots are larger than old ones, so sorting the new run and merging keeps
     // (code, slot) order.
     std::sort(t.delta.begin() + static_cast<std::ptrdiff_t>(old), t.delta.end());
