@@ -1,8 +1,175 @@
-// Bindings for the LSH index (filled in by the LSH work).
+// Bindings for LSH: the hashing functions and the LshIndex.
+#include <algorithm>
+#include <vector>
+
 #include "bindings.h"
+#include "simdex/blas.h"
+#include "simdex/lsh.h"
+#include "simdex/threading.h"
 
 namespace simdex::bindings {
 
-void register_lsh(py::module_& /*m*/) {}
+namespace {
+
+using CodeArray = py::array_t<std::uint64_t, py::array::c_style>;
+
+void check_planes(const FloatArray& planes, std::int64_t num_tables, int hash_bits, std::int64_t d) {
+  const std::int64_t rows = check_matrix(planes, d, "planes");
+  if (num_tables < 1 || hash_bits < 1 || hash_bits > kMaxHashBits)
+    throw std::invalid_argument(detail::concat("need num_tables >= 1 and hash_bits in [1, 64], got ",
+                                               num_tables, " and ", hash_bits));
+  if (rows != num_tables * hash_bits)
+    throw std::invalid_argument(detail::concat("planes has ", rows, " rows, expected num_tables * hash_bits = ",
+                                               num_tables * hash_bits));
+}
+
+CodeArray hash(const FloatArray& x, const FloatArray& planes, std::int64_t num_tables, int hash_bits,
+               int num_threads) {
+  const std::int64_t n = check_matrix(x, -1, "x");
+  const std::int64_t d = x.shape(1);
+  check_planes(planes, num_tables, hash_bits, d);
+  CodeArray codes({n, num_tables});
+  {
+    py::gil_scoped_release nogil;
+    lsh_hash(x.data(), n, d, planes.data(), num_tables, hash_bits, codes.mutable_data(), num_threads);
+  }
+  return codes;
+}
+
+py::array_t<std::uint64_t> probe_masks(const FloatArray& margins, std::int64_t num_probes) {
+  if (margins.ndim() != 1) throw std::invalid_argument("margins must be 1-D");
+  const int K = static_cast<int>(margins.shape(0));
+  if (num_probes < 1) throw std::invalid_argument(detail::concat("num_probes must be >= 1, got ", num_probes));
+  std::vector<std::uint64_t> out(static_cast<std::size_t>(num_probes));
+  const std::int64_t w = lsh_probe_masks(margins.data(), K, num_probes, out.data());
+  py::array_t<std::uint64_t> res(w);
+  std::copy(out.begin(), out.begin() + w, res.mutable_data());
+  return res;
+}
+
+// The sgemm of lsh_hash alone (same 256-row blocks, same threads, no sign packing):
+// the benchmark's yardstick for hashing throughput.
+void project_only(const FloatArray& x, const FloatArray& planes, int num_threads) {
+  const std::int64_t n = check_matrix(x, -1, "x");
+  const std::int64_t d = x.shape(1);
+  const std::int64_t rows = check_matrix(planes, d, "planes");
+  py::gil_scoped_release nogil;
+  constexpr std::int64_t kBlock = 256;
+  const std::int64_t nblocks = (n + kBlock - 1) / kBlock;
+  int nt = num_threads > 0 ? num_threads : default_num_threads();
+  std::vector<std::vector<float>> buf(static_cast<std::size_t>(nt));
+  parallel_for(nblocks, nt, [&](std::int64_t b, int tid) {
+    auto& out = buf[static_cast<std::size_t>(tid)];
+    out.resize(static_cast<std::size_t>(kBlock * rows));
+    const std::int64_t r0 = b * kBlock;
+    blas::gemm_abt(std::min(kBlock, n - r0), rows, d, 1.0f, x.data() + r0 * d, planes.data(), 0.0f, out.data());
+  });
+}
+
+}  // namespace
+
+void register_lsh(py::module_& m) {
+  m.def("lsh_hash", &hash, py::arg("x"), py::arg("planes"), py::arg("num_tables"), py::arg("hash_bits"),
+        py::arg("num_threads") = 0,
+        "Sign-projection codes: x (n, d) and planes (L*K, d) C-contiguous float32 -> uint64 (n, L); "
+        "bit j of table t is 1 iff <x, planes[t*K+j]> > 0.");
+  m.def("lsh_project_only", &project_only, py::arg("x"), py::arg("planes"), py::arg("num_threads") = 0,
+        "Benchmark helper: the blocked sgemm of lsh_hash without the sign packing.");
+  m.def("lsh_probe_masks", &probe_masks, py::arg("margins"), py::arg("num_probes"),
+        "Multi-probe flip masks of one table in increasing order of summed margin (first is 0).");
+
+  py::class_<LshIndex>(m, "LshIndex")
+      .def(py::init([](std::int64_t d, std::int64_t L, int K, const FloatArray& planes,
+                       const std::string& metric) {
+             check_planes(planes, L, K, d);
+             return new LshIndex(d, L, K, planes.data(), parse_metric(metric));
+           }),
+           py::arg("dim"), py::arg("num_tables"), py::arg("hash_bits"), py::arg("planes"),
+           py::arg("metric"))
+      .def_property_readonly("dim", &LshIndex::dim)
+      .def_property_readonly("num_tables", &LshIndex::num_tables)
+      .def_property_readonly("hash_bits", &LshIndex::hash_bits)
+      .def("__len__", &LshIndex::size)
+      .def(
+          "add",
+          [](LshIndex& self, const FloatArray& x, const IdArray& ids, bool replace, int num_threads) {
+            const std::int64_t n = check_matrix(x, self.dim(), "vectors");
+            if (check_ids(ids, "ids") != n)
+              throw std::invalid_argument(detail::concat("got ", n, " vectors but ", ids.shape(0), " ids"));
+            py::gil_scoped_release nogil;
+            self.add(x.data(), n, ids.data(), replace, num_threads);
+          },
+          py::arg("vectors"), py::arg("ids"), py::arg("replace") = false, py::arg("num_threads") = 0)
+      .def(
+          "remove",
+          [](LshIndex& self, const IdArray& ids) {
+            const std::int64_t n = check_ids(ids, "ids");
+            py::gil_scoped_release nogil;
+            self.remove(ids.data(), n);
+          },
+          py::arg("ids"))
+      .def("reset", &LshIndex::reset, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "search",
+          [](const LshIndex& self, const FloatArray& q, std::int64_t k, std::int64_t num_probes,
+             int num_threads, std::int64_t refine) {
+            const std::int64_t nq = check_matrix(q, self.dim(), "queries");
+            if (k < 1) throw std::invalid_argument(detail::concat("k must be >= 1, got ", k));
+            if (num_probes < 1)
+              throw std::invalid_argument(detail::concat("num_probes must be >= 1, got ", num_probes));
+            py::array_t<float> D({nq, k});
+            py::array_t<std::int64_t> I({nq, k});
+            py::array_t<std::int64_t> C(nq);
+            {
+              py::gil_scoped_release nogil;
+              self.search(q.data(), nq, k, num_probes, D.mutable_data(), I.mutable_data(),
+                          C.mutable_data(), num_threads, refine);
+            }
+            return py::make_tuple(D, I, C);
+          },
+          py::arg("queries"), py::arg("k"), py::arg("num_probes"), py::arg("num_threads") = 0,
+          py::arg("refine") = 16,
+          "Returns (distances (nq, k), ids (nq, k), candidates per query (nq,)).")
+      .def(
+          "get_vectors",
+          [](const LshIndex& self, const IdArray& ids) {
+            const std::int64_t n = check_ids(ids, "ids");
+            py::array_t<float> out({n, self.dim()});
+            py::gil_scoped_release nogil;
+            self.get_vectors(ids.data(), n, out.mutable_data());
+            return out;
+          },
+          py::arg("ids"))
+      .def(
+          "contains",
+          [](const LshIndex& self, const IdArray& ids) {
+            const std::int64_t n = check_ids(ids, "ids");
+            py::array_t<bool> out(n);
+            self.contains(ids.data(), n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
+            return out;
+          },
+          py::arg("ids"))
+      .def("export_all",
+           [](const LshIndex& self) {
+             // size() and export_all() take the lock separately; the Python layer
+             // serialises writers around export.
+             const std::int64_t n = self.size();
+             py::array_t<float> v({n, self.dim()});
+             py::array_t<std::int64_t> ids(n);
+             self.export_all(v.mutable_data(), ids.mutable_data());
+             return py::make_tuple(v, ids);
+           })
+      .def("table_stats",
+           [](const LshIndex& self, std::int64_t t) {
+             const LshTableStats s = self.table_stats(t);
+             py::dict d;
+             d["nonempty_buckets"] = s.nonempty_buckets;
+             d["mean_bucket_size"] = s.mean_bucket_size;
+             d["max_bucket_size"] = s.max_bucket_size;
+             return d;
+           },
+           py::arg("table"))
+      .def("memory_bytes", &LshIndex::memory_bytes);
+}
 
 }  // namespace simdex::bindings

@@ -1,0 +1,255 @@
+// Locality-sensitive hashing for angular (cosine) distance: sign random projections
+// (hyperplane LSH), multi-table buckets, multi-probe and exact re-ranking.
+//
+// Hash family. A table t owns K hyperplanes planes[t*K + j], j in [0, K). The code of
+// a vector x in table t is the K-bit integer whose bit j (LSB first) is
+//     1  iff  <x, planes[t*K + j]> > 0   (computed in float32 by sgemm; 0 and -0 give 0).
+// Two vectors at angle theta agree on one bit with probability 1 - theta / pi.
+//
+// Cost floor per query (L tables, K bits, P probes per table, C distinct candidates,
+// d dimensions, float32, R = refine * k rows re-ranked exactly):
+//   hashing   2*L*K*d flops (one GEMM row; the planes stay in cache across a query block)
+//   probing   L*P bucket lookups: with direct-addressed tables one offsets read plus
+//             the bucket's slot list, i.e. ~2 cache misses per probe
+//   gather    the probed buckets' slot ids (4 bytes each, duplicates across tables
+//             included) and a visited bitmap of n bits (50 KB for 400k: L1/L2-resident)
+//   pre-rank  C rows of the int8 copy, one 64-byte line each for d <= 60 -> C * 64 bytes
+//             of random reads and 2*C*d flops
+//   re-rank   R float32 rows, R * 4*d bytes (160 * 200 B = 32 KB for k = 10, d = 50)
+// The pre-rank term dominates: it is bound by memory latency (one random line per
+// candidate), not by flops. On GloVe-50 (400k) recall@10 ~0.92 needs C ~ 9k-17k
+// candidates, i.e. ~0.6-1.1 MB of random reads per query; at ~60-100 ns per
+// uncovered miss and ~20-40 ns per prefetched one, that is the ~0.3-0.5 ms/query floor
+// for this design on one core.
+//
+// Example:
+// @code
+//   std::vector<float> planes = ...;                 // L*K*d Gaussian floats
+//   simdex::LshIndex index(d, L, K, planes.data(), simdex::Metric::kCosine);
+//   index.add(x, n, ids, /*replace=*/false);
+//   index.search(q, nq, 10, /*num_probes=*/8, D, I);  // D, I: nq*10 each
+// @endcode
+#pragma once
+
+#include <atomic>
+#include <cstdlib>
+#include <cstdint>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "simdex/common.h"
+
+namespace simdex {
+
+/// Largest number of bits per table (codes are uint64).
+inline constexpr int kMaxHashBits = 64;
+
+/// Pack the signs of projections into codes.
+/// @param[in]  proj       n * (L*K) floats, row-major: proj[i*L*K + t*K + j] = <x_i, plane_{tK+j}>
+/// @param[in]  n          rows
+/// @param[in]  num_tables L >= 1
+/// @param[in]  hash_bits  K in [1, 64]
+/// @param[out] codes      n * L uint64: bit j of codes[i*L + t] = proj[i*L*K + t*K + j] > 0
+void lsh_pack_signs(const float* proj, std::int64_t n, std::int64_t num_tables, int hash_bits,
+                    std::uint64_t* codes);
+
+/// Hash n vectors: one blocked sgemm (rows x L*K) followed by lsh_pack_signs.
+/// Blocks of rows are fixed (independent of num_threads), so the codes do not
+/// depend on the thread count.
+/// @param[in]  x          n * d floats, row-major
+/// @param[in]  planes     (L*K) * d floats, row-major (caller-owned)
+/// @param[out] codes      n * L uint64, see lsh_pack_signs; with table_major the layout
+///                        is codes[t*n + i] instead of codes[i*L + t]
+/// @param[in]  num_threads <= 0: simdex::default_num_threads()
+void lsh_hash(const float* x, std::int64_t n, std::int64_t d, const float* planes,
+              std::int64_t num_tables, int hash_bits, std::uint64_t* codes, int num_threads = 0,
+              bool table_major = false);
+
+/// Multi-probe sequence of one table (hyperplane LSH, as in FALCONN / Lv et al.).
+/// Flipping bit j moves the query across hyperplane j, at a "cost" of its margin
+/// |<q, plane_j>|. The masks are the bit-flip sets in increasing order of summed
+/// margin (ties: the order the generator meets them, a pure function of the margins).
+/// The first mask is always 0 (the query's own bucket).
+/// @param[in]  margins     K floats >= 0 (|projection| of each bit)
+/// @param[in]  hash_bits   K in [1, 64]
+/// @param[in]  num_probes  masks wanted, >= 1 (at most 2^K are produced)
+/// @param[out] masks       num_probes uint64 flip masks (XOR with the query's code)
+/// @return number of masks written (min(num_probes, 2^K))
+std::int64_t lsh_probe_masks(const float* margins, int hash_bits, std::int64_t num_probes,
+                             std::uint64_t* masks);
+
+/// Incremental form of lsh_probe_masks for one table: yields the flip masks one at a
+/// time in increasing order of summed margin (first mask 0 with score 0), e.g. to
+/// rank the probes of several tables together. Reusable; no allocation once warm.
+class ProbeGenerator {
+ public:
+  /// Start a new sequence. margins: K floats >= 0 (copied); K in [1, 64].
+  void reset(const float* margins, int hash_bits);
+  /// Score (summed margin) of the next mask; +inf when the sequence is exhausted.
+  float peek() const;
+  /// Write the next mask; returns false when all 2^K masks have been produced.
+  bool next(std::uint64_t* mask);
+
+ private:
+  struct Node {
+    float score;
+    int max_pos;
+    std::uint64_t set;  // over sorted positions
+  };
+  static bool worse(const Node& a, const Node& b) {
+    return a.score != b.score ? a.score > b.score : a.set > b.set;
+  }
+  int K_ = 0;
+  bool first_ = false;
+  int order_[kMaxHashBits];
+  float z_[kMaxHashBits];
+  std::vector<Node> heap_;
+};
+
+/// Memory from std::malloc, or 2 MiB-aligned + madvise(MADV_HUGEPAGE) for blocks of
+/// >= 4 MiB. Throws std::bad_alloc on failure; release with std::free.
+void* huge_alloc(std::size_t bytes);
+
+/// std::allocator that asks the kernel for transparent huge pages (madvise) for large
+/// blocks: the index's big arrays are read at random, and 2 MiB pages keep those reads
+/// from missing the TLB as well as the cache. Small blocks use plain malloc.
+template <class T>
+struct HugePageAllocator {
+  using value_type = T;
+  HugePageAllocator() = default;
+  template <class U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}  // NOLINT
+  T* allocate(std::size_t n) { return static_cast<T*>(::simdex::huge_alloc(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t) { std::free(p); }
+  template <class U>
+  bool operator==(const HugePageAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const HugePageAllocator<U>&) const { return false; }
+};
+template <class T>
+using BigVector = std::vector<T, HugePageAllocator<T>>;
+
+/// Bucket occupancy of one table, counting live vectors only.
+struct LshTableStats {
+  std::int64_t nonempty_buckets = 0;
+  double mean_bucket_size = 0;  ///< over non-empty buckets
+  std::int64_t max_bucket_size = 0;
+};
+
+/// Multi-table LSH index with exact re-ranking.
+///
+/// Storage: the vectors once, row-major, in "slots" (append order); per table a
+/// sorted main part (distinct codes, offsets, slot lists, plus a direct-indexed
+/// prefix table on the top code bits) and a small sorted delta that absorbs
+/// incremental adds and is merged into the main part when it exceeds 1/8 of it.
+/// remove() marks slots dead (they are skipped at once and never returned) and the
+/// index compacts itself (no re-hashing) once more than half of the slots are dead.
+///
+/// Concurrent search() calls are safe; add/remove/reset take an exclusive lock.
+class LshIndex {
+ public:
+  /// @param d          dimension >= 1
+  /// @param num_tables L >= 1
+  /// @param hash_bits  K in [1, 64]
+  /// @param planes     L*K*d floats, copied
+  /// @param metric     re-ranking distance (hashing is always angular)
+  LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const float* planes,
+           Metric metric);
+
+  /// Add n vectors (x: n*d floats, finite; ids: n distinct ids >= 0). With replace,
+  /// an existing id is removed first; otherwise an existing id is an error.
+  /// All-or-nothing on invalid input.
+  void add(const float* x, std::int64_t n, const idx_t* ids, bool replace, int num_threads = 0);
+
+  /// Remove n ids (all-or-nothing). @throws UnknownId (flat_index.h) for an absent id.
+  void remove(const idx_t* ids, std::int64_t n);
+
+  void reset();
+
+  /// k-NN of nq queries: union of the candidates of num_probes buckets per table,
+  /// de-duplicated, re-ranked by the exact distance; ties broken by the smaller id.
+  /// @param[in]  q          nq*d floats
+  /// @param[in]  num_probes buckets probed per table, >= 1 (1 = the query's bucket only)
+  /// @param[out] distances  nq*k floats ascending (+inf where fewer than k candidates)
+  /// @param[out] labels     nq*k ids (-1 where fewer than k candidates)
+  /// @param[out] num_candidates  nq counts of distinct live candidates, or nullptr
+  ///
+  /// Under kCosine, when there are more than refine*k candidates, an int8 copy of the
+  /// unit vectors (one cache line per vector for d <= 64) ranks them first and only
+  /// the best refine*k are re-ranked with the float32 vectors (refine <= 0: re-rank
+  /// every candidate exactly). The returned distances are always exact.
+  void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
+              float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
+              int num_threads = 0, std::int64_t refine = 16) const;
+
+  /// Copy n stored vectors into out (n*d floats). @throws UnknownId.
+  void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
+  /// out[i] = 1 if ids[i] is present.
+  void contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const;
+  /// Live vectors (size()*d) and ids (size()) in slot order.
+  void export_all(float* vectors, idx_t* ids) const;
+
+  std::int64_t size() const;
+  std::int64_t dim() const { return d_; }
+  std::int64_t num_tables() const { return L_; }
+  int hash_bits() const { return K_; }
+  Metric metric() const { return metric_; }
+
+  /// Occupancy of table t (0 <= t < L).
+  LshTableStats table_stats(std::int64_t t) const;
+  /// Approximate heap bytes held (vectors, ids, tables, id map).
+  std::int64_t memory_bytes() const;
+
+ private:
+  struct Table {
+    // Main part, keyed form: keys sorted ascending and distinct; slots of key i are
+    // slots[offs[i] .. offs[i+1]), ascending. Direct form (direct == true): no keys,
+    // offs has 2^K + 1 entries and the slots of code c are slots[offs[c] .. offs[c+1]).
+    bool direct = false;
+    std::vector<std::uint64_t> keys;
+    BigVector<std::uint32_t> offs{0};
+    BigVector<std::uint32_t> slots;
+    int prefix_bits = 0;                 // top bits of a K-bit code indexed directly
+    std::vector<std::uint32_t> prefix;   // 2^prefix_bits + 1 positions into keys
+    // Delta: (code, slot) pairs sorted ascending.
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> delta;
+  };
+
+  void build_prefix(Table& t) const;
+  void merge_delta(Table& t) const;
+  /// Counting-sort merge of main + delta + n_new codes (slots first_slot + i).
+  void merge_delta_direct(Table& t, const std::uint64_t* new_codes = nullptr, std::size_t n_new = 0,
+                          std::uint32_t first_slot = 0) const;
+  bool direct_pays(std::size_t entries) const;
+  /// Install a main part given in keyed form, choosing the direct form when it pays.
+  void finalize(Table& t, std::vector<std::uint64_t>& keys, BigVector<std::uint32_t>& offs,
+                BigVector<std::uint32_t>& slots) const;
+  template <class F>
+  void for_each_group(const Table& t, F&& f) const;  // f(code, begin, end) per non-empty bucket
+  std::pair<std::uint32_t, std::uint32_t> main_range(const Table& t, std::uint64_t code) const;
+  template <class F>
+  void for_each_in_delta(const Table& t, std::uint64_t code, F&& f) const;
+  void remove_locked(idx_t id);
+  void compact_locked();
+
+  std::int64_t d_, L_;
+  int K_;
+  Metric metric_;
+  std::vector<float> planes_;
+  BigVector<float> data_;        // slots * d
+  std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
+  // kCosine pre-filter: int8 copy of each unit row plus its float scale in the row's
+  // last 4 bytes (code_stride_ bytes: one cache line for d <= 60), so
+  // approx_cos(q, x) = scale * <q/|q|, codes>.
+  std::int64_t code_stride_ = 0;
+  BigVector<std::int8_t> codes8_;
+  std::vector<idx_t> slot_id_;   // slots: id, or -1 when the slot is dead
+  std::int64_t dead_ = 0;
+  std::vector<std::uint64_t> dead_bits_;  // one bit per slot, 1 = removed
+  std::unordered_map<idx_t, std::uint32_t> slot_of_;
+  std::vector<Table> tables_;
+  mutable std::shared_mutex mutex_;
+};
+
+}  // namespace simdex
