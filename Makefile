@@ -43,7 +43,9 @@ test: $(STAMP) check-native
 
 bench: EXTRAS := tf,plots,export,progress,data,test,bench
 bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench
-	cd bench && ../$(PY) -m pytest . -q -s -p no:randomly --benchmark-disable-gc
+	test -x /tmp/tfsim-venv/bin/python || bash bench/tfsim_env.sh /tmp/tfsim-venv
+	cd bench && KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 ../$(PY) -m pytest . -q -s -p no:cacheprovider --benchmark-disable-gc
+	$(PY) bench/lsh_report.py > bench/results/lsh.md
 	$(PY) bench/report.py
 
 $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/python $(SOURCES)

@@ -78,20 +78,19 @@ def main() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         suite = data.get("suite", path.stem)
-        parts += [
-            f"## {suite}",
-            "",
-            DESCRIPTIONS.get(suite, ""),
-            "",
-            machine_block(data.get("machine", {})),
-            "",
-        ]
-        rows = data.get("rows") or [
-            {"name": name, **vals}
-            for name, vals in (data.get("results") or {}).items()
-            if isinstance(vals, dict)
-        ]
-        if rows:
+        machine = data.get("machine") or data.get("info") or {}
+        parts += [f"## {suite}", "", DESCRIPTIONS.get(suite, ""), "", machine_block(machine), ""]
+        results = data.get("results") or {}
+        if isinstance(results, list):
+            rows = results
+        else:
+            rows = data.get("rows") or [
+                {"name": name, **vals} for name, vals in results.items() if isinstance(vals, dict)
+            ]
+        summary = path.with_suffix(".md")
+        if summary.exists():  # a suite's own Markdown summary (e.g. lsh_report.py) replaces the raw rows
+            parts += [summary.read_text(), ""]
+        elif rows:
             parts += [table(rows), ""]
         for note in data.get("notes", []):
             parts.append(f"> {note}")

@@ -19,13 +19,7 @@ import os
 import platform
 import time
 
-# faiss bundles its own OpenBLAS, which picks a slow generic kernel on this CPU unless
-# told which core it runs on. Must be set before any OpenBLAS is loaded.
-if "OPENBLAS_CORETYPE" not in os.environ:
-    with open("/proc/cpuinfo") as _f:
-        _flags = _f.read()
-    os.environ["OPENBLAS_CORETYPE"] = "SkylakeX" if "avx512f" in _flags else "Haswell"
-
+# OPENBLAS_CORETYPE is set in conftest.py, before any OpenBLAS is loaded.
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -9,10 +9,15 @@ embeddings are exactly the vectors we control. Measured in one run:
 
 * ``index`` throughput (items/s), batch ``lookup`` QPS (k=5), ``single_lookup``
   QPS, recall@5 against a NumPy brute force (also timed);
+* the model call on one row: ``model.embed`` (compiled forward) against an
+  eager ``model(x, training=False)``;
+* the same lookups with ``index="lsh"`` when ``simdex.LSHIndex`` is built
+  (recall measured; such a row meets a bar only at recall@5 >= 0.99);
 * the same through TensorFlow Similarity 0.17.1 (defaults: NMSLIB HNSW), run
   as a subprocess in its own venv (``bench/tfsim_env.sh`` makes it; set
   ``SIMDEX_TFSIM_PYTHON`` to use another interpreter). Skipped with a message
-  if that venv is missing;
+  if that venv is missing. Both sides report the best of 3 timed rounds after
+  a warm-up;
 * quality: MultiSimilarityLoss on digits, trained on classes 0-6, k=1 accuracy
   on unseen classes 7-9 (half indexed, half queried), 5 seeds; the same setup
   through TF Similarity when its venv exists.
@@ -100,7 +105,8 @@ def _write_results():
     yield
     if not _records:
         return
-    ratios = {}
+    ratios: dict[str, float] = {}
+    bars: dict[str, bool] = {}
     peer = _records.get("tfsim")
     ours = {k: _records.get(k) for k in ("simdex_index", "simdex_lookup", "simdex_single_lookup")}
     if peer and all(ours.values()):
@@ -111,6 +117,27 @@ def _write_results():
         ratios["single_lookup_speedup_vs_tfsim"] = round(
             ours["simdex_single_lookup"]["qps"] / peer["single_qps"], 2
         )
+    for kind in ("exact", "lsh"):
+        lsh = kind == "lsh"
+        single = _records.get("simdex_lsh_single_lookup" if lsh else "simdex_single_lookup")
+        batch = _records.get("simdex_lsh_lookup" if lsh else "simdex_lookup")
+        if peer and single and batch:
+            if lsh:
+                ratios["lsh_lookup_speedup_vs_tfsim"] = round(batch["qps"] / peer["lookup_qps"], 2)
+                ratios["lsh_single_lookup_speedup_vs_tfsim"] = round(single["qps"] / peer["single_qps"], 2)
+            bars[f"single_lookup_{kind}: >= 50x TF Similarity QPS at recall@5 >= 0.99"] = (
+                single["qps"] / peer["single_qps"] >= 50 and single["recall_at_5"] >= 0.99
+            )
+            bars[f"lookup_{kind}: >= TF Similarity QPS at recall@5 >= 0.99"] = (
+                batch["qps"] >= peer["lookup_qps"] and batch["recall_at_5"] >= 0.99
+            )
+    if peer and ours["simdex_index"]:
+        bars["index_exact: >= 50x TF Similarity items/s"] = (
+            ours["simdex_index"]["items_per_s"] / peer["index_items_per_s"] >= 50
+        )
+    call = _records.get("model_call_1_row")
+    if call:
+        ratios["model_call_compiled_speedup_vs_eager"] = round(call["eager_s"] / call["compiled_s"], 2)
     if _records.get("numpy_bruteforce") and ours["simdex_lookup"]:
         ratios["lookup_speedup_vs_numpy"] = round(
             ours["simdex_lookup"]["qps"] / _records["numpy_bruteforce"]["qps"], 2
@@ -127,6 +154,9 @@ def _write_results():
         },
         "results": _records,
         "ratios": ratios,
+        "bars_met": bars,
+        "notes": [f"ratio {k} = {v}" for k, v in sorted(ratios.items())]
+        + [f"bar {k}: {'met' if v else 'NOT met'}" for k, v in sorted(bars.items())],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(RESULTS) as f:
@@ -191,6 +221,82 @@ def test_bench_single_lookup(benchmark, data, model, truth):
     recall = recall_at_k(np.array([[r.data for r in row] for row in found]), single_truth)
     assert recall >= 0.999
     _record("simdex_single_lookup", benchmark, NUM_SINGLE, "qps", recall_at_5=recall)
+
+
+def _record_call(benchmark, kind: str) -> None:
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:  # --benchmark-disable
+        return
+    rec = _records.setdefault("model_call_1_row", {"calls_per_round": NUM_SINGLE})
+    rec[f"{kind}_s"] = stats.stats.min / NUM_SINGLE  # best round, per call
+
+
+def test_bench_model_call_compiled(benchmark, data, model):
+    """One-row forward through ``model.embed`` (the compiled path lookups use)."""
+    single = data[3]
+    benchmark.group = "model-call"
+    benchmark.pedantic(
+        lambda: [model.embed(q[None], batch_size=1) for q in single], rounds=3, iterations=1, warmup_rounds=1
+    )
+    _record_call(benchmark, "compiled")
+
+
+def test_bench_model_call_eager(benchmark, data, model):
+    """One-row eager ``model(x, training=False)``: the reference for the compiled path."""
+    single = data[3]
+    benchmark.group = "model-call"
+    benchmark.pedantic(
+        lambda: [keras.ops.convert_to_numpy(model(q[None], training=False)) for q in single],
+        rounds=3,
+        iterations=1,
+        warmup_rounds=1,
+    )
+    _record_call(benchmark, "eager")
+
+
+@pytest.fixture(scope="module")
+def lsh_model(data):
+    try:
+        simdex.LSHIndex  # noqa: B018  (lazy export: raises until the LSH module is built)
+    except (ImportError, AttributeError) as e:
+        pytest.skip(f"simdex.LSHIndex is not available: {e}")
+    base, labels, _, _ = data
+    inputs = keras.Input((DIM,))
+    model = simdex.SimilarityModel(inputs, L2Normalize()(inputs), index="lsh")
+    t0 = time.perf_counter()
+    model.index(base, labels, data=ROWS, batch_size=4096, verbose=0)
+    _records["simdex_lsh_index"] = {"items_per_s": N / (time.perf_counter() - t0), "rounds": 1}
+    return model
+
+
+def test_bench_lsh_lookup(benchmark, data, lsh_model, truth):
+    queries = data[2]
+    benchmark.group = "model-lookup"
+    found = benchmark.pedantic(
+        lsh_model.lookup,
+        args=(queries,),
+        kwargs={"k": K, "batch_size": 1024},
+        rounds=3,
+        iterations=1,
+        warmup_rounds=1,
+    )
+    recall = recall_at_k(np.array([[r.data for r in row] + [-1] * (K - len(row)) for row in found]), truth)
+    _record("simdex_lsh_lookup", benchmark, NUM_QUERIES, "qps", recall_at_5=recall)
+
+
+def test_bench_lsh_single_lookup(benchmark, data, lsh_model):
+    base, _, _, single = data
+    single_truth = numpy_topk(base, single, K)
+    benchmark.group = "model-single"
+
+    def run():
+        return [lsh_model.single_lookup(q, k=K) for q in single]
+
+    found = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    ids = np.array([[r.data for r in row] + [-1] * (K - len(row)) for row in found])
+    _record(
+        "simdex_lsh_single_lookup", benchmark, NUM_SINGLE, "qps", recall_at_5=recall_at_k(ids, single_truth)
+    )
 
 
 def _run_peer(tmp_path: Path, *args: str) -> dict:
