@@ -81,7 +81,9 @@ def main() -> None:
             t0 = time.perf_counter()
             _, lids = lsh.search(q, k=k)
             t_lsh = time.perf_counter() - t0
-            rows.append(("simdex.LSHIndex (16 tables x 16 bits, 8 probes)", t_ladd, t_lsh, recall(lids, truth)))
+            rows.append(
+                ("simdex.LSHIndex (16 tables x 16 bits, 8 probes)", t_ladd, t_lsh, recall(lids, truth))
+            )
 
     print()
     print(f"{'method':<52} {'build s':>8} {'queries/s':>11} {'vs numpy':>9} {'recall@10':>10}")

@@ -53,7 +53,14 @@ def check_exact(D, I, q, x, k, metric, rtol=2e-5):
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(
     ("nq", "nb", "d", "k"),
-    [(1, 1, 1, 1), (3, 7, 5, 3), (17, 300, 33, 10), (200, 5000, 64, 10), (5, 20000, 16, 100), (130, 2100, 8, 7)],
+    [
+        (1, 1, 1, 1),
+        (3, 7, 5, 3),
+        (17, 300, 33, 10),
+        (200, 5000, 64, 10),
+        (5, 20000, 16, 100),
+        (130, 2100, 8, 7),
+    ],
 )
 def test_knn_matches_oracle(metric, nq, nb, d, k):
     rng = np.random.default_rng(nq * 1000 + nb + d)
@@ -232,7 +239,9 @@ def test_bad_vectors(bad, exc, msg):
     assert len(index) == 4
 
 
-@pytest.mark.parametrize(("k", "exc"), [(0, ValueError), (-3, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)])
+@pytest.mark.parametrize(
+    ("k", "exc"), [(0, ValueError), (-3, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)]
+)
 def test_bad_k(k, exc):
     index = simdex.ExactIndex(4)
     index.add(np.eye(4))

@@ -93,13 +93,21 @@ def write_container(
             raise TypeError(f"array {name!r} has unsupported dtype {arr.dtype}")
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
         specs.append(
-            {"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset, "nbytes": arr.nbytes}
+            {
+                "name": name,
+                "dtype": arr.dtype.name,
+                "shape": list(arr.shape),
+                "offset": offset,
+                "nbytes": arr.nbytes,
+            }
         )
         offset += arr.nbytes
         prepared.append(arr)
     meta = json.dumps({"params": dict(params), "arrays": specs}, sort_keys=True).encode("utf-8")
     kind_b = kind.encode("utf-8")
-    header = MAGIC + struct.pack("<II", FORMAT_VERSION, len(kind_b)) + kind_b + struct.pack("<Q", len(meta)) + meta
+    header = (
+        MAGIC + struct.pack("<II", FORMAT_VERSION, len(kind_b)) + kind_b + struct.pack("<Q", len(meta)) + meta
+    )
     digest = hashlib.sha256()
     with atomic_writer(path) as f:
         for chunk in (header, *(memoryview(a.reshape(-1).view(np.uint8)) for a in prepared)):
@@ -133,7 +141,8 @@ def read_container(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], d
     pos += 8
     if version > FORMAT_VERSION:
         raise CorruptFileError(
-            f"{name!r} uses format version {version}; this simdex reads up to {FORMAT_VERSION}: upgrade simdex"
+            f"{name!r} uses format version {version}; this simdex reads up to "
+            f"{FORMAT_VERSION}; upgrade simdex"
         )
     try:
         kind = body[pos : pos + kind_len].decode("utf-8")
@@ -152,7 +161,9 @@ def read_container(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], d
             start, nbytes = int(spec["offset"]), int(spec["nbytes"])
             if start < 0 or start + nbytes > len(payload) or nbytes != int(np.prod(shape)) * dtype.itemsize:
                 raise ValueError(f"array {spec['name']!r} out of bounds")
-            arrays[spec["name"]] = np.frombuffer(payload[start : start + nbytes], dtype=dtype).reshape(shape).copy()
+            arrays[spec["name"]] = (
+                np.frombuffer(payload[start : start + nbytes], dtype=dtype).reshape(shape).copy()
+            )
         params = meta["params"]
         if not isinstance(params, dict):
             raise ValueError("params is not a mapping")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def core() -> ModuleType:
     """Return the C++ extension module ``simdex._core``, loading its BLAS first.
 

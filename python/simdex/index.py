@@ -396,7 +396,9 @@ class Index(abc.ABC):
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or ids.shape != (vectors.shape[0],):
             raise CorruptFileError(f"stored arrays have inconsistent shapes {vectors.shape} / {ids.shape}")
         if vectors.shape[0]:
-            self._backend_add(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64), False)
+            self._backend_add(
+                np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64), False
+            )
         self._next_id = int(params.get("next_id", 0))
 
 
@@ -481,7 +483,9 @@ def load_index(path: str | os.PathLike[str], *, device: str | None = None) -> In
             pass
     cls = Index._registry.get(kind)
     if cls is None:
-        raise CorruptFileError(f"{os.fspath(path)!r} holds a {kind!r}, which is not an index this simdex knows")
+        raise CorruptFileError(
+            f"{os.fspath(path)!r} holds a {kind!r}, which is not an index this simdex knows"
+        )
     try:
         if "vectors" not in arrays or "ids" not in arrays:
             raise KeyError("vectors/ids")
