@@ -94,7 +94,7 @@ def test_streaming_equals_one_shot(model, images):
 def test_embed_traces_once(model, images):
     E.embed(model, images, batch_size=5)  # batches of 5 and a last one of 2
     E.embed(model, images, batch_size=37)
-    assert E._compiled_call(model).experimental_get_tracing_count() == 1
+    assert E.compiled_forward(model).experimental_get_tracing_count() == 1
 
 
 def test_embed_adds_missing_channel_and_casts(model, images):

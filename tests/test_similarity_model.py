@@ -351,3 +351,100 @@ def test_calibration_needs_index_and_calibrate_first(digits):
     model.index(xtr[:20], ytr[:20], verbose=0)
     with pytest.raises(ValueError, match="labels"):
         model.evaluate_retrieval(xte[:5], yte[:4])
+
+
+# ----------------------------------------------------------------------------- compiled forward
+class _CountCalls(keras.layers.Layer):
+    """Identity layer counting how often its Python ``call`` runs.
+
+    Eager calls run it every time; a ``tf.function`` runs it only when it traces.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def call(self, x):
+        self.calls += 1
+        return x
+
+
+def _counting_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((64,))
+    counter = _CountCalls()
+    hidden = keras.layers.Dense(16, activation="tanh")(counter(inputs))
+    return simdex.SimilarityModel(inputs, simdex.MetricEmbedding(8)(hidden)), counter
+
+
+def _eager(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="compiled forward is TensorFlow-only")
+def test_compiled_forward_matches_eager_and_traces_once(digits):
+    xtr, xte, ytr, _ = digits
+    model, counter = _counting_model()
+    before = counter.calls
+    got = [model.embed(xte[:n], batch_size=bs) for n, bs in ((1, 1), (3, 2), (7, 256), (50, 16))]
+    model.index(xtr[:40], ytr[:40], verbose=0)
+    model.lookup(xte[:5], k=2, batch_size=4)
+    model.single_lookup(xte[0], k=2)
+    assert counter.calls - before == 1  # one trace for every batch size above
+    for n, emb in zip((1, 3, 7, 50), got):
+        assert emb.dtype == np.float32 and emb.shape == (n, 8)
+        np.testing.assert_allclose(emb, _eager(model, xte[:n]), atol=1e-6)
+    eager_calls = counter.calls
+    _eager(model, xte[:2])
+    assert counter.calls == eager_calls + 1  # the counter does see eager calls
+    # weights are read at call time: new weights need no retrace and show up at once
+    model.set_weights([w * 0.5 + 0.1 for w in model.get_weights()])
+    traced = counter.calls
+    np.testing.assert_allclose(model.embed(xte[:9]), _eager(model, xte[:9]), atol=1e-6)
+    assert counter.calls == traced + 1  # only the eager reference call above ran Python
+    train(model, losses.TripletLoss(), xtr, ytr, steps=3, epochs=1)
+    np.testing.assert_allclose(model.embed(xte[:9]), _eager(model, xte[:9]), atol=1e-6)
+    # lookups use the compiled embeddings: distances match an oracle on eager embeddings
+    model.reset_index()
+    model.index(xtr[:60], ytr[:60], verbose=0)
+    ref_d = simdex.knn(_eager(model, xte[:4]), _eager(model, xtr[:60]), k=3)[0]
+    got_d = [[r.distance for r in row] for row in model.lookup(xte[:4], k=3)]
+    np.testing.assert_allclose(got_d, ref_d, atol=1e-5)
+
+
+def test_models_without_float32_input_run_eagerly():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,), dtype="int32")
+    x = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(inputs))
+    model = simdex.SimilarityModel(inputs, simdex.MetricEmbedding(5)(x))
+    tokens = np.array([[1, 2, 3], [3, 2, 1], [1, 2, 3], [9, 9, 9]], dtype=np.int32)
+    emb = model.embed(tokens, batch_size=3)
+    assert not model._uses_compiled_forward()
+    np.testing.assert_allclose(emb, _eager(model, tokens), atol=1e-6)
+    model.index(tokens[:2], [7, 8], verbose=0)
+    assert [r.label for r in model.single_lookup(tokens[2], k=2)] == [7, 8]
+
+
+def test_lookup_records_are_light_and_immutable(digits):
+    import dataclasses
+
+    xtr, _, ytr, _ = digits
+    model = make_model()
+    labels = ytr[:6].copy()
+    labels[2] = -1  # -1 means "no label"
+    model.index(xtr[:6], labels, data=[10, 11, 12, 13, 14, 15], verbose=0)
+    rows = model.lookup(xtr[[2, 4]], k=9)
+    assert [len(r) for r in rows] == [6, 6]  # empty slots (id -1) are skipped
+    first = rows[0][0]
+    assert (first.rank, first.id, first.label, first.data) == (1, 2, None, 12)
+    assert rows[1][0].label == ytr[4] and type(rows[1][0].label) is int
+    assert type(first.distance) is float and type(first.id) is int
+    assert [r.rank for r in rows[1]] == [1, 2, 3, 4, 5, 6]
+    assert sorted(r.id for r in rows[1]) == [0, 1, 2, 3, 4, 5]
+    emb = model.embed(xtr[:6])
+    for r in rows[1]:
+        np.testing.assert_allclose(r.embedding, emb[r.id], atol=1e-6)
+        assert r.label == (None if r.id == 2 else ytr[r.id]) and r.data == 10 + r.id
+    assert not hasattr(first, "__dict__")  # __slots__: no per-record dict
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.rank = 3

@@ -228,8 +228,9 @@ def _output_dim(model: Any) -> int | None:
     return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
 
 
-def _compiled_call(model: Any) -> Callable[[Any], Any]:
-    """A ``tf.function`` running ``model(x, training=False)``, traced once per model."""
+def compiled_forward(model: Any) -> Callable[[Any], Any]:
+    """A cached ``tf.function`` running ``model(x, training=False)``, traced once per model
+    with a free batch axis; it sees weight updates without retracing."""
     with _COMPILED_LOCK:
         fn = _COMPILED.get(model)
         if fn is not None:
@@ -285,7 +286,7 @@ def embed(model: keras.Model | KerasEmbedder, x: Any, batch_size: int = 256) -> 
     model = _check_keras_model(model)
     batch_size = _check_batch_size(batch_size)
     shape = _single_input_shape(model)
-    call = _compiled_call(model)
+    call = compiled_forward(model)
     tf = _import_tf()
     chunks = []
     for batch in _iter_batches(x, batch_size, shape):

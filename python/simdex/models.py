@@ -47,7 +47,7 @@ _FORMAT = 1
 _NO_LABEL = -1
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Lookup:
     """One neighbour returned by :meth:`SimilarityModel.lookup`.
 
@@ -131,6 +131,7 @@ class _State:
         self.store = _ItemStore()
         self.calibration: Any = None
         self.loss_layers: list[Any] = []
+        self.compiled_forward: bool | None = None  # decided on the first embed()
 
 
 def _is_index_like(obj: Any) -> bool:
@@ -273,8 +274,35 @@ class SimilarityModel(keras.Model):
             raise ValueError("x contains NaN or infinity")
         return arr
 
+    def _uses_compiled_forward(self) -> bool:
+        """Whether :meth:`embed` runs the compiled forward pass of :mod:`simdex.embeddings`.
+
+        That module keeps one ``tf.function`` per model, traced once with a free
+        batch axis. The trace reads the model's variables, so training or
+        loading weights afterwards needs no retrace. It applies to models with
+        one float32 input and one output on the TensorFlow backend; others run
+        eagerly.
+        """
+        decided = self._sim.compiled_forward
+        if decided is None:
+            inputs = getattr(self, "inputs", None) or ()
+            outputs = getattr(self, "outputs", None) or ()
+            decided = (
+                keras.backend.backend() == "tensorflow"
+                and len(inputs) == 1
+                and len(outputs) == 1
+                and str(inputs[0].dtype) == "float32"
+            )
+            self._sim.compiled_forward = decided
+        return decided
+
     def embed(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        """Embeddings of ``x`` computed by direct model calls, ``batch_size`` rows at a time.
+        """Embeddings of ``x``, ``batch_size`` rows per model call.
+
+        On the TensorFlow backend, single-input float32 models run through a
+        cached compiled forward pass (the one :func:`simdex.embeddings.embed`
+        uses: traced once, no retracing across batch sizes); other models are
+        called eagerly.
 
         Args:
             x: ``(n, *input_shape)`` array.
@@ -285,10 +313,25 @@ class SimilarityModel(keras.Model):
         """
         arr = self._check_x(x)
         batch_size = _check_positive_int("batch_size", batch_size)
-        parts = []
-        for start in range(0, arr.shape[0], batch_size):
-            out = self(arr[start : start + batch_size], training=False)
-            parts.append(np.asarray(ops.convert_to_numpy(out), dtype=np.float32))
+        if self._uses_compiled_forward():
+            import tensorflow as tf
+
+            from simdex.embeddings import compiled_forward
+
+            call = compiled_forward(self)
+            arr = np.ascontiguousarray(arr, dtype=np.float32)  # the trace's input signature
+
+            def run(batch: np.ndarray) -> Any:
+                return call(tf.constant(batch)).numpy()
+        else:
+
+            def run(batch: np.ndarray) -> Any:
+                return ops.convert_to_numpy(self(batch, training=False))
+
+        parts = [
+            np.asarray(run(arr[start : start + batch_size]), dtype=np.float32)
+            for start in range(0, arr.shape[0], batch_size)
+        ]
         emb = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         if emb.ndim != 2:
             raise ValueError(f"the model must output (batch, d) embeddings, got shape {emb.shape}")
@@ -387,31 +430,30 @@ class SimilarityModel(keras.Model):
             ValueError: ``k < 1``, bad input shape.
         """
         D, ids = self._search(x, k, batch_size)
+        return self._records(D, ids)
+
+    def _records(self, D: np.ndarray, ids: np.ndarray) -> list[list[Lookup]]:
+        """Lookup records for ``(q, k)`` distances and ids (id -1: empty slot, skipped)."""
         valid = ids >= 0
+        nvalid = int(np.count_nonzero(valid))
+        if nvalid == 0:
+            return [[] for _ in range(ids.shape[0])]
+        # One native call for all embeddings and plain Python lists for the rest:
+        # indexing NumPy arrays element by element costs more than building the records.
+        vectors = list(self._sim.index.get_vectors(ids.ravel() if nvalid == ids.size else ids[valid]))
         store = self._sim.store
-        labels = store.labels_of(ids)
-        vectors = self._sim.index.get_vectors(ids[valid]) if valid.any() else np.empty((0, 0), np.float32)
-        data_get = store.data.get
+        label_get, data_get = store.labels.get, store.data.get
         out: list[list[Lookup]] = []
-        row_pos = 0
-        for qi in range(ids.shape[0]):
+        pos = 0
+        for drow, irow in zip(D.tolist(), ids.tolist()):
             row: list[Lookup] = []
-            for j in range(ids.shape[1]):
-                i = int(ids[qi, j])
+            for dist, i in zip(drow, irow):
                 if i < 0:
                     continue
-                lab = int(labels[qi, j])
-                row.append(
-                    Lookup(
-                        rank=len(row) + 1,
-                        distance=float(D[qi, j]),
-                        label=None if lab == _NO_LABEL else lab,
-                        data=data_get(i),
-                        embedding=vectors[row_pos],
-                        id=i,
-                    )
-                )
-                row_pos += 1
+                lab = label_get(i)
+                label = None if lab == _NO_LABEL else lab
+                row.append(Lookup(len(row) + 1, dist, label, data_get(i), vectors[pos], i))
+                pos += 1
             out.append(row)
         return out
 
