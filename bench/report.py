@@ -32,7 +32,7 @@ DESCRIPTIONS = {
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+        return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, (list, dict)):
         return json.dumps(v)
     return str(v)
@@ -51,6 +51,8 @@ def table(rows: list[dict]) -> str:
 
 
 def machine_block(m: dict) -> str:
+    if "time_utc" not in m:  # a suite with its own machine record: show it as is
+        return "- machine: " + ", ".join(f"{k}={v}" for k, v in m.items() if not isinstance(v, (dict, list)))
     lines = [
         f"- run at {m.get('time_utc')} UTC on `{m.get('cpu', '?')}`, {m.get('cpus')} CPUs, "
         f"Python {m.get('python')}, OPENBLAS_CORETYPE={m.get('OPENBLAS_CORETYPE')}"
