@@ -62,17 +62,22 @@ def canonical_metric(metric: str) -> str:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}") from None
 
 
+def check_positive_int(value: Any, name: str) -> int:
+    """Validate a positive integer argument (``k``, ``dim``, ``batch_size``...)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
 def check_k(k: Any) -> int:
     """Validate ``k`` (a positive integer)."""
-    if isinstance(k, (bool, np.bool_)):
-        raise TypeError("k must be an integer, got bool")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise TypeError(f"k must be an integer, got {type(k).__name__}") from None
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return k
+    return check_positive_int(k, "k")
 
 
 def check_device(device: str) -> str:
@@ -230,15 +235,7 @@ class Index(abc.ABC):
             Index._registry[cls.kind] = cls
 
     def __init__(self, dim: int, metric: str = "cosine") -> None:
-        if isinstance(dim, (bool, np.bool_)):
-            raise TypeError("dim must be an integer, got bool")
-        try:
-            dim = operator.index(dim)
-        except TypeError:
-            raise TypeError(f"dim must be an integer, got {type(dim).__name__}") from None
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        self.dim: int = dim
+        self.dim: int = check_positive_int(dim, "dim")
         self.metric: str = canonical_metric(metric)
         self._next_id = 0
         self._lock = threading.RLock()  # serialises writers and save; searches are lock-free here

@@ -25,7 +25,6 @@ modules use for a missing neighbour).
 from __future__ import annotations
 
 import json
-import operator
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from simdex._io import CorruptFileError, read_container, write_container
+from simdex.index import check_positive_int
 from simdex.layers import import_keras
 
 keras = import_keras()
@@ -66,18 +66,6 @@ class Lookup:
     data: Any
     embedding: np.ndarray
     id: int
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def _as_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
@@ -312,7 +300,7 @@ class SimilarityModel(keras.Model):
             ``(n, d)`` float32 embeddings.
         """
         arr = self._check_x(x)
-        batch_size = _check_positive_int("batch_size", batch_size)
+        batch_size = check_positive_int(batch_size, "batch_size")
         if self._uses_compiled_forward():
             import tensorflow as tf
 
@@ -401,7 +389,7 @@ class SimilarityModel(keras.Model):
         return ids
 
     def _search(self, x: Any, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        k = _check_positive_int("k", k)
+        k = check_positive_int(k, "k")
         emb = self.embed(x, batch_size=batch_size)
         index = self._sim.index
         if index is None or len(index) == 0:
