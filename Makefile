@@ -44,6 +44,7 @@ test: $(STAMP) check-native
 bench: EXTRAS := tf,plots,export,progress,data,test,bench
 bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench
 	test -x /tmp/tfsim-venv/bin/python || bash bench/tfsim_env.sh /tmp/tfsim-venv
+	$(PY) -c 'import falconn' 2>/dev/null || bash bench/falconn_build.sh $(abspath $(PY)) || echo 'FALCONN did not build: its rows are skipped'
 	cd bench && KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 ../$(PY) -m pytest . -q -s -p no:cacheprovider --benchmark-disable-gc
 	$(PY) bench/lsh_report.py > bench/results/lsh.md
 	$(PY) bench/report.py

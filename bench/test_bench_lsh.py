@@ -1,5 +1,7 @@
 # ruff: noqa: B023  (the lambdas built in loops are called within the same iteration)
-"""LSHIndex benchmark against faiss IndexLSH(+refine) and hnswlib, same data, same process.
+"""LSHIndex benchmark against faiss IndexLSH(+refine), hnswlib and FALCONN 1.3.1, same data, same process.
+
+FALCONN is optional (skipped when not importable); build it with ``bench/falconn_build.sh``.
 
 Run:
     OPENBLAS_CORETYPE=SkylakeX python -m pytest bench/test_bench_lsh.py -q -p no:cacheprovider \
@@ -355,6 +357,118 @@ def test_hnswlib(benchmark, request, data):
                 build_s=build_s,
                 build_threads=build_threads,
                 build_vps=len(base) / build_s,
+            )
+
+
+# FALCONN 1.3.1 (built by bench/falconn_build.sh; skipped when absent). Settings measured on
+# GloVe: (family, num_tables, hash_bits, probes); recall@10 0.9-0.95 needs ~320-640 probes.
+FALCONN_GLOVE = [
+    ("cross-polytope", 10, 16, (160, 320, 640)),
+    ("cross-polytope", 20, 16, (320, 640)),
+    ("cross-polytope", 10, 14, (160, 320)),
+    ("cross-polytope", 40, 18, (640, 960)),
+    ("hyperplane", 10, 14, (320, 640)),
+    ("hyperplane", 10, 12, (320,)),
+]
+
+
+def _falconn():
+    return pytest.importorskip(
+        "falconn", reason="falconn not importable; build it with bench/falconn_build.sh [PYTHON]"
+    )
+
+
+@pytest.fixture(scope="module")
+def glove_centred(glove) -> dict:
+    """Unit vectors centred on the base mean, as FALCONN recommends. Shifting base and queries by
+    the same vector keeps Euclidean distances, and on unit vectors the Euclidean ranking is the
+    cosine ranking, so FALCONN's EuclideanSquared re-ranking answers the same cosine query."""
+    base, q = unit(glove["base"]), unit(glove["q"])
+    centre = base.mean(axis=0)
+    return {"base": np.ascontiguousarray(base - centre), "q": np.ascontiguousarray(q - centre)}
+
+
+def falconn_index(falconn, base: np.ndarray, family: str, tables: int, bits: int, setup_threads: int):
+    p = falconn.LSHConstructionParameters()
+    p.dimension = base.shape[1]
+    p.lsh_family = (
+        falconn.LSHFamily.CrossPolytope if family == "cross-polytope" else falconn.LSHFamily.Hyperplane
+    )
+    p.distance_function = falconn.DistanceFunction.EuclideanSquared
+    p.l = tables
+    p.num_rotations = 1
+    p.seed = 0
+    p.num_setup_threads = setup_threads
+    p.storage_hash_table = falconn.StorageHashTable.BitPackedFlatHashTable
+    falconn.compute_number_of_hash_functions(bits, p)  # sets k (and last_cp_dimension)
+    index = falconn.LSHIndex(p)
+    t0 = time.perf_counter()
+    index.setup(base)
+    return index, p, time.perf_counter() - t0
+
+
+def falconn_search(index, q: np.ndarray, probes: int, threads: int):
+    """k-NN for every query row; 1 thread: one query object; more: a query pool shared by a
+    thread pool (the wrapper releases the GIL inside each query)."""
+    if threads == 1:
+        qo = index.construct_query_object(num_probes=probes)
+        return [qo.find_k_nearest_neighbors(v, K_NN) for v in q], qo
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = index.construct_query_pool(num_probes=probes, num_query_objects=threads)
+    with ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(lambda v: pool.find_k_nearest_neighbors(v, K_NN), q, chunksize=64)), pool
+
+
+@pytest.mark.parametrize("family,tables,bits,probes_list", FALCONN_GLOVE)
+def test_falconn_glove(benchmark, glove, glove_centred, family, tables, bits, probes_list):
+    falconn = _falconn()
+    base, q = glove_centred["base"], glove_centred["q"]
+    index, p, build_s = falconn_index(falconn, base, family, tables, bits, setup_threads=1)
+    first = True
+    for probes in probes_list:
+        for threads in THREADS:
+            fixture = benchmark if first else _Plain()
+            first = False
+            (found, qo), best = timed(fixture, lambda: falconn_search(index, q, probes, threads), rounds=2)
+            stats = qo.get_query_statistics()
+            record(
+                data="glove",
+                method=f"FALCONN 1.3.1 {family}",
+                hash_bits=bits,
+                num_tables=tables,
+                num_probes=probes,
+                hash_functions_per_table=p.k,
+                last_cp_dimension=p.last_cp_dimension,
+                threads=threads,
+                recall=recall(found, glove["truth"]),
+                qps=len(q) / best,
+                qps_cpu=cpu_qps(len(q)),
+                mean_candidates=stats.average_num_unique_candidates,
+                build_s=build_s,
+                build_threads=1,
+                build_vps=len(base) / build_s,
+            )
+
+
+def test_build_falconn(glove_centred):
+    falconn = _falconn()
+    base = glove_centred["base"]
+    for family, tables, bits in (
+        ("cross-polytope", 10, 16),
+        ("hyperplane", 10, 14),
+        ("cross-polytope", 20, 16),
+    ):
+        for threads in THREADS:
+            best = min(falconn_index(falconn, base, family, tables, bits, threads)[2] for _ in range(2))
+            record(
+                data="glove",
+                method=f"FALCONN 1.3.1 {family} build",
+                hash_bits=bits,
+                num_tables=tables,
+                threads=threads,
+                build_s=best,
+                build_vps=len(base) / best,
             )
 
 
