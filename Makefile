@@ -1,7 +1,7 @@
 # simdex: the README's commands. Each target installs what it needs into its own
 # virtual environment (.venv by default) and then runs.
 #   make demo          install + run the demo (exact kNN table, near-duplicate image search)
-#   make test          install + native sanitizer check + the whole test suite
+#   make test          install + native sanitizer check + ruff + the whole test suite
 #   make bench         install + benchmarks vs peers, rewrites bench/RESULTS.md
 #   make check-native  C++ tests under AddressSanitizer + UBSan (part of make test)
 
@@ -39,6 +39,7 @@ check-native: $(VENV)/bin/python
 	  build/native-asan/simdex_native_tests
 
 test: $(STAMP) check-native
+	$(VENV)/bin/ruff check python tests bench examples
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
 bench: EXTRAS := tf,plots,export,progress,data,test,bench
@@ -56,9 +57,9 @@ $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/
 bench-gpu:
 	bash bench/gpu/run.sh
 
-lint: $(VENV)/bin/python
-	$(PIP) install -q ruff
+lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/ruff format --check python tests bench examples
 
 clean:
 	rm -rf build demo_out .pytest_cache
