@@ -240,30 +240,36 @@ class Index(abc.ABC):
         self._next_id = 0
         self._lock = threading.RLock()  # serialises writers and save; searches are lock-free here
 
-    # -- hooks --------------------------------------------------------------------------
-    @abc.abstractmethod
-    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None: ...
+    # -- hooks ----------------------------------------------------------------------------
+    # Indexes keep their vectors in a native store (``self._store``: C++ FlatIndex,
+    # LshIndex or the GPU store) with one protocol: add(x, ids, replace), remove(ids),
+    # get_vectors(ids), contains(ids), export_all(), reset(), len(). The hooks below
+    # delegate to it; a backend without such a store overrides them.
+    _store: Any
 
-    @abc.abstractmethod
-    def _backend_remove(self, ids: np.ndarray) -> None: ...
+    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
+        self._store.add(x, ids, replace)
+
+    def _backend_remove(self, ids: np.ndarray) -> None:
+        self._store.remove(ids)
 
     @abc.abstractmethod
     def _backend_search(self, q: np.ndarray, k: int, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]: ...
 
-    @abc.abstractmethod
-    def _backend_len(self) -> int: ...
+    def _backend_len(self) -> int:
+        return len(self._store)
 
-    @abc.abstractmethod
-    def _backend_export(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def _backend_export(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._store.export_all()
 
-    @abc.abstractmethod
-    def _backend_get_vectors(self, ids: np.ndarray) -> np.ndarray: ...
+    def _backend_get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._store.get_vectors(ids)
 
-    @abc.abstractmethod
-    def _backend_contains(self, ids: np.ndarray) -> np.ndarray: ...
+    def _backend_contains(self, ids: np.ndarray) -> np.ndarray:
+        return self._store.contains(ids)
 
-    @abc.abstractmethod
-    def _backend_reset(self) -> None: ...
+    def _backend_reset(self) -> None:
+        self._store.reset()
 
     def _params(self) -> dict[str, Any]:
         """Constructor parameters to save (beyond dim and metric)."""
@@ -428,31 +434,10 @@ class ExactIndex(Index):
         else:
             self._store = core().FlatIndex(self.dim, self.metric)
 
-    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
-        self._store.add(x, ids, replace)
-
-    def _backend_remove(self, ids: np.ndarray) -> None:
-        self._store.remove(ids)
-
     def _backend_search(
         self, q: np.ndarray, k: int, num_threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         return self._store.search(q, k, num_threads=_threads(num_threads))
-
-    def _backend_len(self) -> int:
-        return len(self._store)
-
-    def _backend_export(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._store.export_all()
-
-    def _backend_get_vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self._store.get_vectors(ids)
-
-    def _backend_contains(self, ids: np.ndarray) -> np.ndarray:
-        return self._store.contains(ids)
-
-    def _backend_reset(self) -> None:
-        self._store.reset()
 
     @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ExactIndex:

@@ -208,12 +208,6 @@ class LSHIndex(Index):
         return self.projection.seed
 
     # -- Index hooks ----------------------------------------------------------------------
-    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
-        self._store.add(x, ids, replace)
-
-    def _backend_remove(self, ids: np.ndarray) -> None:
-        self._store.remove(ids)
-
     def _backend_search(
         self,
         q: np.ndarray,
@@ -227,21 +221,6 @@ class LSHIndex(Index):
         D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
         return D, ids
-
-    def _backend_len(self) -> int:
-        return len(self._store)
-
-    def _backend_export(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._store.export_all()
-
-    def _backend_get_vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self._store.get_vectors(ids)
-
-    def _backend_contains(self, ids: np.ndarray) -> np.ndarray:
-        return self._store.contains(ids)
-
-    def _backend_reset(self) -> None:
-        self._store.reset()
 
     def _params(self) -> dict[str, Any]:
         return {
