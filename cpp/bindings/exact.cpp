@@ -41,7 +41,8 @@ void register_exact(py::module_& m) {
         "Exact k-NN. queries (nq, d) and base (nb, d) C-contiguous float32. Returns "
         "(distances float32 (nq, k) ascending, ids int64 (nq, k); -1 / inf where nb < k).");
 
-  py::class_<FlatIndex>(m, "FlatIndex")
+  py::class_<FlatIndex> flat(m, "FlatIndex");
+  flat
       .def(py::init([](std::int64_t d, const std::string& metric) {
              return new FlatIndex(d, parse_metric(metric));
            }),
@@ -59,14 +60,6 @@ void register_exact(py::module_& m) {
             self.add(x.data(), n, ids.data(), replace);
           },
           py::arg("vectors"), py::arg("ids"), py::arg("replace") = false)
-      .def(
-          "remove",
-          [](FlatIndex& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::gil_scoped_release nogil;
-            self.remove(ids.data(), n);
-          },
-          py::arg("ids"))
       .def("reset", &FlatIndex::reset)
       .def(
           "search",
@@ -84,33 +77,8 @@ void register_exact(py::module_& m) {
             return py::make_tuple(D, I);
           },
           py::arg("queries"), py::arg("k"), py::arg("num_threads") = 0,
-          py::arg("query_block") = 0, py::arg("base_block") = 0)
-      .def(
-          "get_vectors",
-          [](const FlatIndex& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::array_t<float> out({n, self.dim()});
-            py::gil_scoped_release nogil;
-            self.get_vectors(ids.data(), n, out.mutable_data());
-            return out;
-          },
-          py::arg("ids"))
-      .def(
-          "contains",
-          [](const FlatIndex& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::array_t<bool> out(n);
-            self.contains(ids.data(), n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
-            return out;
-          },
-          py::arg("ids"))
-      .def("export_all", [](const FlatIndex& self) {
-        const std::int64_t n = self.size();
-        py::array_t<float> v({n, self.dim()});
-        py::array_t<std::int64_t> ids(n);
-        self.export_all(v.mutable_data(), ids.mutable_data());
-        return py::make_tuple(v, ids);
-      });
+          py::arg("query_block") = 0, py::arg("base_block") = 0);
+  def_store_accessors(flat);
 }
 
 }  // namespace simdex::bindings

@@ -78,7 +78,9 @@ void register_lsh(py::module_& m) {
   m.def("lsh_probe_masks", &probe_masks, py::arg("margins"), py::arg("num_probes"),
         "Multi-probe flip masks of one table in increasing order of summed margin (first is 0).");
 
-  py::class_<LshIndex>(m, "LshIndex")
+  py::class_<LshIndex> lsh(m, "LshIndex");
+  def_store_accessors(lsh);
+  lsh
       .def(py::init([](std::int64_t d, std::int64_t L, int K, const FloatArray& planes,
                        const std::string& metric) {
              check_planes(planes, L, K, d);
@@ -100,14 +102,6 @@ void register_lsh(py::module_& m) {
             self.add(x.data(), n, ids.data(), replace, num_threads);
           },
           py::arg("vectors"), py::arg("ids"), py::arg("replace") = false, py::arg("num_threads") = 0)
-      .def(
-          "remove",
-          [](LshIndex& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::gil_scoped_release nogil;
-            self.remove(ids.data(), n);
-          },
-          py::arg("ids"))
       .def("reset", &LshIndex::reset, py::call_guard<py::gil_scoped_release>())
       .def(
           "search",
@@ -130,35 +124,6 @@ void register_lsh(py::module_& m) {
           py::arg("queries"), py::arg("k"), py::arg("num_probes"), py::arg("num_threads") = 0,
           py::arg("refine") = 16,
           "Returns (distances (nq, k), ids (nq, k), candidates per query (nq,)).")
-      .def(
-          "get_vectors",
-          [](const LshIndex& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::array_t<float> out({n, self.dim()});
-            py::gil_scoped_release nogil;
-            self.get_vectors(ids.data(), n, out.mutable_data());
-            return out;
-          },
-          py::arg("ids"))
-      .def(
-          "contains",
-          [](const LshIndex& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::array_t<bool> out(n);
-            self.contains(ids.data(), n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
-            return out;
-          },
-          py::arg("ids"))
-      .def("export_all",
-           [](const LshIndex& self) {
-             // size() and export_all() take the lock separately; the Python layer
-             // serialises writers around export.
-             const std::int64_t n = self.size();
-             py::array_t<float> v({n, self.dim()});
-             py::array_t<std::int64_t> ids(n);
-             self.export_all(v.mutable_data(), ids.mutable_data());
-             return py::make_tuple(v, ids);
-           })
       .def("table_stats",
            [](const LshIndex& self, std::int64_t t) {
              const LshTableStats s = self.table_stats(t);
