@@ -8,6 +8,7 @@
 #include "simdex/blas.h"
 #include "simdex/threading.h"
 #include "simdex/topk.h"
+#include "simd.h"
 
 namespace simdex {
 
@@ -15,17 +16,7 @@ namespace {
 
 #define SIMDEX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
-// Sixteen partial sums let the compiler vectorise without -ffast-math.
-SIMDEX_CLONES float dot(const float* a, const float* b, std::int64_t d) {
-  float acc[16] = {0};
-  std::int64_t i = 0;
-  for (; i + 16 <= d; i += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * b[i + l];
-  float s = 0;
-  for (int l = 0; l < 16; ++l) s += acc[l];
-  for (; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
+using simd::dot;
 
 SIMDEX_CLONES void scale_cols(float* s, const float* a, std::int64_t n) {
   for (std::int64_t j = 0; j < n; ++j) s[j] *= a[j];

@@ -15,6 +15,7 @@
 #include "simdex/lsh.h"
 #include "simdex/threading.h"
 #include "simdex/topk.h"
+#include "../simd.h"
 
 namespace simdex {
 
@@ -25,52 +26,7 @@ constexpr std::size_t kMinDelta = 4096;   // delta size below which it is never 
 constexpr int kMaxPrefixBits = 20;
 constexpr int kMaxDirectBits = 24;  // direct offsets: at most 64 MiB per table
 
-// ---- distance kernels (exact, float32). Same CPU -> same kernel -> same results.
-float dot_scalar(const float* a, const float* b, std::int64_t d) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  std::int64_t j = 0;
-  for (; j + 4 <= d; j += 4) {
-    s0 += a[j] * b[j];
-    s1 += a[j + 1] * b[j + 1];
-    s2 += a[j + 2] * b[j + 2];
-    s3 += a[j + 3] * b[j + 3];
-  }
-  for (; j < d; ++j) s0 += a[j] * b[j];
-  return (s0 + s1) + (s2 + s3);
-}
-
-__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, std::int64_t d) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  std::int64_t j = 0;
-  for (; j + 16 <= d; j += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
-  }
-  for (; j + 8 <= d; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
-  s0 = _mm256_add_ps(s0, s1);
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  float s = _mm_cvtss_f32(h);
-  for (; j < d; ++j) s += a[j] * b[j];
-  return s;
-}
-
-__attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, std::int64_t d) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-  std::int64_t j = 0;
-  for (; j + 32 <= d; j += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
-  }
-  for (; j + 16 <= d; j += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
-  if (j < d) {  // masked tail: no reads past the row
-    const __mmask16 m = static_cast<__mmask16>((1u << (d - j)) - 1u);
-    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), s1);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
+// ---- distance kernels. The float32 dot is shared with exact search (simd.h).
 // <q, c> for a float query and an int8 row, both padded to a multiple of 16 (zeros).
 float dot_i8_scalar(const float* q, const std::int8_t* c, std::int64_t n) {
   float s0 = 0, s1 = 0;
@@ -111,14 +67,6 @@ float sqdist_scalar(const float* a, const float* b, std::int64_t d) {
   return s;
 }
 
-using DotFn = float (*)(const float*, const float*, std::int64_t);
-DotFn pick_dot() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return dot_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_avx2;
-  return dot_scalar;
-}
-const DotFn g_dot = pick_dot();
 
 using DotI8Fn = float (*)(const float*, const std::int8_t*, std::int64_t);
 DotI8Fn pick_dot_i8() {
@@ -597,7 +545,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
 
       // Exact re-rank: scores (higher is better), then the SIMD top-k filter.
       const float* qv = q + qi * d_;
-      float qnorm2 = g_dot(qv, qv, d_);
+      float qnorm2 = simd::dot(qv, qv, d_);
       if (metric_ == Metric::kCosine) {
         const float inv = qnorm2 > 0 ? 1.0f / std::sqrt(qnorm2) : 0.0f;
         for (std::int64_t j = 0; j < d_; ++j) qn[j] = qv[j] * inv;
@@ -640,8 +588,8 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         const float* xv = data_.data() + static_cast<std::size_t>(s) * d_;
         float sc;
         switch (metric_) {
-          case Metric::kCosine: sc = g_dot(qv, xv, d_) * inv_norm_[s]; break;
-          case Metric::kInnerProduct: sc = g_dot(qv, xv, d_); break;
+          case Metric::kCosine: sc = simd::dot(qv, xv, d_) * inv_norm_[s]; break;
+          case Metric::kInnerProduct: sc = simd::dot(qv, xv, d_); break;
           default: sc = -sqdist_scalar(qv, xv, d_); break;
         }
         scores[c] = sc;
