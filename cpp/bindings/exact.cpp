@@ -2,6 +2,7 @@
 #include "bindings.h"
 #include "simdex/exact_knn.h"
 #include "simdex/flat_index.h"
+#include "../src/fp16.h"
 
 namespace simdex::bindings {
 
@@ -41,13 +42,33 @@ void register_exact(py::module_& m) {
         "Exact k-NN. queries (nq, d) and base (nb, d) C-contiguous float32. Returns "
         "(distances float32 (nq, k) ascending, ids int64 (nq, k); -1 / inf where nb < k).");
 
+  m.def("fp16_simd_level", &fp16::simd_level,
+        "Kernel variant of the float16 pre-filter on this CPU ('avx512', 'avx2', 'none').");
+  m.def(
+      "_set_fp16_kernel", [](const std::string& name) { return fp16::set_level(name.c_str()); },
+      py::arg("name"),
+      "Testing hook: force the 'avx2' float16 kernels or restore 'auto'. Returns False for a "
+      "variant this CPU cannot run. Not thread-safe.");
+
   py::class_<FlatIndex> flat(m, "FlatIndex");
   flat
-      .def(py::init([](std::int64_t d, const std::string& metric) {
-             return new FlatIndex(d, parse_metric(metric));
+      .def(py::init([](std::int64_t d, const std::string& metric, bool fp16_prefilter) {
+             return new FlatIndex(d, parse_metric(metric), fp16_prefilter);
            }),
-           py::arg("dim"), py::arg("metric"))
+           py::arg("dim"), py::arg("metric"), py::arg("fp16_prefilter") = true)
       .def_property_readonly("dim", &FlatIndex::dim)
+      .def_property_readonly("fp16_prefilter", &FlatIndex::fp16_prefilter)
+      .def(
+          "prefilter_stats",
+          [](const FlatIndex& self) {
+            const auto s = self.prefilter_stats();
+            py::dict out;
+            out["queries"] = s.queries;
+            out["rescored"] = s.rescored;
+            return out;
+          },
+          "Queries answered through the float16 pre-filter since construction, and the rows "
+          "they re-scored in float32.")
       .def("__len__", &FlatIndex::size)
       .def(
           "add",

@@ -8,6 +8,7 @@
 #include "simdex/blas.h"
 #include "simdex/threading.h"
 #include "simdex/topk.h"
+#include "fp16.h"
 #include "simd.h"
 
 namespace simdex {
@@ -182,6 +183,130 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
     }
     finalize(k, v0, i0, qnorm2[i], metric, distances + i * k, labels + i * k);
   }
+}
+
+namespace {
+
+// Exact score of base row r for query qp (the value knn_exact ranks by).
+inline float exact_score(const float* qp, const float* x, std::int64_t r, std::int64_t d,
+                         const float* x_aux, Metric m) {
+  float s = dot(qp, x + r * d, d);
+  switch (m) {
+    case Metric::kCosine: return s * x_aux[r];
+    case Metric::kL2:
+    case Metric::kSquaredL2: return 2.0f * s - x_aux[r];
+    case Metric::kInnerProduct: break;
+  }
+  return s;
+}
+
+// From raw float16 direction dots a (in place) to upper bounds of the score, and the
+// lower bounds into lb. NaN / inf bounds (overflow, rows marked +inf) make the row a
+// candidate: ub = +inf, lb = -FLT_MAX. One branch-free loop per metric, so the
+// compiler vectorises it.
+constexpr float kU = 5.9604645e-08f;  // 2^-24
+constexpr float kLow = -std::numeric_limits<float>::max();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+inline void store_bounds(float s, float e, float* hi, float* lo) {
+  const float h = s + e, l = s - e;
+  *hi = h == h ? h : kInf;
+  *lo = l == l && l > kLow ? l : kLow;
+}
+
+SIMDEX_CLONES void bounds_cosine(float* a, float* lb, std::int64_t n, const float* norms,
+                                 float e) {
+  for (std::int64_t r = 0; r < n; ++r) store_bounds(a[r], norms[r] == kInf ? kInf : e, a + r, lb + r);
+}
+
+SIMDEX_CLONES void bounds_ip(float* a, float* lb, std::int64_t n, const float* norms, float qerr,
+                             float tiny) {
+  for (std::int64_t r = 0; r < n; ++r) store_bounds(norms[r] * a[r], qerr * norms[r] + tiny, a + r, lb + r);
+}
+
+// L2 scores are 2 <q, x> - |x|^2; sq holds the same |x|^2 the exact path uses.
+SIMDEX_CLONES void bounds_l2(float* a, float* lb, std::int64_t n, const float* norms,
+                             const float* sq, float qerr, float tiny) {
+  for (std::int64_t r = 0; r < n; ++r)
+    store_bounds(2.0f * norms[r] * a[r] - sq[r], 2.0f * qerr * norms[r] + 4.0f * kU * sq[r] + tiny,
+                 a + r, lb + r);
+}
+
+}  // namespace
+
+std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
+                           std::int64_t d, std::int64_t k, Metric metric, const float* x_aux,
+                           const idx_t* x_ids, const HalfShadow& shadow, float* distances,
+                           idx_t* labels, const KnnParams& params) {
+  if (shadow.panels == nullptr || shadow.norms == nullptr || !fp16::supported() || nq < 1 ||
+      nq > params.prefilter_max_queries || nb < params.prefilter_min_rows || k < 1 || d < 1 ||
+      (x_aux == nullptr && metric != Metric::kInnerProduct)) {
+    knn_exact(q, nq, x, nb, d, k, metric, x_aux, x_ids, distances, labels, params);
+    return -1;
+  }
+  std::int64_t rescored = 0;
+  const int nt = params.num_threads > 0 ? params.num_threads : default_num_threads();
+  const std::int64_t npanels = (nb + fp16::kPanel - 1) / fp16::kPanel;
+  constexpr std::int64_t kChunkPanels = 256;  // 4096 rows: bounds buffers stay in L1/L2
+  const std::int64_t nchunks = (npanels + kChunkPanels - 1) / kChunkPanels;
+  const double bound = fp16::half_dot_error_bound(d);
+  // Products that underflow lose up to 2^-149 each, in either float32 dot product.
+  const float tiny = static_cast<float>((2.0 * double(d) + 4.0) * std::ldexp(1.0, -149) * 4.0);
+  const float* sq = metric == Metric::kL2 || metric == Metric::kSquaredL2 ? x_aux : nullptr;
+
+  std::vector<float> ub(static_cast<std::size_t>(npanels * fp16::kPanel));
+  std::vector<float> chunk_vals(static_cast<std::size_t>(nchunks * k));
+  std::vector<idx_t> chunk_ids(chunk_vals.size());
+  std::vector<std::vector<float>> lb_bufs(static_cast<std::size_t>(nt));
+  std::vector<float> qv(static_cast<std::size_t>(d));
+  std::vector<float> hv(static_cast<std::size_t>(k));
+  std::vector<idx_t> hi(static_cast<std::size_t>(k));
+  std::vector<std::int64_t> cand;
+
+  for (std::int64_t i = 0; i < nq; ++i) {
+    const float* qi = q + i * d;
+    qv.assign(qi, qi + d);
+    if (metric == Metric::kCosine) normalize_rows(qv.data(), 1, d);
+    const float qnorm2 = dot(qi, qi, d);
+    const float qerr = static_cast<float>(bound * std::sqrt(double(dot(qv.data(), qv.data(), d))));
+
+    // Pass 1: float16 scores and bounds, a top-k of lower bounds per chunk.
+    parallel_for(nchunks, nt, [&](std::int64_t c, int tid) {
+      const std::int64_t p0 = c * kChunkPanels, p1 = std::min(npanels, p0 + kChunkPanels);
+      const std::int64_t r0 = p0 * fp16::kPanel, rows = std::min(nb, p1 * fp16::kPanel) - r0;
+      float* a = ub.data() + r0;
+      fp16::panel_dots(shadow.panels, p0, p1, d, qv.data(), a);
+      std::vector<float>& lb = lb_bufs[tid];
+      if (lb.size() < static_cast<std::size_t>(kChunkPanels * fp16::kPanel))
+        lb.resize(kChunkPanels * fp16::kPanel);
+      const float* nr = shadow.norms + r0;
+      if (metric == Metric::kCosine)
+        bounds_cosine(a, lb.data(), rows, nr, qerr + tiny);
+      else if (metric == Metric::kInnerProduct)
+        bounds_ip(a, lb.data(), rows, nr, qerr, tiny);
+      else
+        bounds_l2(a, lb.data(), rows, nr, sq + r0, qerr, tiny);
+      heap_init(k, chunk_vals.data() + c * k, chunk_ids.data() + c * k);
+      heap_push_block(lb.data(), rows, nullptr, r0, k, chunk_vals.data() + c * k,
+                      chunk_ids.data() + c * k);
+    });
+    // tau: the k-th largest lower bound (-inf when fewer than k rows).
+    heap_init(k, hv.data(), hi.data());
+    for (std::int64_t j = 0; j < nchunks * k; ++j)
+      if (chunk_ids[j] != kEmptyId) heap_push(chunk_vals[j], chunk_ids[j], k, hv.data(), hi.data());
+    const float tau = hv[0];
+
+    // Pass 2: exact float32 scores of the rows that can reach tau.
+    cand.clear();
+    fp16::rows_at_least(ub.data(), nb, tau, cand);
+    rescored += static_cast<std::int64_t>(cand.size());
+    heap_init(k, hv.data(), hi.data());
+    for (std::int64_t r : cand)
+      heap_push(exact_score(qv.data(), x, r, d, x_aux, metric), x_ids ? x_ids[r] : r, k, hv.data(),
+                hi.data());
+    finalize(k, hv.data(), hi.data(), qnorm2, metric, distances + i * k, labels + i * k);
+  }
+  return rescored;
 }
 
 }  // namespace simdex

@@ -1,14 +1,43 @@
 #include "simdex/flat_index.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <unordered_set>
 
+#include "fp16.h"
+#include "simd.h"
+
 namespace simdex {
 
-FlatIndex::FlatIndex(std::int64_t d, Metric metric) : d_(d), metric_(metric) {
+FlatIndex::FlatIndex(std::int64_t d, Metric metric, bool fp16_prefilter)
+    : d_(d), metric_(metric), half_on_(fp16_prefilter && fp16::supported()) {
   SIMDEX_CHECK_ARG(d >= 1, "dim must be >= 1, got ", d);
+}
+
+void FlatIndex::set_half_row(std::int64_t row, const float* x, float* scratch) {
+  const std::size_t need = static_cast<std::size_t>(fp16::storage_size(row + 1, d_));
+  if (half_.size() < need) half_.resize(need, 0);  // new panels start as zero rows
+  if (norms_.size() <= static_cast<std::size_t>(row)) norms_.resize(row + 1);
+  // The norm is computed as compute_row_aux does (float32 dot), so the bound of
+  // knn_exact_prefiltered relates the shadow to the scores the exact path computes.
+  const float nn = simd::dot(x, x, d_);
+  bool zero = true;
+  for (std::int64_t j = 0; j < d_ && zero; ++j) zero = x[j] == 0.0f;
+  std::fill(scratch, scratch + d_, 0.0f);
+  if (zero) {
+    norms_[row] = 0.0f;  // every score of a zero row is exactly 0
+  } else if (!(nn >= 1e-30f) || !std::isfinite(nn)) {
+    // Squares underflow or overflow float32: no useful bound, so always re-rank it.
+    norms_[row] = std::numeric_limits<float>::infinity();
+  } else {
+    const float norm = std::sqrt(nn), inv = 1.0f / norm;
+    for (std::int64_t j = 0; j < d_; ++j) scratch[j] = x[j] * inv;
+    norms_[row] = norm;
+  }
+  fp16::store_row(half_.data(), row, d_, scratch);
 }
 
 std::int64_t FlatIndex::size() const {
@@ -34,17 +63,21 @@ void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool repla
   compute_row_aux(x, n, d_, metric_, aux.data());
   const std::int64_t old = static_cast<std::int64_t>(ids_.size());
   data_.reserve(static_cast<std::size_t>((old + n) * d_));
+  std::vector<float> scratch(half_on_ ? static_cast<std::size_t>(d_) : 0);
+  if (half_on_) half_.reserve(static_cast<std::size_t>(fp16::storage_size(old + n, d_)));
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = row_of_.find(ids[i]);
     if (it != row_of_.end()) {
       std::memcpy(data_.data() + it->second * d_, x + i * d_, sizeof(float) * d_);
       aux_[it->second] = aux[i];
+      if (half_on_) set_half_row(it->second, x + i * d_, scratch.data());
       continue;
     }
     row_of_.emplace(ids[i], static_cast<std::int64_t>(ids_.size()));
     data_.insert(data_.end(), x + i * d_, x + (i + 1) * d_);
     aux_.push_back(aux[i]);
     ids_.push_back(ids[i]);
+    if (half_on_) set_half_row(static_cast<std::int64_t>(ids_.size()) - 1, x + i * d_, scratch.data());
   }
 }
 
@@ -61,6 +94,15 @@ void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
       aux_[row] = aux_[last];
       ids_[row] = ids_[last];
       row_of_[ids_[row]] = row;
+      if (half_on_) {
+        fp16::copy_row(half_.data(), row, last, d_);
+        norms_[row] = norms_[last];
+      }
+    }
+    if (half_on_) {
+      fp16::clear_row(half_.data(), last, d_);
+      half_.resize(static_cast<std::size_t>(fp16::storage_size(last, d_)));
+      norms_.pop_back();
     }
     row_of_.erase(it);
     data_.resize(static_cast<std::size_t>(last * d_));
@@ -76,14 +118,34 @@ void FlatIndex::reset() {
   aux_.clear();
   ids_.clear();
   row_of_.clear();
+  half_.clear();
+  half_.shrink_to_fit();
+  norms_.clear();
 }
 
 void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* distances,
                        idx_t* labels, const KnnParams& params) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  knn_exact(q, nq, data_.data(), static_cast<std::int64_t>(ids_.size()), d_, k, metric_,
-            metric_ == Metric::kInnerProduct ? nullptr : aux_.data(), ids_.data(), distances,
-            labels, params);
+  HalfShadow shadow;
+  if (half_on_) {
+    shadow.panels = half_.data();
+    shadow.norms = norms_.data();
+  }
+  const std::int64_t rescored = knn_exact_prefiltered(
+      q, nq, data_.data(), static_cast<std::int64_t>(ids_.size()), d_, k, metric_,
+      metric_ == Metric::kInnerProduct ? nullptr : aux_.data(), ids_.data(), shadow, distances,
+      labels, params);
+  if (rescored >= 0) {
+    pf_queries_ += nq;
+    pf_rescored_ += rescored;
+  }
+}
+
+FlatIndex::PrefilterStats FlatIndex::prefilter_stats() const {
+  PrefilterStats s;
+  s.queries = pf_queries_.load();
+  s.rescored = pf_rescored_.load();
+  return s;
 }
 
 void FlatIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {

@@ -11,6 +11,7 @@
 #include "simdex/exact_knn.h"
 #include "simdex/flat_index.h"
 #include "simdex/topk.h"
+#include "../src/fp16.h"
 
 namespace {
 
@@ -143,16 +144,55 @@ void test_heap_ties() {
   EXPECT(ids[0] == 8 && ids[1] == 4 && ids[2] == 5);
 }
 
+// The float16 pre-filter (FlatIndex default) against the float32-only FlatIndex, after
+// removals that move rows between panels, for each metric and both kernel variants.
+void test_prefilter() {
+  const std::int64_t d = 13, n = 5000, k = 7, nq = 4;  // odd d: kernel tails
+  auto x = random_matrix(n, d, 11);
+  for (std::int64_t j = 0; j < d; ++j) x[20 * d + j] = 0.0f;  // a zero row
+  auto q = random_matrix(nq, d, 12);
+  std::vector<simdex::idx_t> ids(n);
+  for (std::int64_t i = 0; i < n; ++i) ids[i] = i;
+  std::vector<simdex::idx_t> gone;
+  for (std::int64_t i = 0; i < n; i += 7) gone.push_back(i);
+  const char* levels[] = {"auto", "avx2"};
+  const simdex::Metric metrics[] = {simdex::Metric::kInnerProduct, simdex::Metric::kCosine,
+                                    simdex::Metric::kL2, simdex::Metric::kSquaredL2};
+  for (const char* level : levels) {
+    if (!simdex::fp16::set_level(level)) continue;
+    for (auto m : metrics) {
+      simdex::FlatIndex fast(d, m, true), ref(d, m, false);
+      EXPECT(fast.fp16_prefilter() == simdex::fp16::supported());
+      for (auto* index : {&fast, &ref}) {
+        index->add(x.data(), n, ids.data(), false);
+        index->remove(gone.data(), static_cast<std::int64_t>(gone.size()));
+        index->add(x.data(), 3, gone.data() + 10, false);  // re-add three removed ids
+      }
+      std::vector<float> Da(nq * k), Db(nq * k);
+      std::vector<simdex::idx_t> Ia(nq * k), Ib(nq * k);
+      fast.search(q.data(), nq, k, Da.data(), Ia.data());
+      ref.search(q.data(), nq, k, Db.data(), Ib.data());
+      for (std::int64_t i = 0; i < nq * k; ++i) {
+        EXPECT(Ia[i] == Ib[i]);
+        EXPECT(std::fabs(Da[i] - Db[i]) <= 1e-4f * (1.0f + std::fabs(Db[i])));
+      }
+      EXPECT(fast.prefilter_stats().queries == (fast.fp16_prefilter() ? nq : 0));
+    }
+  }
+  simdex::fp16::set_level("auto");
+}
+
 }  // namespace
 
 int main() {
   test_knn();
   test_flat_index();
   test_heap_ties();
+  test_prefilter();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
   }
-  std::printf("simdex native tests: 3 passed, 0 failed\n");
+  std::printf("simdex native tests: 4 passed, 0 failed\n");
   return 0;
 }

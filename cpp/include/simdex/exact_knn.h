@@ -31,6 +31,18 @@ struct KnnParams {
   /// Below this many multiply-adds (nq * nb * d) the search runs on the calling
   /// thread without BLAS.
   std::int64_t tiny_work = 1 << 16;
+  /// knn_exact_prefiltered: use the float16 pre-filter for calls with at most this
+  /// many queries (more queries: the GEMM path, which is compute-bound, is faster)...
+  std::int64_t prefilter_max_queries = 4;
+  /// ... and at least this many base vectors.
+  std::int64_t prefilter_min_rows = 4096;
+};
+
+/// Float16 shadow of a base set (see FlatIndex): unit directions rounded to float16
+/// in the panel layout of fp16.h, and the float32 norm of every row.
+struct HalfShadow {
+  const std::uint16_t* panels = nullptr;  ///< fp16(x / |x|), ceil(nb / 16) * 16 * d values
+  const float* norms = nullptr;           ///< |x| per row; +inf marks a row always re-ranked
 };
 
 /// Per-row auxiliary values the metric needs for the base vectors:
@@ -53,6 +65,24 @@ void compute_row_aux(const float* x, std::int64_t n, std::int64_t d, Metric metr
 void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
                std::int64_t k, Metric metric, const float* x_aux, const idx_t* x_ids,
                float* distances, idx_t* labels, const KnnParams& params = KnnParams());
+
+/// knn_exact with a float16 pre-filter, for calls with few queries (memory-bound).
+///
+/// Pass 1 reads the float16 shadow (half the bytes of the float32 vectors) and gets an
+/// approximate score for every row together with a guaranteed error bound e_r (see
+/// fp16::half_dot_error_bound). With tau the k-th largest lower bound (score - e_r),
+/// every row whose float32 score can reach tau has approximate score + e_r >= tau;
+/// pass 2 re-scores exactly those rows in float32 with the same tie rule, so the
+/// result is the exact k-NN (up to float32 rounding, as for knn_exact), not an
+/// approximation. Falls back to knn_exact when shadow.panels is null, the CPU lacks
+/// the float16 instructions, or the call is outside the params.prefilter_* limits.
+/// Arguments as knn_exact; x_aux is required for every metric but kInnerProduct.
+/// @return the number of rows re-scored in float32 (summed over queries), or -1 when
+///         the call fell back to knn_exact.
+std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
+                           std::int64_t d, std::int64_t k, Metric metric, const float* x_aux,
+                           const idx_t* x_ids, const HalfShadow& shadow, float* distances,
+                           idx_t* labels, const KnnParams& params = KnnParams());
 
 /// Normalise n rows of x in place to unit L2 norm; zero rows stay zero.
 void normalize_rows(float* x, std::int64_t n, std::int64_t d);

@@ -5,6 +5,12 @@
 // user-chosen non-negative 64-bit integers; removal swaps the last row into the hole
 // (O(d)). Concurrent search() calls are safe; add/remove take an exclusive lock.
 //
+// With fp16_prefilter (the default), the index also keeps each row's unit direction
+// in float16 (2 bytes per component, +50% memory) and its norm; searches with few
+// queries, which are bound by memory bandwidth, read that copy first and re-score
+// only the rows that can still be among the k best (knn_exact_prefiltered), so they
+// return the same exact neighbours reading about half the bytes.
+//
 // Example:
 // @code
 //   simdex::FlatIndex index(128, simdex::Metric::kCosine);
@@ -13,6 +19,7 @@
 // @endcode
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <shared_mutex>
 #include <stdexcept>
@@ -35,7 +42,8 @@ class FlatIndex {
  public:
   /// @param d       dimension, >= 1
   /// @param metric  distance used by search()
-  FlatIndex(std::int64_t d, Metric metric);
+  /// @param fp16_prefilter  keep the float16 shadow (ignored on CPUs without F16C)
+  FlatIndex(std::int64_t d, Metric metric, bool fp16_prefilter = true);
 
   /// Add n vectors with the given ids.
   /// @param[in] x        n * d floats, row-major, finite
@@ -67,6 +75,16 @@ class FlatIndex {
   std::int64_t size() const;
   std::int64_t dim() const { return d_; }
   Metric metric() const { return metric_; }
+  /// Whether the float16 shadow is kept (requested and supported by this CPU).
+  bool fp16_prefilter() const { return half_on_; }
+
+  /// Counters since construction: queries answered through the float16 pre-filter,
+  /// and rows they re-scored in float32 (the filter's selectivity).
+  struct PrefilterStats {
+    std::int64_t queries = 0;
+    std::int64_t rescored = 0;
+  };
+  PrefilterStats prefilter_stats() const;
 
  private:
   std::int64_t d_;
@@ -74,6 +92,13 @@ class FlatIndex {
   std::vector<float> data_;  // size() * d_
   std::vector<float> aux_;   // size(), see compute_row_aux
   std::vector<idx_t> ids_;   // size()
+  bool half_on_;
+  std::vector<std::uint16_t> half_;  // fp16 directions, panel layout (fp16.h)
+  std::vector<float> norms_;         // |x| per row (+inf: always re-ranked)
+
+  mutable std::atomic<std::int64_t> pf_queries_{0}, pf_rescored_{0};
+
+  void set_half_row(std::int64_t row, const float* x, float* scratch);
   std::unordered_map<idx_t, std::int64_t> row_of_;
   mutable std::shared_mutex mutex_;
 };
