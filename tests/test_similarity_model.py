@@ -389,8 +389,10 @@ def test_compiled_forward_matches_eager_and_traces_once(digits):
     got = [model.embed(xte[:n], batch_size=bs) for n, bs in ((1, 1), (3, 2), (7, 256), (50, 16))]
     model.index(xtr[:40], ytr[:40], verbose=0)
     model.lookup(xte[:5], k=2, batch_size=4)
-    model.single_lookup(xte[0], k=2)
     assert counter.calls - before == 1  # one trace for every batch size above
+    model.single_lookup(xte[0], k=2)
+    model.single_lookup(xte[1], k=2)
+    assert counter.calls - before == 2  # single_lookup's one-row function traces once
     for n, emb in zip((1, 3, 7, 50), got):
         assert emb.dtype == np.float32 and emb.shape == (n, 8)
         np.testing.assert_allclose(emb, _eager(model, xte[:n]), atol=1e-6)
@@ -410,6 +412,33 @@ def test_compiled_forward_matches_eager_and_traces_once(digits):
     ref_d = simdex.knn(_eager(model, xte[:4]), _eager(model, xtr[:60]), k=3)[0]
     got_d = [[r.distance for r in row] for row in model.lookup(xte[:4], k=3)]
     np.testing.assert_allclose(got_d, ref_d, atol=1e-5)
+    # ... and so does single_lookup's one-row function, after the training above
+    single_d = [[r.distance for r in model.single_lookup(x, k=3)] for x in xte[:4]]
+    np.testing.assert_allclose(single_d, ref_d, atol=1e-5)
+
+
+def test_single_lookup_falls_back_when_xla_cannot_compile(digits, monkeypatch):
+    """A model XLA rejects still gets a one-row graph function with the same results."""
+    import tensorflow as tf
+
+    from simdex import embeddings
+
+    xtr, xte, ytr, _ = digits
+    model, _ = _counting_model(seed=3)
+    model.index(xtr[:50], ytr[:50], verbose=0)
+    real_function = tf.function
+
+    def no_xla(fn=None, **kwargs):
+        if kwargs.get("jit_compile"):
+            raise tf.errors.UnimplementedError(None, None, "XLA cannot compile this op")
+        return real_function(fn, **kwargs)
+
+    monkeypatch.setattr(tf, "function", no_xla)
+    single = model.single_lookup(xte[2], k=3)
+    assert embeddings.compiled_single_forward(model)[1] is False
+    batch = model.lookup(xte[2:3], k=3)[0]
+    assert [r.id for r in single] == [r.id for r in batch]
+    np.testing.assert_allclose([r.distance for r in single], [r.distance for r in batch], atol=1e-6)
 
 
 def test_models_without_float32_input_run_eagerly():

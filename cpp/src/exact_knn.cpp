@@ -254,7 +254,12 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
   const float tiny = static_cast<float>((2.0 * double(d) + 4.0) * std::ldexp(1.0, -149) * 4.0);
   const float* sq = metric == Metric::kL2 || metric == Metric::kSquaredL2 ? x_aux : nullptr;
 
-  std::vector<float> ub(static_cast<std::size_t>(npanels * fp16::kPanel));
+  // Reused across calls: a fresh 4 * nb-byte buffer per query would be mmap'ed and
+  // page-faulted in on every call, a large share of a single-query search.
+  thread_local std::vector<float> ub_buf;
+  if (ub_buf.size() < static_cast<std::size_t>(npanels * fp16::kPanel))
+    ub_buf.resize(static_cast<std::size_t>(npanels * fp16::kPanel));
+  float* const ub = ub_buf.data();
   std::vector<float> chunk_vals(static_cast<std::size_t>(nchunks * k));
   std::vector<idx_t> chunk_ids(chunk_vals.size());
   std::vector<std::vector<float>> lb_bufs(static_cast<std::size_t>(nt));
@@ -274,7 +279,7 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
     parallel_for(nchunks, nt, [&](std::int64_t c, int tid) {
       const std::int64_t p0 = c * kChunkPanels, p1 = std::min(npanels, p0 + kChunkPanels);
       const std::int64_t r0 = p0 * fp16::kPanel, rows = std::min(nb, p1 * fp16::kPanel) - r0;
-      float* a = ub.data() + r0;
+      float* a = ub + r0;
       fp16::panel_dots(shadow.panels, p0, p1, d, qv.data(), a);
       std::vector<float>& lb = lb_bufs[tid];
       if (lb.size() < static_cast<std::size_t>(kChunkPanels * fp16::kPanel))
@@ -298,7 +303,7 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
 
     // Pass 2: exact float32 scores of the rows that can reach tau.
     cand.clear();
-    fp16::rows_at_least(ub.data(), nb, tau, cand);
+    fp16::rows_at_least(ub, nb, tau, cand);
     rescored += static_cast<std::int64_t>(cand.size());
     heap_init(k, hv.data(), hi.data());
     for (std::int64_t r : cand)

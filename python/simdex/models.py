@@ -390,7 +390,9 @@ class SimilarityModel(keras.Model):
 
     def _search(self, x: Any, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         k = check_positive_int(k, "k")
-        emb = self.embed(x, batch_size=batch_size)
+        return self._search_embeddings(self.embed(x, batch_size=batch_size), k)
+
+    def _search_embeddings(self, emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index = self._sim.index
         if index is None or len(index) == 0:
             n = emb.shape[0]
@@ -446,8 +448,34 @@ class SimilarityModel(keras.Model):
         return out
 
     def single_lookup(self, x: Any, k: int = 5) -> list[Lookup]:
-        """Neighbours of one example ``x`` (shape ``input_shape``): ``lookup`` on a batch of one."""
-        return self.lookup(np.asarray(x)[None, ...], k=k, batch_size=1)[0]
+        """Neighbours of one example ``x`` (shape ``input_shape``).
+
+        The same records as ``lookup(x[None], k)[0]``, through a path built for one
+        example at a time (a service answering requests): on the TensorFlow
+        backend the model runs as a one-row function compiled with XLA when the
+        model allows it (see :func:`simdex.embeddings.compiled_single_forward`),
+        and an :class:`~simdex.ExactIndex` answers from its float16 pre-filter.
+        Embeddings agree with ``lookup``'s to float32 rounding (XLA may fuse
+        operations differently).
+
+        Raises:
+            ValueError: ``k < 1``, or ``x`` is not one example of the model's input shape.
+        """
+        k = check_positive_int(k, "k")
+        arr = self._check_x(np.asarray(x)[None, ...])
+        if self._uses_compiled_forward():
+            import tensorflow as tf
+
+            from simdex.embeddings import compiled_single_forward
+
+            fn, _ = compiled_single_forward(self)
+            emb = np.asarray(fn(tf.constant(arr, dtype=tf.float32)), dtype=np.float32)
+            if emb.ndim != 2:
+                raise ValueError(f"the model must output (batch, d) embeddings, got shape {emb.shape}")
+        else:
+            emb = self.embed(arr, batch_size=1)
+        D, ids = self._search_embeddings(emb, k)
+        return self._records(D, ids)[0]
 
     def reset_index(self) -> None:
         """Remove every item (embeddings, labels, data) from the index."""
