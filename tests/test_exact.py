@@ -423,3 +423,28 @@ def test_build_info():
     info = simdex.build_info()
     assert "OpenBLAS" in info["blas"]
     assert info["simd"] in ("avx512", "avx2", "scalar")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_search_works_in_a_forked_child():
+    """The native worker pool does not exist in a forked child; it must start a new one
+    there instead of waiting on the parent's workers (a hang)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 32)).astype(np.float32)
+    index = simdex.ExactIndex(32)
+    index.add(x)
+    expected = index.search(x[:3], 5, num_threads=2)  # starts the pool in the parent
+    pid = os.fork()
+    if pid == 0:  # child: exit code 0 only if the search finishes with the same result
+        code = 1
+        try:
+            import signal
+
+            signal.alarm(60)  # a hang ends the child instead of the test run
+            D, ids = index.search(x[:3], 5, num_threads=2)
+            code = 0 if np.array_equal(ids, expected[1]) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    np.testing.assert_array_equal(index.search(x[:3], 5, num_threads=2)[1], expected[1])

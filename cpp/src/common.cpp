@@ -1,10 +1,14 @@
 #include "simdex/common.h"
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <sched.h>
 
 #include "simdex/threading.h"
@@ -39,6 +43,95 @@ int default_num_threads() {
 
 void set_num_threads(int n) { g_num_threads.store(n > 0 ? n : 0); }
 
+namespace {
+
+// Persistent worker threads for parallel_for. A single-query search takes a few
+// hundred microseconds, of which creating and joining threads took a measurable
+// share; parked workers wake on a condition variable instead (no spinning, so
+// idle workers never compete with the caller's other threads, e.g. TensorFlow's).
+//
+// One parallel_for owns the pool at a time; a concurrent or nested call (another
+// Python thread, a callback) falls back to short-lived threads. The pool object is
+// never destroyed (threads blocked at process exit are fine, a destroyed condition
+// variable under them is not), and a forked child starts a fresh one (the parent's
+// workers do not exist there).
+class Pool {
+ public:
+  // Run job(tid) for tid in [1, nt) on pool threads and job(0) on the caller.
+  // Returns false, running nothing, when the pool is busy.
+  bool run(int nt, const std::function<void(int)>& job) {
+    std::unique_lock<std::mutex> owner(owner_, std::try_to_lock);
+    if (!owner.owns_lock()) return false;
+    try {
+      while (static_cast<int>(workers_.size()) < nt - 1) {
+        const int tid = static_cast<int>(workers_.size()) + 1;
+        workers_.emplace_back([this, tid] { loop(tid); });
+        workers_.back().detach();
+      }
+    } catch (...) {
+      // Could not start a thread: use the ones that exist.
+      if (workers_.empty()) return false;
+      nt = static_cast<int>(workers_.size()) + 1;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = &job;
+      active_ = nt;
+      pending_ = nt - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    job(0);  // the caller's share; job catches its own exceptions
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    job_ = nullptr;
+    return true;
+  }
+
+ private:
+  void loop(int tid) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (tid >= active_) continue;  // not needed for this job
+        job = job_;
+      }
+      (*job)(tid);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex owner_;  // held by the parallel_for using the pool
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  std::uint64_t generation_ = 0;
+  const std::function<void(int)>* job_ = nullptr;
+  int active_ = 0, pending_ = 0;
+  std::vector<std::thread> workers_;
+};
+
+std::atomic<Pool*> g_pool{nullptr};
+
+void reset_pool_in_child() { g_pool.store(nullptr); }  // leak: its threads are gone
+
+Pool& pool() {
+  Pool* p = g_pool.load();
+  if (p != nullptr) return *p;
+  static std::once_flag atfork_once;
+  std::call_once(atfork_once, [] { pthread_atfork(nullptr, nullptr, reset_pool_in_child); });
+  auto* fresh = new Pool();
+  if (g_pool.compare_exchange_strong(p, fresh)) return *fresh;
+  delete fresh;
+  return *p;
+}
+
+}  // namespace
+
 void parallel_for(std::int64_t n, int num_threads,
                   const std::function<void(std::int64_t, int)>& fn) {
   if (n <= 0) return;
@@ -65,16 +158,21 @@ void parallel_for(std::int64_t n, int num_threads,
     }
   };
 
-  std::vector<std::thread> threads;
-  threads.reserve(nt - 1);
-  try {
-    for (int t = 1; t < nt; ++t) threads.emplace_back(worker, t);
-  } catch (...) {
-    // Could not start a thread (resource limits): the started ones and the caller
-    // still finish all the work.
+  if (nt <= 1) {
+    worker(0);
+  } else if (!pool().run(nt, worker)) {
+    // The pool is busy (a concurrent or nested call): short-lived threads.
+    std::vector<std::thread> threads;
+    threads.reserve(nt - 1);
+    try {
+      for (int t = 1; t < nt; ++t) threads.emplace_back(worker, t);
+    } catch (...) {
+      // Could not start a thread (resource limits): the started ones and the caller
+      // still finish all the work.
+    }
+    worker(0);
+    for (auto& th : threads) th.join();
   }
-  worker(0);
-  for (auto& th : threads) th.join();
   if (error) std::rethrow_exception(error);
 }
 

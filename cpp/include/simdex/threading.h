@@ -22,6 +22,10 @@ void set_num_threads(int n);
 /// interrupt callback and, when it fires, the other workers stop at their next item
 /// and simdex::Interrupted is thrown. Any worker exception is rethrown here.
 ///
+/// Workers come from a persistent pool parked on a condition variable (created on
+/// first use, recreated in a forked child); a call made while the pool is busy
+/// (concurrent or nested) uses short-lived threads instead.
+///
 /// The BLAS simdex links runs single-threaded (see blas.cpp), so BLAS parallelism
 /// never nests inside ours.
 void parallel_for(std::int64_t n, int num_threads,
