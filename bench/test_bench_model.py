@@ -9,8 +9,9 @@ embeddings are exactly the vectors we control. Measured in one run:
 
 * ``index`` throughput (items/s), batch ``lookup`` QPS (k=5), ``single_lookup``
   QPS, recall@5 against a NumPy brute force (also timed);
-* the model call on one row: ``model.embed`` (compiled forward) against an
-  eager ``model(x, training=False)``;
+* the model call on one row: ``model.embed`` (compiled forward, free batch
+  axis), the fixed one-row XLA function ``single_lookup`` uses, and an eager
+  ``model(x, training=False)``;
 * the same lookups with ``index="lsh"`` when ``simdex.LSHIndex`` is built
   (recall measured; such a row meets a bar only at recall@5 >= 0.99);
 * the same through TensorFlow Similarity 0.17.1 (defaults: NMSLIB HNSW), run
@@ -138,6 +139,8 @@ def _write_results():
     call = _records.get("model_call_1_row")
     if call:
         ratios["model_call_compiled_speedup_vs_eager"] = round(call["eager_s"] / call["compiled_s"], 2)
+        if "one_row_xla_s" in call:
+            ratios["model_call_one_row_speedup_vs_eager"] = round(call["eager_s"] / call["one_row_xla_s"], 2)
     if _records.get("numpy_bruteforce") and ours["simdex_lookup"]:
         ratios["lookup_speedup_vs_numpy"] = round(
             ours["simdex_lookup"]["qps"] / _records["numpy_bruteforce"]["qps"], 2
@@ -239,6 +242,21 @@ def test_bench_model_call_compiled(benchmark, data, model):
         lambda: [model.embed(q[None], batch_size=1) for q in single], rounds=3, iterations=1, warmup_rounds=1
     )
     _record_call(benchmark, "compiled")
+
+
+def test_bench_model_call_one_row(benchmark, data, model):
+    """The fixed one-row function ``single_lookup`` uses (XLA when the model allows it)."""
+    import tensorflow as tf
+
+    from simdex.embeddings import compiled_single_forward
+
+    single = data[3]
+    fn, uses_xla = compiled_single_forward(model)
+    benchmark.group = "model-call"
+    benchmark.pedantic(
+        lambda: [fn(tf.constant(q[None])).numpy() for q in single], rounds=3, iterations=1, warmup_rounds=1
+    )
+    _record_call(benchmark, "one_row_xla" if uses_xla else "one_row_graph")
 
 
 def test_bench_model_call_eager(benchmark, data, model):
