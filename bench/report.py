@@ -22,6 +22,13 @@ DESCRIPTIONS = {
         "same data and threads, one run. `pct_of_sgemm_peak` = achieved 2NQd flops/s over the "
         "sgemm rate measured in the same run. `speedup_of_simdex` = method time / simdex time."
     ),
+    "exact_single": (
+        "Exact kNN, one query per call (memory-bound): ExactIndex with its float16 pre-filter "
+        "(default) vs the same index in float32 only vs faiss.IndexFlatIP vs NumPy `x @ q` + "
+        "argpartition. Floor: one read of the stored vectors per query (N*d*4 bytes in float32, "
+        "half with the pre-filter); `eff_gb_s` = float32 bytes / time. Results are exact "
+        "(recall 1.0 vs faiss); `rescored_rows_per_query` = rows the float16 bound let through."
+    ),
     "lsh": "LSH: simdex LSHIndex vs faiss IndexLSH+refine vs hnswlib, recall@10 against exact ground truth.",
     "calibration": "Threshold calibration: vectorised simdex vs a naive per-threshold loop.",
     "model": "SimilarityModel index / lookup / single_lookup vs NumPy brute force and TF Similarity 0.17.1.",
