@@ -229,25 +229,27 @@ def _output_dim(model: Any) -> int | None:
     return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
 
 
+def _weak_inference_call(model: Any) -> tuple[Any, tuple[int, ...], Callable[[Any], Any]]:
+    """``(tf, input_shape, call)`` where ``call(x)`` runs ``model(x, training=False)``
+    through a weak reference: the caches of compiled functions must not keep models alive."""
+    ref = weakref.ref(model)
+
+    def call(x: Any) -> Any:
+        return ref()(x, training=False)
+
+    return _import_tf(), _single_input_shape(model), call
+
+
 def compiled_forward(model: Any) -> Callable[[Any], Any]:
     """A cached ``tf.function`` running ``model(x, training=False)``, traced once per model
     with a free batch axis; it sees weight updates without retracing."""
     with _COMPILED_LOCK:
         fn = _COMPILED.get(model)
-        if fn is not None:
-            return fn
-        tf = _import_tf()
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        shape = _single_input_shape(model)
-        spec = tf.TensorSpec((None, *shape), tf.float32)
-
-        @tf.function(input_signature=[spec], reduce_retracing=True)
-        def call(x: Any) -> Any:
-            m = ref()
-            return m(x, training=False)
-
-        _COMPILED[model] = call
-        return call
+        if fn is None:
+            tf, shape, call = _weak_inference_call(model)
+            spec = tf.TensorSpec((None, *shape), tf.float32)
+            fn = _COMPILED[model] = tf.function(call, input_signature=[spec], reduce_retracing=True)
+        return fn
 
 
 def compiled_single_forward(model: Any) -> tuple[Callable[[Any], Any], bool]:
@@ -267,14 +269,8 @@ def compiled_single_forward(model: Any) -> tuple[Callable[[Any], Any], bool]:
         cached = _SINGLE.get(model)
         if cached is not None:
             return cached
-        tf = _import_tf()
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        shape = _single_input_shape(model)
+        tf, shape, call = _weak_inference_call(model)
         spec = tf.TensorSpec((1, *shape), tf.float32)
-
-        def call(x: Any) -> Any:
-            return ref()(x, training=False)
-
         try:
             fn = tf.function(call, input_signature=[spec], jit_compile=True).get_concrete_function()
             fn(tf.zeros((1, *shape), tf.float32))  # compile now: XLA may reject an op of the model
