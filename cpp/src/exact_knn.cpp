@@ -191,12 +191,7 @@ namespace {
 inline float exact_score(const float* qp, const float* x, std::int64_t r, std::int64_t d,
                          const float* x_aux, Metric m) {
   float s = dot(qp, x + r * d, d);
-  switch (m) {
-    case Metric::kCosine: return s * x_aux[r];
-    case Metric::kL2:
-    case Metric::kSquaredL2: return 2.0f * s - x_aux[r];
-    case Metric::kInnerProduct: break;
-  }
+  to_scores(&s, x_aux ? x_aux + r : nullptr, 1, m);  // the same adjustment as every other path
   return s;
 }
 
