@@ -191,7 +191,12 @@ class DeviceArray {
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+// The CPU-emulator build (cuda/emu) names the module simdex_cuda_emu.
+#ifndef SIMDEX_CUDA_MODULE_NAME
+#define SIMDEX_CUDA_MODULE_NAME _cuda
+#endif
+
+PYBIND11_MODULE(SIMDEX_CUDA_MODULE_NAME, m) {
   using simdex::cuda::GpuFlatIndex;
   m.doc() = "simdex CUDA kernels: exact k-NN, random-projection hashing, GPU flat index";
 
@@ -358,9 +363,9 @@ PYBIND11_MODULE(_cuda, m) {
             py::array_t<std::int32_t> rows(n);
             std::uint64_t* pc = codes.mutable_data();
             std::int32_t* pr = rows.mutable_data();
-            py::gil_scoped_release nogil;
-            simdex::cuda::DeviceGuard guard(device);
             if (n > 0) {
+              py::gil_scoped_release nogil;  // re-acquired before the tuple below is built
+              simdex::cuda::DeviceGuard guard(device);
               SIMDEX_CUDA_CHECK(cudaMemcpy(pc, self.sorted_codes(t), n * 8, cudaMemcpyDeviceToHost));
               SIMDEX_CUDA_CHECK(cudaMemcpy(pr, self.sorted_rows(t), n * 4, cudaMemcpyDeviceToHost));
             }

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "detail/hash.cuh"
+#include "detail/launch.cuh"
 #include "simdex/cuda/hashing.h"
 
 namespace simdex::cuda {
@@ -93,7 +94,7 @@ void launch_hash(const float* x, std::int64_t n, std::int64_t ldx, const float* 
   const int tpb = std::max(1, kHashTP / K);
   const dim3 grid(static_cast<unsigned>((n + kHashTV - 1) / kHashTV), static_cast<unsigned>((L + tpb - 1) / tpb));
   SIMDEX_CHECK_ARG(grid.y <= 65535u, "too many tables for one launch: ", L);
-  hash_kernel<<<grid, kHashThreads, 0, stream>>>(x, n, ldx, planes, ldp, d, L, K, tpb, codes, proj);
+  SIMDEX_LAUNCH(grid, kHashThreads, 0, stream, hash_kernel)(x, n, ldx, planes, ldp, d, L, K, tpb, codes, proj);
   SIMDEX_CUDA_CHECK_LAUNCH();
 }
 

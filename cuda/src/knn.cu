@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "detail/gemm_scores.cuh"
+#include "detail/launch.cuh"
 #include "detail/gemm_tc.cuh"
 #include "detail/rows.cuh"
 #include "detail/topk.cuh"
@@ -20,7 +21,7 @@ __global__ void __launch_bounds__(kTopkThreads)
     topk_merge_kernel(const float* __restrict__ S, std::int64_t ldS, std::int64_t ncols,
                       std::int64_t col0, const std::int64_t* __restrict__ ids, int k,
                       float* __restrict__ best_s, std::int64_t* __restrict__ best_i) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  SIMDEX_DYNAMIC_SHARED(unsigned char, smem);
   const int P = pow2_ceil(k + kTopkCap);
   std::int64_t* sh_i = reinterpret_cast<std::int64_t*>(smem);
   float* sh_s = reinterpret_cast<float*>(smem + static_cast<std::size_t>(P) * sizeof(std::int64_t));
@@ -246,7 +247,7 @@ void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric me
   std::int64_t t = 0;
   for (std::int64_t q0 = 0; q0 < nq; q0 += qb) {
     const std::int64_t rows = std::min(qb, nq - q0);
-    init_best_kernel<<<elem_grid(rows * k), 256, 0, side.stream>>>(rows * k, best_s.data(), best_i.data());
+    SIMDEX_LAUNCH(elem_grid(rows * k), 256, 0, side.stream, init_best_kernel)(rows * k, best_s.data(), best_i.data());
     SIMDEX_CUDA_CHECK_LAUNCH();
     for (std::int64_t b0 = 0; b0 < nb; b0 += bb, ++t) {
       const int buf = static_cast<int>(t & 1);
@@ -255,11 +256,11 @@ void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric me
                       static_cast<unsigned>((rows + detail::kGemmBM - 1) / detail::kGemmBM));
       SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(stream, side.topk_done[buf], 0));  // buffer free again
       if (params.precision == Precision::kFP32) {
-        detail::gemm_scores_kernel<<<grid, detail::kGemmThreads, 0, stream>>>(
+        SIMDEX_LAUNCH(grid, detail::kGemmThreads, 0, stream, detail::gemm_scores_kernel)(
             q.data + q0 * q.ld, rows, q.ld, x.data + b0 * x.ld, cols, x.ld, d, tiles[buf].data(), ldc,
             metric_code, q_aux.data() + q0, x_aux != nullptr ? x_aux + b0 : nullptr, vec);
       } else {
-        detail::gemm_scores_tc_kernel<<<grid, detail::kTcThreads, 0, stream>>>(
+        SIMDEX_LAUNCH(grid, detail::kTcThreads, 0, stream, detail::gemm_scores_tc_kernel)(
             q.data + q0 * q.ld, rows, q.ld, x.data + b0 * x.ld, cols, x.ld, d, tiles[buf].data(), ldc,
             metric_code, q_aux.data() + q0, x_aux != nullptr ? x_aux + b0 : nullptr, vec,
             params.precision == Precision::kTF32x3);
@@ -267,12 +268,12 @@ void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric me
       SIMDEX_CUDA_CHECK_LAUNCH();
       SIMDEX_CUDA_CHECK(cudaEventRecord(side.gemm_done[buf], stream));
       SIMDEX_CUDA_CHECK(cudaStreamWaitEvent(side.stream, side.gemm_done[buf], 0));
-      detail::topk_merge_kernel<<<static_cast<unsigned>(rows), detail::kTopkThreads, smem, side.stream>>>(
+      SIMDEX_LAUNCH(static_cast<unsigned>(rows), detail::kTopkThreads, smem, side.stream, detail::topk_merge_kernel)(
           tiles[buf].data(), ldc, cols, b0, x_ids, static_cast<int>(k), best_s.data(), best_i.data());
       SIMDEX_CUDA_CHECK_LAUNCH();
       SIMDEX_CUDA_CHECK(cudaEventRecord(side.topk_done[buf], side.stream));
     }
-    finalize_kernel<<<elem_grid(rows * k), 256, 0, side.stream>>>(rows, static_cast<int>(k), metric_code,
+    SIMDEX_LAUNCH(elem_grid(rows * k), 256, 0, side.stream, finalize_kernel)(rows, static_cast<int>(k), metric_code,
                                                                  q_aux.data() + q0, best_s.data(),
                                                                  best_i.data(), distances + q0 * k,
                                                                  labels + q0 * k);

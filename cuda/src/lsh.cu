@@ -3,6 +3,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "detail/hash.cuh"
+#include "detail/launch.cuh"
 #include "detail/metric.cuh"
 #include "detail/rows.cuh"
 #include "detail/topk.cuh"
@@ -105,7 +106,7 @@ __global__ void __launch_bounds__(kRerankThreads)
                   const std::int32_t* __restrict__ sorted_rows, std::int64_t n, const std::int64_t* __restrict__ lo,
                   const std::int64_t* __restrict__ hi, int LP, int P, const std::int64_t* __restrict__ x_ids, int k,
                   int metric, float* __restrict__ out_d, std::int64_t* __restrict__ out_i) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  SIMDEX_DYNAMIC_SHARED(unsigned char, smem);
   const int P2 = detail::pow2_ceil(k + detail::kTopkCap);
   std::int64_t* sh_i = reinterpret_cast<std::int64_t*>(smem);
   float* sh_s = reinterpret_cast<float*>(smem + static_cast<std::size_t>(P2) * sizeof(std::int64_t));
@@ -232,7 +233,7 @@ GpuLSH::GpuLSH(const DeviceMatrix& x, const DeviceMatrix& planes, std::int64_t n
                                                     stream));
   DeviceBuffer<unsigned char> temp(std::max<std::size_t>(temp_bytes, 1));
   for (std::int64_t t = 0; t < L_; ++t) {
-    column_keys_kernel<<<grid_for(n), 256, 0, stream>>>(all_codes.data(), n, static_cast<int>(L_),
+    SIMDEX_LAUNCH(grid_for(n), 256, 0, stream, column_keys_kernel)(all_codes.data(), n, static_cast<int>(L_),
                                                         static_cast<int>(t), keys.data(), iota.data());
     SIMDEX_CUDA_CHECK_LAUNCH();
     SIMDEX_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.data(), temp_bytes, keys.data(), codes_.data() + t * n,
@@ -261,14 +262,14 @@ void GpuLSH::search(const DeviceMatrix& q, std::int64_t k, int num_probes, const
   detail::launch_hash(q.data, nq, q.ld, planes_.data(), d_, d_, L, K, qcodes.data(), proj.data(), stream);
   const std::int64_t total = nq * L * P;
   DeviceBuffer<std::uint64_t> probes(static_cast<std::size_t>(total));
-  probes_kernel<<<grid_for(nq * L), 256, 0, stream>>>(qcodes.data(), proj.data(), nq, L, K, P, probes.data());
+  SIMDEX_LAUNCH(grid_for(nq * L), 256, 0, stream, probes_kernel)(qcodes.data(), proj.data(), nq, L, K, P, probes.data());
   SIMDEX_CUDA_CHECK_LAUNCH();
   DeviceBuffer<std::int64_t> lo(static_cast<std::size_t>(total)), hi(static_cast<std::size_t>(total));
-  ranges_kernel<<<grid_for(total), 256, 0, stream>>>(probes.data(), total, L, P, codes_.data(), n_, lo.data(),
+  SIMDEX_LAUNCH(grid_for(total), 256, 0, stream, ranges_kernel)(probes.data(), total, L, P, codes_.data(), n_, lo.data(),
                                                      hi.data());
   SIMDEX_CUDA_CHECK_LAUNCH();
   const std::size_t smem = detail::topk_smem_bytes(static_cast<int>(k));
-  rerank_kernel<<<static_cast<unsigned>(nq), kRerankThreads, smem, stream>>>(
+  SIMDEX_LAUNCH(static_cast<unsigned>(nq), kRerankThreads, smem, stream, rerank_kernel)(
       q.data, q.ld, d_, q_aux.data(), x_.data(), x_aux_.data(), rows_.data(), n_, lo.data(), hi.data(), L * P, P,
       x_ids, static_cast<int>(k), metric_code, distances, labels);
   SIMDEX_CUDA_CHECK_LAUNCH();

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "detail/rows.cuh"
+#include "detail/launch.cuh"
 #include "simdex/cuda/common.h"
 
 namespace simdex::cuda::detail {
@@ -109,14 +110,14 @@ unsigned grid_for_elems(std::int64_t total) {
 void launch_row_aux(const float* x, std::int64_t n, std::int64_t d, std::int64_t ld, int metric,
                     float* aux, cudaStream_t stream) {
   if (n <= 0) return;
-  row_aux_kernel<<<grid_for_warps(n), kWarpsPerBlock * 32, 0, stream>>>(x, n, d, ld, metric, aux);
+  SIMDEX_LAUNCH(grid_for_warps(n), kWarpsPerBlock * 32, 0, stream, row_aux_kernel)(x, n, d, ld, metric, aux);
   SIMDEX_CUDA_CHECK_LAUNCH();
 }
 
 void launch_count_nonfinite(const float* x, std::int64_t n, std::int64_t d, std::int64_t ld,
                             unsigned long long* count, cudaStream_t stream) {
   if (n <= 0 || d <= 0) return;
-  nonfinite_kernel<<<grid_for_elems(n * d), 256, 0, stream>>>(x, n, d, ld, count);
+  SIMDEX_LAUNCH(grid_for_elems(n * d), 256, 0, stream, nonfinite_kernel)(x, n, d, ld, count);
   SIMDEX_CUDA_CHECK_LAUNCH();
 }
 
@@ -124,7 +125,7 @@ void launch_scatter_rows(const float* src, std::int64_t n, std::int64_t d, std::
                          const std::int64_t* dest, const std::int64_t* new_ids, int metric,
                          float* data, float* aux, std::int64_t* ids, cudaStream_t stream) {
   if (n <= 0) return;
-  scatter_rows_kernel<<<grid_for_warps(n), kWarpsPerBlock * 32, 0, stream>>>(
+  SIMDEX_LAUNCH(grid_for_warps(n), kWarpsPerBlock * 32, 0, stream, scatter_rows_kernel)(
       src, n, d, ld, dest, new_ids, metric, data, aux, ids);
   SIMDEX_CUDA_CHECK_LAUNCH();
 }
@@ -133,14 +134,14 @@ void launch_apply_moves(const std::int64_t* dst, const std::int64_t* src, std::i
                         std::int64_t d, float* data, float* aux, std::int64_t* ids,
                         cudaStream_t stream) {
   if (nmoves <= 0) return;
-  apply_moves_kernel<<<1, 256, 0, stream>>>(dst, src, nmoves, d, data, aux, ids);
+  SIMDEX_LAUNCH(1, 256, 0, stream, apply_moves_kernel)(dst, src, nmoves, d, data, aux, ids);
   SIMDEX_CUDA_CHECK_LAUNCH();
 }
 
 void launch_gather_rows(const float* data, std::int64_t d, const std::int64_t* rows, std::int64_t n,
                         float* out, cudaStream_t stream) {
   if (n <= 0) return;
-  gather_rows_kernel<<<grid_for_elems(n * d), 256, 0, stream>>>(data, d, rows, n, out);
+  SIMDEX_LAUNCH(grid_for_elems(n * d), 256, 0, stream, gather_rows_kernel)(data, d, rows, n, out);
   SIMDEX_CUDA_CHECK_LAUNCH();
 }
 

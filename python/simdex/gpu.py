@@ -31,6 +31,7 @@ bit by :func:`hash_reference`.
 from __future__ import annotations
 
 import operator
+import os
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
@@ -67,8 +68,27 @@ def _check_precision(precision: str) -> str:
 
 
 # --------------------------------------------------------------------------- availability
+EMULATOR_ENV = "SIMDEX_CUDA_EMULATOR"
+
+
+def _emulator_module(folder: str) -> tuple[ModuleType | None, str]:
+    """Load the CPU emulator of the CUDA module (a test tool built by ``make check-cuda-emu``)."""
+    import importlib.machinery
+    import importlib.util
+
+    spec = importlib.machinery.PathFinder.find_spec("simdex_cuda_emu", [folder])
+    if spec is None or spec.loader is None:
+        return None, f"{EMULATOR_ENV}={folder!r} but that folder holds no simdex_cuda_emu module"
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, ""
+
+
 @cache
 def _module() -> tuple[ModuleType | None, str]:
+    emulator = os.environ.get(EMULATOR_ENV)
+    if emulator:
+        return _emulator_module(emulator)
     try:
         from simdex import _cuda
     except ImportError as e:
