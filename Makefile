@@ -4,6 +4,9 @@
 #   make test          install + native sanitizer check + ruff + the whole test suite
 #   make bench         install + benchmarks vs peers, rewrites bench/RESULTS.md
 #   make check-native  C++ tests under AddressSanitizer + UBSan (part of make test)
+#   make check-cuda-emu  the CUDA module's kernels and bindings on the CPU emulator
+#                      (cuda/emu): its self-tests, then tests/test_gpu*.py under both
+#                      stream orders (part of make test; needs no GPU)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +16,7 @@ EXTRAS ?= tf,plots,export,progress,data,test
 SOURCES := $(shell git ls-files cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
 STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
 
-.PHONY: demo test bench bench-gpu check-native install lint clean
+.PHONY: demo test bench bench-gpu check-native check-cuda-emu install lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +41,21 @@ check-native: $(VENV)/bin/python
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  build/native-asan/simdex_native_tests
 
-test: $(STAMP) check-native
+EMU_DIR := build/cuda-emu/cuda/emu
+check-cuda-emu: $(STAMP)
+	$(PIP) install -q "scipy-openblas32>=0.3.28" pybind11 cmake ninja
+	$(VENV)/bin/cmake -S . -B build/cuda-emu -G Ninja -DSIMDEX_CUDA=OFF -DSIMDEX_CUDA_EMU=ON \
+	  -DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR="$$($(PY) -m pybind11 --cmakedir)" > /dev/null
+	$(VENV)/bin/cmake --build build/cuda-emu --target simdex_cuda_emu simdex_emu_tests > /dev/null
+	@# The self-tests provoke errors on purpose: their messages go to a log, shown on failure.
+	$(EMU_DIR)/simdex_emu_tests 2> build/cuda-emu/selftest.log || { cat build/cuda-emu/selftest.log; exit 1; }
+	SIMDEX_EMU_STREAM_ORDER=early $(EMU_DIR)/simdex_emu_tests 2> build/cuda-emu/selftest.log || \
+	  { cat build/cuda-emu/selftest.log; exit 1; }
+	SIMDEX_CUDA_EMULATOR=$(EMU_DIR) SIMDEX_EMU_STREAM_ORDER=late $(PY) -m pytest tests/test_gpu.py -q -p no:cacheprovider
+	SIMDEX_CUDA_EMULATOR=$(EMU_DIR) SIMDEX_EMU_STREAM_ORDER=early $(PY) -m pytest tests/test_gpu.py -q -p no:cacheprovider
+	SIMDEX_CUDA_EMULATOR=$(EMU_DIR) SIMDEX_EMU_DEVICES=0 $(PY) -m pytest tests/test_gpu_nodevice.py -q -p no:cacheprovider
+
+test: $(STAMP) check-native check-cuda-emu
 	$(VENV)/bin/ruff check python tests bench examples
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 

@@ -15,10 +15,7 @@ import pytest
 import simdex
 from simdex import gpu
 
-try:
-    from simdex import _cuda
-except ImportError:  # built without nvcc
-    _cuda = None
+_cuda, _ = gpu._module()  # simdex._cuda (None without nvcc), or the CPU emulator (SIMDEX_CUDA_EMULATOR)
 
 HAS_DEVICE = _cuda is not None and _cuda.device_count() > 0
 no_device_only = pytest.mark.skipif(HAS_DEVICE, reason="a CUDA device is present")
@@ -150,3 +147,9 @@ def test_hash_reference_rejects_bad_shapes():
         gpu.hash_reference(x, np.ones((8, 4), np.float32), num_tables=3)
     with pytest.raises(ValueError, match=r"\[1, 64\]"):
         gpu.hash_reference(x, np.ones((65, 4), np.float32), num_tables=1)
+
+
+def test_emulator_folder_without_module_is_reported(tmp_path):
+    mod, why = gpu._emulator_module(str(tmp_path))
+    assert mod is None
+    assert gpu.EMULATOR_ENV in why and str(tmp_path) in why

@@ -4,6 +4,14 @@
 //   SIMDEX_EMU_DEVICES    number of devices (default 1; 0 = "no device")
 //   SIMDEX_EMU_MEMORY_MB  device memory per process (default 4096)
 //   SIMDEX_EMU_CC         compute capability as major*10+minor (default 90)
+//   SIMDEX_EMU_STREAM_ORDER  which legal order of the streams' work to run when the
+//                         host waits for stream S:
+//                         late  (default) S first; other streams only as far as S's
+//                               event waits force them (exposes a missing wait whose
+//                               absence lets S overwrite what another stream reads);
+//                         early every other stream first, then S (exposes a missing
+//                               wait whose absence lets another stream read what S
+//                               has not written yet).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -63,11 +71,19 @@ struct State {
   std::size_t memory = std::size_t{4096} << 20;
   int cc = 90;
   int current_device = 0;
+  bool early = false;
 
   State() {
     if (const char* v = std::getenv("SIMDEX_EMU_DEVICES")) devices = std::atoi(v);
     if (const char* v = std::getenv("SIMDEX_EMU_MEMORY_MB")) memory = std::size_t(std::atoll(v)) << 20;
     if (const char* v = std::getenv("SIMDEX_EMU_CC")) cc = std::atoi(v);
+    if (const char* v = std::getenv("SIMDEX_EMU_STREAM_ORDER")) {
+      early = std::string(v) == "early";
+      if (!early && std::string(v) != "late") {
+        std::fprintf(stderr, "simdex-emu: SIMDEX_EMU_STREAM_ORDER must be late or early, got %s\n", v);
+        std::abort();
+      }
+    }
   }
 };
 
@@ -122,12 +138,30 @@ cudaError_t run_until(simdex_emu_stream* s, std::uint64_t seq) {
   return first;
 }
 
-cudaError_t flush(simdex_emu_stream* s) { return run_until(s, s->last); }
+std::vector<simdex_emu_stream*> all_streams() {
+  std::vector<simdex_emu_stream*> v{&st().default_stream};
+  v.insert(v.end(), st().streams.begin(), st().streams.end());
+  return v;
+}
+
+// Run everything queued on s, in the order SIMDEX_EMU_STREAM_ORDER selects.
+cudaError_t flush(simdex_emu_stream* s) {
+  cudaError_t first = cudaSuccess;
+  if (st().early) {
+    for (simdex_emu_stream* o : all_streams()) {
+      if (o == s) continue;
+      const cudaError_t err = run_until(o, o->last);
+      if (first == cudaSuccess) first = err;
+    }
+  }
+  const cudaError_t err = run_until(s, s->last);
+  return first != cudaSuccess ? first : err;
+}
 
 cudaError_t flush_all() {
-  cudaError_t first = flush(&st().default_stream);
-  for (simdex_emu_stream* s : std::vector<simdex_emu_stream*>(st().streams.begin(), st().streams.end())) {
-    const cudaError_t err = flush(s);
+  cudaError_t first = cudaSuccess;
+  for (simdex_emu_stream* s : all_streams()) {
+    const cudaError_t err = run_until(s, s->last);
     if (first == cudaSuccess) first = err;
   }
   return first;

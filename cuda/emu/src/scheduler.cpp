@@ -16,6 +16,11 @@
 
 #include "simdex_emu/prelude.h"
 
+// Bounds of the section holding every emulated __shared__ variable (the linker defines
+// them; weak so that a program without shared variables links too).
+extern "C" unsigned char __start_simdex_emu_shared[] __attribute__((weak));
+extern "C" unsigned char __stop_simdex_emu_shared[] __attribute__((weak));
+
 thread_local uint3 threadIdx;
 thread_local uint3 blockIdx;
 thread_local dim3 blockDim;
@@ -89,6 +94,8 @@ struct Fiber {
   int linear = 0;
   St st = St::kDone;
   BlockOp bop = kSyncOnly;
+  const char* bfile = nullptr;  // the __syncthreads source line
+  int bline = 0;
   int bpred = 0;
   int bresult = 0;
   WarpOp wop = kSyncWarp;
@@ -326,13 +333,27 @@ bool run_block(Engine& e, const dim3& block) {
     f.tid.z = static_cast<unsigned>(i) / (block.x * block.y);
     start_fiber(f);
   }
+  const int warps = (e.n + 31) / 32;
   for (unsigned round = 0;; ++round) {
+    // Warps progress independently: each runs (its lanes round robin, its collectives
+    // released as soon as complete) until all its threads wait at the block barrier
+    // or have exited, one warp after another, in alternating order.
     const bool ascending = (round & 1u) == 0;
-    for (int j = 0; j < e.n; ++j) {
-      Fiber& f = e.fibers[ascending ? j : e.n - 1 - j];
-      if (f.st != St::kRunnable) continue;
-      resume(e, f);
-      if (f.st == St::kFailed) return false;
+    for (int wi = 0; wi < warps; ++wi) {
+      const int w = ascending ? wi : warps - 1 - wi;
+      const int lanes = std::min(32, e.n - w * 32);
+      for (unsigned pass = 0;; ++pass) {
+        const bool up = ((round + pass) & 1u) == 0;
+        for (int j = 0; j < lanes; ++j) {
+          Fiber& f = e.fibers[w * 32 + (up ? j : lanes - 1 - j)];
+          if (f.st != St::kRunnable) continue;
+          resume(e, f);
+          if (f.st == St::kFailed) return false;
+        }
+        const bool released = release_warp(e, w);
+        if (!e.error.empty()) return false;
+        if (!released) break;
+      }
     }
     int alive = 0, at_block = 0;
     for (int i = 0; i < e.n; ++i) {
@@ -340,6 +361,26 @@ bool run_block(Engine& e, const dim3& block) {
       at_block += e.fibers[i].st == St::kAtBlock;
     }
     if (alive == 0) return true;
+    if (at_block == alive && alive < e.n) {  // the guide: undefined, may hang on a GPU
+      std::ostringstream s;
+      s << "divergent __syncthreads: " << at_block << " threads wait in it after " << e.n - alive
+        << " threads of the block exited";
+      e.error = s.str();
+      return false;
+    }
+    if (at_block == alive) {
+      const Fiber& f0 = e.fibers[0];
+      for (int i = 1; i < e.n; ++i) {
+        const Fiber& f = e.fibers[i];
+        if (f.bline != f0.bline || f.bop != f0.bop || std::strcmp(f.bfile, f0.bfile) != 0) {
+          std::ostringstream s;
+          s << "divergent __syncthreads: thread " << i << " waits at " << f.bfile << ":" << f.bline
+            << ", thread 0 at " << f0.bfile << ":" << f0.bline;
+          e.error = s.str();
+          return false;
+        }
+      }
+    }
     if (at_block == alive) {
       int any = 0, all = 1, count = 0;
       for (int i = 0; i < e.n; ++i) {
@@ -357,26 +398,20 @@ bool run_block(Engine& e, const dim3& block) {
       }
       continue;
     }
-    bool released = false;
-    for (int w = 0; w * 32 < e.n; ++w) {
-      released |= release_warp(e, w);
-      if (!e.error.empty()) return false;
-    }
-    if (!released) {
-      e.error = describe(e);
-      return false;
-    }
+    // Every warp is blocked: unless the block barrier released, nothing can move.
+    e.error = describe(e);
+    return false;
   }
 }
 
 }  // namespace
 
-void block_barrier() { block_barrier_op(kSyncOnly, 0); }
-
-int block_barrier_op(BlockOp op, int predicate) {
+int block_barrier_op(BlockOp op, int predicate, const char* file, int line) {
   Fiber& f = current_fiber("__syncthreads");
   f.bop = op;
   f.bpred = predicate;
+  f.bfile = file;
+  f.bline = line;
   f.st = St::kAtBlock;
   yield(engine());
   return f.bresult;
@@ -436,6 +471,9 @@ cudaError_t run_kernel(const char* name, const LaunchConfig& cfg, const std::fun
     blockIdx.y = static_cast<unsigned>((b / cfg.grid.x) % cfg.grid.y);
     blockIdx.z = static_cast<unsigned>(b / (std::uint64_t{cfg.grid.x} * cfg.grid.y));
     if (cfg.smem > 0) std::memset(e.smem, 0xFF, cfg.smem);
+    if (__start_simdex_emu_shared != nullptr)
+      std::memset(__start_simdex_emu_shared, 0xFF,
+                  static_cast<std::size_t>(__stop_simdex_emu_shared - __start_simdex_emu_shared));
     if (!run_block(e, cfg.block)) {
       std::fprintf(stderr, "simdex-emu: kernel %s, block (%u,%u,%u) of (%u,%u,%u), %d threads: %s\n", name,
                    blockIdx.x, blockIdx.y, blockIdx.z, cfg.grid.x, cfg.grid.y, cfg.grid.z, e.n, e.error.c_str());

@@ -9,8 +9,9 @@
 // has reached it, so a missing __syncthreads / __syncwarp makes one thread read
 // shared memory before another wrote it, and a barrier some threads never reach
 // is reported as a deadlock instead of hanging. __shared__ variables are function
-// statics (one block runs at a time); dynamic shared memory is refilled with 0xFF
-// before each block.
+// statics (one block runs at a time) kept in their own linker section, which is
+// refilled with 0xFF before each block, as is dynamic shared memory: what a block
+// reads before writing is NaN / -1, never a value left by the previous block.
 #pragma once
 
 #include <math.h>
@@ -33,7 +34,7 @@
 #define __noinline__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static
+#define __shared__ static __attribute__((section("simdex_emu_shared")))
 
 namespace simdex_emu {
 
@@ -63,8 +64,9 @@ unsigned char* dynamic_shared_base();
 enum WarpOp : int { kSyncWarp = 0, kShflIdx, kShflXor, kShflUp, kShflDown, kBallot, kAny, kAll };
 enum BlockOp : int { kSyncOnly = 0, kSyncOr, kSyncAnd, kSyncCount };
 
-void block_barrier();
-int block_barrier_op(BlockOp op, int predicate);
+/// __syncthreads* at source line file:line (the barrier's identity: every thread of the
+/// block must wait at the same one).
+int block_barrier_op(BlockOp op, int predicate, const char* file, int line);
 std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int arg, int width);
 
 /// Stop the whole kernel with an error message (a fault inside a kernel).
@@ -226,10 +228,12 @@ inline T atomicCAS(T* p, T compare, T v) {
 }
 
 // ---- barriers and warp collectives -------------------------------------------------------
-inline void __syncthreads() { simdex_emu::block_barrier(); }
-inline int __syncthreads_or(int p) { return simdex_emu::block_barrier_op(simdex_emu::kSyncOr, p); }
-inline int __syncthreads_and(int p) { return simdex_emu::block_barrier_op(simdex_emu::kSyncAnd, p); }
-inline int __syncthreads_count(int p) { return simdex_emu::block_barrier_op(simdex_emu::kSyncCount, p); }
+// Macros, so that each barrier is known by its source line: optimisers may duplicate
+// the code around one barrier, so its machine address would not identify it.
+#define __syncthreads() (void)::simdex_emu::block_barrier_op(::simdex_emu::kSyncOnly, 0, __FILE__, __LINE__)
+#define __syncthreads_or(p) ::simdex_emu::block_barrier_op(::simdex_emu::kSyncOr, (p), __FILE__, __LINE__)
+#define __syncthreads_and(p) ::simdex_emu::block_barrier_op(::simdex_emu::kSyncAnd, (p), __FILE__, __LINE__)
+#define __syncthreads_count(p) ::simdex_emu::block_barrier_op(::simdex_emu::kSyncCount, (p), __FILE__, __LINE__)
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   simdex_emu::warp_collective(simdex_emu::kSyncWarp, mask, 0, 0, 32);
 }
