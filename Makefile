@@ -54,6 +54,10 @@ check-cuda-emu: $(STAMP)
 	SIMDEX_CUDA_EMULATOR=$(EMU_DIR) SIMDEX_EMU_STREAM_ORDER=late $(PY) -m pytest tests/test_gpu.py -q -p no:cacheprovider
 	SIMDEX_CUDA_EMULATOR=$(EMU_DIR) SIMDEX_EMU_STREAM_ORDER=early $(PY) -m pytest tests/test_gpu.py -q -p no:cacheprovider
 	SIMDEX_CUDA_EMULATOR=$(EMU_DIR) SIMDEX_EMU_DEVICES=0 $(PY) -m pytest tests/test_gpu_nodevice.py -q -p no:cacheprovider
+	@# Smoke test of the GPU benchmark harness (tiny sizes; the timings mean nothing).
+	SIMDEX_CUDA_EMULATOR=$(EMU_DIR) SIMDEX_BENCH_N=4000 SIMDEX_BENCH_Q=256 SIMDEX_BENCH_D=32 \
+	  SIMDEX_BENCH_RESULTS=build/cuda-emu/bench $(PY) -m pytest bench/gpu/test_bench_gpu.py -q -p no:cacheprovider \
+	  --benchmark-max-time=0.001 --benchmark-min-rounds=1 --benchmark-warmup=off
 
 test: $(STAMP) check-native check-cuda-emu
 	$(VENV)/bin/ruff check python tests bench examples

@@ -20,6 +20,8 @@ Everything is measured in one process on the same device-resident data:
   and vs a CuPy baseline (matmul + sign + bit packing).
 
 Sizes: SIMDEX_BENCH_N (10_000_000), SIMDEX_BENCH_Q (10_000), SIMDEX_BENCH_D (128).
+``make check-cuda-emu`` runs this file at tiny sizes on the CPU emulator as a smoke test
+of the harness (its timings mean nothing and are written under build/).
 Without CuPy the cuBLAS comparisons are skipped and data is uploaded as
 simdex.gpu.DeviceArray.
 """
@@ -49,13 +51,23 @@ BASELINE_Q = int(os.environ.get("SIMDEX_BENCH_BASELINE_Q", 1000))
 GEMM_BLOCK = 65536
 L, BITS = 16, 16
 SUMMARY: dict[str, object] = {"N": N, "Q": Q, "d": D, "k": K}
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+# SIMDEX_BENCH_RESULTS: where gpu_summary.json goes (make check-cuda-emu points it into
+# build/, so that a smoke run on the CPU emulator never writes into bench/results).
+RESULTS = Path(os.environ.get("SIMDEX_BENCH_RESULTS", Path(__file__).resolve().parents[1] / "results"))
 
 try:
     import cupy as cp
 except ImportError:  # the cuBLAS comparisons need CuPy
     cp = None
 needs_cupy = pytest.mark.skipif(cp is None, reason="CuPy not installed (pip install 'simdex[gpu]')")
+
+
+def _head(a, n):
+    """The first n rows of a device result as NumPy (CuPy slices on the device first;
+    a simdex DeviceArray has no slicing, so it is copied whole)."""
+    if isinstance(a, gpu.DeviceArray):
+        return a.get()[:n]
+    return a[:n].get() if hasattr(a, "get") else np.asarray(a)[:n]
 
 
 def _sync():
@@ -123,7 +135,7 @@ def test_simdex_knn(benchmark, data, precision):
     if "gemm_gflops" in SUMMARY:
         SUMMARY[f"{key}_vs_gemm"] = SUMMARY[f"{key}_gflops"] / SUMMARY["gemm_gflops"]
     benchmark.extra_info.update({k: v for k, v in SUMMARY.items() if k.startswith(key)})
-    SUMMARY[f"_ids_{precision}"] = Id[:100].get() if hasattr(Id, "get") else Id[:100]
+    SUMMARY[f"_ids_{precision}"] = _head(Id, 100)
     if precision == "fp32":
         SUMMARY["_simdex_ids"] = SUMMARY["_ids_fp32"]
 
@@ -209,8 +221,8 @@ def test_simdex_hash(benchmark, data):
     if "hash_gemm_gflops" in SUMMARY:
         SUMMARY["simdex_hash_vs_gemm"] = SUMMARY["simdex_hash_gflops"] / SUMMARY["hash_gemm_gflops"]
     benchmark.extra_info.update({k: v for k, v in SUMMARY.items() if k.startswith("simdex_hash")})
-    sample = codes[:1000].get() if hasattr(codes, "get") else codes
-    x_host = data["x"][:1000].get()
+    sample = _head(codes, 1000)
+    x_host = _head(data["x"], 1000)
     p_host = data["planes"].get()
     assert np.array_equal(np.asarray(sample), gpu.hash_reference(x_host, p_host, num_tables=L))
 
@@ -243,7 +255,7 @@ def test_simdex_lsh(benchmark, data):
     SUMMARY["lsh_search_s"] = t
     SUMMARY["lsh_qps"] = Q / t
     if "_simdex_ids" in SUMMARY:  # recall against the exact GPU result
-        got = ids[:100].get() if hasattr(ids, "get") else ids[:100]
+        got = _head(ids, 100)
         exact = SUMMARY["_simdex_ids"]
         SUMMARY["lsh_recall_vs_exact"] = float(
             np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(got, exact)])
