@@ -173,6 +173,65 @@ def test_exact_index_cuda_matches_cpu(tmp_path):
         assert (I0 == -1).all()
 
 
+def _clustered(n, d, seed, centres=30):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, d))
+    return (c[rng.integers(0, centres, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_lsh_index_cuda_matches_cpu_on_own_buckets(metric):
+    # With one probe both devices re-rank exactly the union of the query's own buckets
+    # under the same hyperplanes, so the answers agree (codes could differ only on
+    # projections within float32 rounding of zero).
+    x, q = _clustered(3000, 24, 40), _clustered(200, 24, 41)
+    ids = np.random.default_rng(42).permutation(10**6)[:3000]
+    kw = dict(num_tables=8, hash_bits=8, num_probes=1, refine=0, metric=metric)
+    g, c = simdex.LSHIndex(24, device="cuda", **kw), simdex.LSHIndex(24, **kw)
+    for idx in (g, c):
+        idx.add(x, ids=ids)
+    Dg, Ig = g.search(q, k=10)
+    Dc, Ic = c.search(q, k=10)
+    assert (Ig == Ic).mean() > 0.99
+    both = (Ig == Ic) & (Ig >= 0)
+    np.testing.assert_allclose(Dg[both], Dc[both], atol=1e-4, rtol=1e-4)
+    assert set(Ig[Ig >= 0].tolist()) <= set(ids.tolist())
+
+
+def test_lsh_index_cuda_follows_adds_removes_and_files(tmp_path):
+    x, q = _clustered(2000, 16, 43), _clustered(50, 16, 44)
+    kw = dict(num_tables=6, hash_bits=7, num_probes=3, refine=0)
+    g = simdex.LSHIndex(16, device="cuda", **kw)
+    g.add(x[:1000])
+    _, I1 = g.search(q, k=5)
+    assert I1.max() < 1000
+    g.add(x[1000:], ids=np.arange(1000, 2000))  # the GPU tables are rebuilt
+    g.remove(np.arange(0, 1000))
+    D2, I2 = g.search(q, k=5)
+    assert I2.min() >= 1000
+    g.add(x[:3], ids=[1500, 1501, 1502], replace=True)
+    _, I3 = g.search(x[:3], k=1)
+    np.testing.assert_array_equal(I3[:, 0], [1500, 1501, 1502])
+    # Saved from the GPU index, loaded on the CPU and back on the GPU.
+    g.save(tmp_path / "l.simdex")
+    c = simdex.load_index(tmp_path / "l.simdex")
+    g2 = simdex.load_index(tmp_path / "l.simdex", device="cuda")
+    assert c.device == "cpu" and g2.device == "cuda" and len(c) == len(g2) == len(g) == 1000
+    Dg, Ig = g.search(q, k=5)
+    Dg2, Ig2 = g2.search(q, k=5)
+    np.testing.assert_array_equal(Ig, Ig2)
+    np.testing.assert_allclose(Dg, Dg2)
+    # Device-array queries come back as device arrays.
+    Dd, Id = g.search(gpu.to_device(q), k=5)
+    assert gpu.is_device_array(Dd) and gpu.is_device_array(Id)
+    np.testing.assert_array_equal(Id.get(), Ig)
+    with pytest.raises(ValueError, match="num_probes"):
+        g.search(q, k=5, num_probes=9)  # hash_bits + 1 = 8 at most
+    g.reset()
+    _, I0 = g.search(q, k=2)
+    assert (I0 == -1).all()
+
+
 # ---------------------------------------------------------------- hashing
 @pytest.mark.parametrize(("L", "K", "d"), [(16, 16, 128), (3, 64, 37), (5, 24, 70), (2, 1, 3), (7, 33, 129)])
 def test_hash_matches_reference_bit_for_bit(L, K, d):

@@ -91,8 +91,11 @@ class _FakeLSH:
     def __len__(self):
         return self.x.shape[0]
 
-    def search_device(self, q_ptr, nq, ld, k, num_probes, d_ptr, i_ptr, stream=0, device=0):
+    def search_device(self, q_ptr, nq, ld, k, num_probes, d_ptr, i_ptr, stream=0, device=0, ids_ptr=0):
         D, ids = core().knn(np.ascontiguousarray(_view(q_ptr, nq, self.dim, ld)), self.x, k, self.metric)
+        if ids_ptr:  # row numbers -> the ids the caller uploaded
+            row_ids = _view(ids_ptr, 1, len(self.x), len(self.x), np.int64)[0]
+            ids = np.where(ids >= 0, row_ids[np.maximum(ids, 0)], -1)
         _view(d_ptr, nq, k, k)[:] = D
         _view(i_ptr, nq, k, k, np.int64)[:] = ids
 

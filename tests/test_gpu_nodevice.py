@@ -40,6 +40,7 @@ def test_cuda_available_false_without_device():
     [
         lambda x: simdex.knn(x, x, k=2, device="cuda"),
         lambda x: simdex.ExactIndex(4, device="cuda"),
+        lambda x: simdex.LSHIndex(4, device="cuda"),
         lambda x: gpu.knn(x, x, k=2),
         lambda x: gpu.GpuFlatIndex(4),
         lambda x: gpu.hash_vectors_gpu(x, np.ones((8, 4), np.float32), num_tables=2),
@@ -50,6 +51,7 @@ def test_cuda_available_false_without_device():
     ids=[
         "simdex.knn",
         "ExactIndex",
+        "LSHIndex",
         "gpu.knn",
         "GpuFlatIndex",
         "hash_vectors_gpu",

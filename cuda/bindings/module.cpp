@@ -346,14 +346,18 @@ PYBIND11_MODULE(SIMDEX_CUDA_MODULE_NAME, m) {
       .def(
           "search_device",
           [](const simdex::cuda::GpuLSH& self, std::uintptr_t q, std::int64_t nq, std::int64_t ld, std::int64_t k,
-             int num_probes, std::uintptr_t out_d, std::uintptr_t out_i, std::uintptr_t stream, int device) {
+             int num_probes, std::uintptr_t out_d, std::uintptr_t out_i, std::uintptr_t stream, int device,
+             std::uintptr_t ids) {
             py::gil_scoped_release nogil;
             simdex::cuda::DeviceGuard guard(device);
-            self.search(DeviceMatrix{as_cptr<float>(q), nq, self.dim(), ld}, k, num_probes, nullptr,
-                        as_ptr<float>(out_d), as_ptr<idx_t>(out_i), as_stream(stream));
+            self.search(DeviceMatrix{as_cptr<float>(q), nq, self.dim(), ld}, k, num_probes,
+                        ids != 0 ? as_cptr<idx_t>(ids) : nullptr, as_ptr<float>(out_d), as_ptr<idx_t>(out_i),
+                        as_stream(stream));
           },
           py::arg("q_ptr"), py::arg("nq"), py::arg("ld"), py::arg("k"), py::arg("num_probes"), py::arg("out_d_ptr"),
-          py::arg("out_i_ptr"), py::arg("stream") = 0, py::arg("device") = 0)
+          py::arg("out_i_ptr"), py::arg("stream") = 0, py::arg("device") = 0, py::arg("ids_ptr") = 0,
+          "Search with device queries and outputs. ids_ptr (optional): device int64 id of each base row; "
+          "results then hold those ids (ties by smaller id) instead of row numbers.")
       .def(
           "table",
           [](const simdex::cuda::GpuLSH& self, std::int64_t t, int device) {

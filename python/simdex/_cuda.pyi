@@ -112,6 +112,7 @@ class LSH:
         out_i_ptr: int,
         stream: int = 0,
         device: int = 0,
+        ids_ptr: int = 0,
     ) -> None: ...
     def table(self, t: int, device: int = 0) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int32]]: ...
 

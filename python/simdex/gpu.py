@@ -715,16 +715,29 @@ class GpuLSHIndex:
         planes: (L*K, d) or (L, K, d) float32 hyperplanes, 1 <= K <= 64.
         num_tables: L, needed when ``planes`` is 2-D.
         metric: ``"cosine"`` (default), ``"ip"``, ``"l2"`` or ``"sql2"`` (for re-ranking).
+        ids: Optional int64 id of each base row (host array, n distinct values >= 0);
+            searches then return these ids, ties broken by the smaller id, instead of
+            row numbers.
 
     Raises:
         RuntimeError: no CUDA build, driver or device.
+        ValueError: ``ids`` of the wrong length, negative or repeated.
     """
 
-    def __init__(self, base: Any, planes: Any, num_tables: int | None = None, metric: str = "cosine") -> None:
+    def __init__(
+        self,
+        base: Any,
+        planes: Any,
+        num_tables: int | None = None,
+        metric: str = "cosine",
+        ids: Any = None,
+    ) -> None:
         mod = _require()
         self.metric = canonical_metric(metric)
         if is_device_array(base):
             xv = _device_view(base, "base", None, mod)
+        elif np.ndim(base) == 2 and np.shape(base)[0] == 0 and np.shape(base)[1] >= 1:
+            xv = _staging(np.empty(np.shape(base), np.float32))  # empty tables: every search finds nothing
         else:
             xv = _staging(as_matrix(base, "base")[0])
         pshape = tuple(int(s) for s in (planes.shape if is_device_array(planes) else np.shape(planes)))
@@ -753,6 +766,18 @@ class GpuLSHIndex:
             device=xv.device,
         )
         self.dim, self.num_tables, self.bits = xv.cols, L, K
+        self._ids: DeviceArray | None = None
+        if ids is not None:
+            ids_arr = np.asarray(ids)
+            if ids_arr.dtype.kind not in "iu" or ids_arr.shape != (xv.rows,):
+                raise ValueError(
+                    f"ids must be {xv.rows} integers (one per base row), got {ids_arr.dtype} {ids_arr.shape}"
+                )
+            ids_arr = np.ascontiguousarray(ids_arr, dtype=np.int64)
+            if ids_arr.size and (ids_arr.min() < 0 or np.unique(ids_arr).size != ids_arr.size):
+                raise ValueError("ids must be distinct and >= 0")
+            if ids_arr.size:
+                self._ids = DeviceArray.from_host(ids_arr)
 
     def __len__(self) -> int:
         return len(self._lsh)
@@ -785,7 +810,16 @@ class GpuLSHIndex:
         D, d_ptr = _empty_like(qv, (qv.rows, k), np.float32)
         ids, i_ptr = _empty_like(qv, (qv.rows, k), np.int64)
         self._lsh.search_device(
-            qv.ptr, qv.rows, qv.ld, k, num_probes, d_ptr, i_ptr, stream=qv.stream, device=qv.device
+            qv.ptr,
+            qv.rows,
+            qv.ld,
+            k,
+            num_probes,
+            d_ptr,
+            i_ptr,
+            stream=qv.stream,
+            device=qv.device,
+            ids_ptr=int(self._ids.__cuda_array_interface__["data"][0]) if self._ids is not None else 0,
         )
         if not on_device:
             D, ids = _to_host(D), _to_host(ids)

@@ -37,7 +37,7 @@ import numpy as np
 
 from simdex._io import CorruptFileError
 from simdex._runtime import core
-from simdex.index import ExactIndex, Index, _threads, as_matrix, check_k
+from simdex.index import ExactIndex, Index, _threads, as_matrix, check_device, check_k
 
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
 
@@ -163,6 +163,14 @@ class LSHIndex(Index):
             dim <= 64) ranks them first and only the best ``refine * k`` are re-ranked
             with the float32 vectors; 0 re-ranks every candidate in float32. Returned
             distances are exact either way.
+        device: ``"cpu"`` (default) or ``"cuda"``. With ``"cuda"`` the vectors and ids
+            stay in the host store (add / remove / save work as on the CPU) and searches
+            run on GPU tables (:class:`simdex.gpu.GpuLSHIndex`: same hyperplanes, CUB-sorted
+            buckets, probes flipping the least confident bits, exact re-ranking), rebuilt
+            from the store on the first search after a change. The GPU keeps a second copy
+            of the vectors. Queries may be device arrays (CuPy, PyTorch, ...): results
+            come back as the same kind. ``num_probes`` is then at most
+            ``min(17, hash_bits + 1)``; ``refine`` and ``num_threads`` are ignored.
 
     Example:
         >>> import numpy as np
@@ -183,13 +191,60 @@ class LSHIndex(Index):
         seed: int = 0,
         metric: str = "cosine",
         refine: int = 16,
+        *,
+        device: str = "cpu",
     ) -> None:
         super().__init__(dim, metric)
         self.num_probes = _positive_int(num_probes, "num_probes")
         self.refine = _positive_int(refine, "refine", 0)
+        self.device = check_device(device)
+        if self.device == "cuda":
+            from simdex import gpu
+
+            gpu._require()  # a clear RuntimeError now rather than at the first search
         self.projection = RandomProjection(self.dim, num_tables, hash_bits, seed)
         self._store = self._new_store(self.projection._flat)
         self._last_candidates = float("nan")
+        self._gpu_tables: Any = None  # GpuLSHIndex of the store's current contents
+
+    # -- GPU tables (device="cuda") -----------------------------------------------------------
+    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
+        super()._backend_add(x, ids, replace)
+        self._gpu_tables = None
+
+    def _backend_remove(self, ids: np.ndarray) -> None:
+        super()._backend_remove(ids)
+        self._gpu_tables = None
+
+    def _backend_reset(self) -> None:
+        super()._backend_reset()
+        self._gpu_tables = None
+
+    def _gpu_search(self, queries: Any, k: int, num_probes: int | None) -> tuple[Any, Any]:
+        from simdex import gpu
+
+        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
+        top = min(gpu.MAX_PROBES, self.hash_bits + 1)
+        if probes > top:
+            raise ValueError(
+                f"num_probes={probes} is more than the GPU tables probe (at most {top}: the own "
+                f"bucket plus one single-bit flip per bit, up to {gpu.MAX_PROBES}); pass "
+                f"num_probes <= {top} or use device='cpu'"
+            )
+        with self._lock:
+            tables = self._gpu_tables
+            if tables is None:
+                vectors, ids = self._backend_export()
+                tables = gpu.GpuLSHIndex(
+                    vectors.reshape(-1, self.dim),
+                    self.projection._flat,
+                    num_tables=self.num_tables,
+                    metric=self.metric,
+                    ids=ids,
+                )
+                self._gpu_tables = tables
+        self._last_candidates = float("nan")  # the GPU kernel does not count them
+        return tables.search(queries, k, num_probes=probes)
 
     def _new_store(self, flat: np.ndarray) -> Any:
         rp = self.projection
@@ -216,6 +271,8 @@ class LSHIndex(Index):
         num_threads: int | None = None,
         refine: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        if self.device == "cuda":
+            return self._gpu_search(q, k, num_probes)
         probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
         ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
         D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
@@ -244,6 +301,7 @@ class LSHIndex(Index):
             seed=int(params["seed"]),
             metric=str(params["metric"]),
             refine=int(params.get("refine", 16)),
+            device=str(params.get("device", "cpu")),
         )
         planes = arrays.get("planes")
         if planes is None or planes.shape != index.projection._flat.shape or planes.dtype != np.float32:
@@ -276,8 +334,14 @@ class LSHIndex(Index):
 
         Returns:
             ``(distances, ids)``: float32 / int64 arrays (q, k) ((k,) for a 1-D query),
-            distances ascending, ties broken by the smaller id.
+            distances ascending, ties broken by the smaller id. With ``device="cuda"``
+            and device-array queries, arrays of the queries' kind.
         """
+        if self.device == "cuda":
+            from simdex import gpu
+
+            if gpu.is_device_array(queries):
+                return self._gpu_search(queries, check_k(k), num_probes)
         return super().search(queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine)
 
     def stats(self) -> dict[str, Any]:
