@@ -108,13 +108,15 @@ simdex_emu_stream* resolve(cudaStream_t s) {
 
 bool known_stream(simdex_emu_stream* s) { return s == &st().default_stream || st().streams.count(s) != 0; }
 
-const Allocation* find_alloc(const void* p) {
+// The allocation that p points into or one past the end of (nullptr if none), and its base.
+const Allocation* find_alloc(const void* p, std::uintptr_t* base = nullptr) {
   auto& a = st().allocs;
   const auto v = reinterpret_cast<std::uintptr_t>(p);
   auto it = a.upper_bound(v);
   if (it == a.begin()) return nullptr;
   --it;
   if (v > it->first + it->second.bytes) return nullptr;
+  if (base != nullptr) *base = it->first;
   return &it->second;
 }
 
@@ -283,12 +285,9 @@ std::int64_t device_bytes_in_use() {
 
 bool is_device_range(const void* p, std::size_t bytes) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
-  auto& a = st().allocs;
-  const auto v = reinterpret_cast<std::uintptr_t>(p);
-  auto it = a.upper_bound(v);
-  if (it == a.begin()) return false;
-  --it;
-  return v + bytes <= it->first + it->second.bytes;
+  std::uintptr_t base = 0;
+  const Allocation* a = find_alloc(p, &base);
+  return a != nullptr && reinterpret_cast<std::uintptr_t>(p) + bytes <= base + a->bytes;
 }
 
 void set_last_error(cudaError_t err, const std::string& detail) { fail(err, detail); }
@@ -357,8 +356,6 @@ cudaError_t cudaGetLastError() {
   simdex_emu::t_last_error = cudaSuccess;
   return e;
 }
-
-cudaError_t cudaPeekAtLastError() { return simdex_emu::t_last_error; }
 
 cudaError_t cudaGetDeviceCount(int* count) {
   if (st().devices <= 0) {
@@ -459,13 +456,6 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* pt
   return cudaSuccess;
 }
 
-cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
-  std::lock_guard<std::recursive_mutex> lock(st().mu);
-  *total_bytes = st().memory;
-  *free_bytes = st().memory - std::min(st().memory, st().in_use);
-  return cudaSuccess;
-}
-
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
   return simdex_emu::copy2d(dst, bytes, src, bytes, bytes, 1, kind, nullptr, true);
 }
@@ -492,12 +482,6 @@ cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_
   return cudaSuccess;
 }
 
-cudaError_t cudaMemset(void* dst, int value, std::size_t bytes) {
-  std::lock_guard<std::recursive_mutex> lock(st().mu);
-  if (const cudaError_t err = cudaMemsetAsync(dst, value, bytes, nullptr); err != cudaSuccess) return err;
-  return simdex_emu::flush_all();
-}
-
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
   auto* s = new simdex_emu_stream();
@@ -506,8 +490,6 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   *stream = s;
   return cudaSuccess;
 }
-
-cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
@@ -552,8 +534,6 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
-
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
   if (st().events.erase(event) == 0) return fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy");
@@ -572,9 +552,3 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  std::lock_guard<std::recursive_mutex> lock(st().mu);
-  if (st().events.count(event) == 0) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize");
-  if (!event->recorded || event->stream == nullptr) return cudaSuccess;
-  return simdex_emu::run_until(event->stream, event->seq);
-}

@@ -81,7 +81,7 @@ namespace {
 constexpr std::size_t kStackBytes = 256 * 1024;
 constexpr int kMaxThreads = 1024;
 
-enum class St { kRunnable, kAtBlock, kAtWarp, kDone, kFailed };
+enum class St { kRunnable, kAtBlock, kAtWarp, kDone };
 
 struct Fiber {
 #if defined(__x86_64__)
@@ -220,11 +220,7 @@ const char* op_name(WarpOp op) {
     case kSyncWarp: return "__syncwarp";
     case kShflIdx: return "__shfl_sync";
     case kShflXor: return "__shfl_xor_sync";
-    case kShflUp: return "__shfl_up_sync";
-    case kShflDown: return "__shfl_down_sync";
     case kBallot: return "__ballot_sync";
-    case kAny: return "__any_sync";
-    case kAll: return "__all_sync";
   }
   return "?";
 }
@@ -270,12 +266,8 @@ bool release_warp(Engine& e, int w) {
       return false;
     }
     std::uint64_t vote = 0;
-    int votes = 0;
     for (int j = 0; j < 32; ++j)
-      if ((m >> j) & 1u) {
-        vote |= (e.fibers[base + j].wval != 0 ? 1ull : 0ull) << j;
-        ++votes;
-      }
+      if ((m >> j) & 1u) vote |= (e.fibers[base + j].wval != 0 ? 1ull : 0ull) << j;
     for (int j = 0; j < 32; ++j) {
       if (((m >> j) & 1u) == 0) continue;
       Fiber& g = e.fibers[base + j];
@@ -284,11 +276,9 @@ bool release_warp(Engine& e, int w) {
       switch (g.wop) {
         case kShflIdx: src = seg + (g.warg & (width - 1)); break;
         case kShflXor: src = j ^ g.warg; if (src < seg || src >= seg + width) src = j; break;
-        case kShflUp: src = j - g.warg; if (src < seg) src = j; break;
-        case kShflDown: src = j + g.warg; if (src >= seg + width) src = j; break;
         default: break;
       }
-      if (g.wop == kShflIdx || g.wop == kShflXor || g.wop == kShflUp || g.wop == kShflDown) {
+      if (g.wop == kShflIdx || g.wop == kShflXor) {
         if (src < 0 || src >= 32 || ((m >> src) & 1u) == 0) {
           std::ostringstream s;
           s << op_name(g.wop) << ": lane " << j << " reads lane " << src << ", which is not in the mask";
@@ -298,10 +288,6 @@ bool release_warp(Engine& e, int w) {
         g.wresult = e.fibers[base + src].wval;
       } else if (g.wop == kBallot) {
         g.wresult = vote;
-      } else if (g.wop == kAny) {
-        g.wresult = vote != 0;
-      } else if (g.wop == kAll) {
-        g.wresult = __builtin_popcountll(vote) == votes;
       }
       g.st = St::kRunnable;
     }
@@ -348,7 +334,6 @@ bool run_block(Engine& e, const dim3& block) {
           Fiber& f = e.fibers[w * 32 + (up ? j : lanes - 1 - j)];
           if (f.st != St::kRunnable) continue;
           resume(e, f);
-          if (f.st == St::kFailed) return false;
         }
         const bool released = release_warp(e, w);
         if (!e.error.empty()) return false;
@@ -382,18 +367,12 @@ bool run_block(Engine& e, const dim3& block) {
       }
     }
     if (at_block == alive) {
-      int any = 0, all = 1, count = 0;
-      for (int i = 0; i < e.n; ++i) {
-        const Fiber& f = e.fibers[i];
-        if (f.st != St::kAtBlock) continue;
-        any |= f.bpred != 0;
-        all &= f.bpred != 0;
-        count += f.bpred != 0;
-      }
+      int any = 0;
+      for (int i = 0; i < e.n; ++i) any |= e.fibers[i].bpred != 0;
       for (int i = 0; i < e.n; ++i) {
         Fiber& f = e.fibers[i];
         if (f.st != St::kAtBlock) continue;
-        f.bresult = f.bop == kSyncOr ? any : f.bop == kSyncAnd ? all : f.bop == kSyncCount ? count : 0;
+        f.bresult = f.bop == kSyncOr ? any : 0;
         f.st = St::kRunnable;
       }
       continue;
@@ -427,15 +406,6 @@ std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int
   f.st = St::kAtWarp;
   yield(engine());
   return f.wresult;
-}
-
-void device_fail(const char* what) {
-  Engine& e = engine();
-  Fiber& f = current_fiber("device_fail");
-  e.error = what;
-  f.st = St::kFailed;
-  yield(e);
-  std::abort();
 }
 
 unsigned char* dynamic_shared_base() { return engine().smem; }

@@ -46,11 +46,10 @@ __global__ void shuffles_kernel(int* out) {
   int s = lane;
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
   out[base + 1] = s;                                                  // butterfly sum 0..31
-  out[base + 2] = __shfl_up_sync(0xffffffffu, lane, 1);               // lane 0 keeps its own
-  out[base + 3] = __shfl_down_sync(0xffffffffu, lane, 2, 8);          // within 8-lane segments
+  out[base + 2] = __shfl_sync(0xffffffffu, lane, lane + 1, 8);        // within 8-lane segments
+  out[base + 3] = __shfl_xor_sync(0xffffffffu, lane, 4, 4);           // target outside the segment
   out[base + 4] = static_cast<int>(__ballot_sync(0xffffffffu, lane % 3 == 0));
-  out[base + 5] = __syncthreads_count(lane < 5) * 1000 + __syncthreads_or(threadIdx.x == 40) * 100 +
-                  __syncthreads_and(lane < 31) * 10;
+  out[base + 5] = __syncthreads_or(threadIdx.x == 40) * 100 + __syncthreads_or(0) * 10;
 }
 
 // Thread t writes s[t]; after the barrier it reads its neighbour's slot.
@@ -135,10 +134,10 @@ void test_warp_collectives_and_block_reductions() {
     const int lane = t & 31;
     CHECK(h[t * 6 + 0] == 30);
     CHECK(h[t * 6 + 1] == 31 * 32 / 2);
-    CHECK(h[t * 6 + 2] == (lane == 0 ? 0 : lane - 1));
-    CHECK(h[t * 6 + 3] == ((lane & 7) + 2 < 8 ? lane + 2 : lane));
+    CHECK(h[t * 6 + 2] == (lane & ~7) + ((lane + 1) & 7));        // wraps inside its segment
+    CHECK(h[t * 6 + 3] == lane);                                  // lane ^ 4 leaves a 4-lane segment
     CHECK(static_cast<unsigned>(h[t * 6 + 4]) == 0x49249249u);  // lanes 0, 3, 6, ...
-    CHECK(h[t * 6 + 5] == 10 * 1000 + 100 + 0);                 // 2 warps x 5; one thread; not all
+    CHECK(h[t * 6 + 5] == 100);                                   // one thread says yes; none does
   }
   cudaFree(d);
 }

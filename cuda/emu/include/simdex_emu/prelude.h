@@ -31,7 +31,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static __attribute__((section("simdex_emu_shared")))
@@ -61,16 +60,13 @@ cudaError_t run_kernel(const char* name, const LaunchConfig& cfg, const std::fun
 /// The current block's dynamic shared memory (cfg.smem bytes, 256-byte aligned).
 unsigned char* dynamic_shared_base();
 
-enum WarpOp : int { kSyncWarp = 0, kShflIdx, kShflXor, kShflUp, kShflDown, kBallot, kAny, kAll };
-enum BlockOp : int { kSyncOnly = 0, kSyncOr, kSyncAnd, kSyncCount };
+enum WarpOp : int { kSyncWarp = 0, kShflIdx, kShflXor, kBallot };
+enum BlockOp : int { kSyncOnly = 0, kSyncOr };
 
 /// __syncthreads* at source line file:line (the barrier's identity: every thread of the
 /// block must wait at the same one).
 int block_barrier_op(BlockOp op, int predicate, const char* file, int line);
 std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int arg, int width);
-
-/// Stop the whole kernel with an error message (a fault inside a kernel).
-[[noreturn]] void device_fail(const char* what);
 
 template <typename T>
 std::uint64_t to_bits(T v) {
@@ -141,7 +137,6 @@ extern thread_local uint3 threadIdx;
 extern thread_local uint3 blockIdx;
 extern thread_local dim3 blockDim;
 extern thread_local dim3 gridDim;
-inline constexpr int warpSize = 32;
 
 #define SIMDEX_LAUNCH(grid, block, smem, stream, ...) \
   ::simdex_emu::launch(grid, block, smem, stream, __VA_ARGS__, #__VA_ARGS__)
@@ -152,11 +147,7 @@ inline constexpr int warpSize = 32;
 struct alignas(16) float4 {
   float x, y, z, w;
 };
-struct alignas(8) float2 {
-  float x, y;
-};
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
-inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 // ---- math and bit intrinsics -----------------------------------------------------------
 inline float __int_as_float(int v) {
@@ -169,22 +160,8 @@ inline int __float_as_int(float f) {
   std::memcpy(&v, &f, 4);
   return v;
 }
-inline unsigned __float_as_uint(float f) {
-  unsigned v;
-  std::memcpy(&v, &f, 4);
-  return v;
-}
-inline float __uint_as_float(unsigned v) {
-  float f;
-  std::memcpy(&f, &v, 4);
-  return f;
-}
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
-inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
-inline int __ffs(int v) { return __builtin_ffs(v); }
-inline int __clz(int v) { return v == 0 ? 32 : __builtin_clz(static_cast<unsigned>(v)); }
 inline float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
-inline double rsqrt(double v) { return 1.0 / std::sqrt(v); }
 
 template <typename T>
 inline T min(T a, T b) {
@@ -202,49 +179,17 @@ inline T atomicAdd(T* p, T v) {
   *p = old + v;
   return old;
 }
-template <typename T>
-inline T atomicMax(T* p, T v) {
-  const T old = *p;
-  if (old < v) *p = v;
-  return old;
-}
-template <typename T>
-inline T atomicMin(T* p, T v) {
-  const T old = *p;
-  if (v < old) *p = v;
-  return old;
-}
-template <typename T>
-inline T atomicExch(T* p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
-}
-template <typename T>
-inline T atomicCAS(T* p, T compare, T v) {
-  const T old = *p;
-  if (old == compare) *p = v;
-  return old;
-}
 
 // ---- barriers and warp collectives -------------------------------------------------------
 // Macros, so that each barrier is known by its source line: optimisers may duplicate
 // the code around one barrier, so its machine address would not identify it.
 #define __syncthreads() (void)::simdex_emu::block_barrier_op(::simdex_emu::kSyncOnly, 0, __FILE__, __LINE__)
 #define __syncthreads_or(p) ::simdex_emu::block_barrier_op(::simdex_emu::kSyncOr, (p), __FILE__, __LINE__)
-#define __syncthreads_and(p) ::simdex_emu::block_barrier_op(::simdex_emu::kSyncAnd, (p), __FILE__, __LINE__)
-#define __syncthreads_count(p) ::simdex_emu::block_barrier_op(::simdex_emu::kSyncCount, (p), __FILE__, __LINE__)
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   simdex_emu::warp_collective(simdex_emu::kSyncWarp, mask, 0, 0, 32);
 }
 inline unsigned __ballot_sync(unsigned mask, int p) {
   return static_cast<unsigned>(simdex_emu::warp_collective(simdex_emu::kBallot, mask, p != 0, 0, 32));
-}
-inline int __any_sync(unsigned mask, int p) {
-  return static_cast<int>(simdex_emu::warp_collective(simdex_emu::kAny, mask, p != 0, 0, 32));
-}
-inline int __all_sync(unsigned mask, int p) {
-  return static_cast<int>(simdex_emu::warp_collective(simdex_emu::kAll, mask, p != 0, 0, 32));
 }
 template <typename T>
 inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
@@ -255,14 +200,4 @@ template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   return simdex_emu::from_bits<T>(
       simdex_emu::warp_collective(simdex_emu::kShflXor, mask, simdex_emu::to_bits(v), lane_mask, width));
-}
-template <typename T>
-inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return simdex_emu::from_bits<T>(simdex_emu::warp_collective(simdex_emu::kShflUp, mask, simdex_emu::to_bits(v),
-                                                              static_cast<int>(delta), width));
-}
-template <typename T>
-inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return simdex_emu::from_bits<T>(simdex_emu::warp_collective(simdex_emu::kShflDown, mask,
-                                                              simdex_emu::to_bits(v), static_cast<int>(delta), width));
 }
