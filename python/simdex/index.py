@@ -256,6 +256,10 @@ class Index(abc.ABC):
     @abc.abstractmethod
     def _backend_search(self, q: np.ndarray, k: int, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def _device_search(self, queries: Any, k: int, **kwargs: Any) -> tuple[Any, Any]:
+        """Search with device-array queries (``device="cuda"`` only); results on the device."""
+        raise NotImplementedError
+
     def _backend_len(self) -> int:
         return len(self._store)
 
@@ -325,7 +329,7 @@ class Index(abc.ABC):
             from simdex import gpu
 
             if gpu.is_device_array(queries):  # stays on the device, results come back there
-                return self._store.search(queries, k, **kwargs)
+                return self._device_search(queries, k, **kwargs)
         q, was_1d = as_matrix(queries, "queries", dim=self.dim)
         D, ids = self._backend_search(q, k, **kwargs)
         return (D[0], ids[0]) if was_1d else (D, ids)
@@ -466,6 +470,9 @@ class ExactIndex(Index):
         self, q: np.ndarray, k: int, num_threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         return self._store.search(q, k, num_threads=_threads(num_threads))
+
+    def _device_search(self, queries: Any, k: int, **kwargs: Any) -> tuple[Any, Any]:
+        return self._store.search(queries, k, **kwargs)  # the GpuFlatIndex
 
     @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ExactIndex:

@@ -220,6 +220,16 @@ class LSHIndex(Index):
         super()._backend_reset()
         self._gpu_tables = None
 
+    def _device_search(
+        self,
+        queries: Any,
+        k: int,
+        num_probes: int | None = None,
+        num_threads: int | None = None,
+        refine: int | None = None,
+    ) -> tuple[Any, Any]:
+        return self._gpu_search(queries, k, num_probes)
+
     def _gpu_search(self, queries: Any, k: int, num_probes: int | None) -> tuple[Any, Any]:
         from simdex import gpu
 
@@ -337,11 +347,6 @@ class LSHIndex(Index):
             distances ascending, ties broken by the smaller id. With ``device="cuda"``
             and device-array queries, arrays of the queries' kind.
         """
-        if self.device == "cuda":
-            from simdex import gpu
-
-            if gpu.is_device_array(queries):
-                return self._gpu_search(queries, check_k(k), num_probes)
         return super().search(queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine)
 
     def stats(self) -> dict[str, Any]:
