@@ -32,8 +32,13 @@ demo: $(STAMP)
 	$(PY) examples/knn_demo.py
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/near_duplicates.py --out demo_out
 
-check-native: $(VENV)/bin/python
+# What the CMake builds of check-native and check-cuda-emu need in the venv.
+BUILD_DEPS = $(VENV)/.simdex-build-deps
+$(BUILD_DEPS): $(VENV)/bin/python
 	$(PIP) install -q "scipy-openblas32>=0.3.28" pybind11 cmake ninja
+	touch $@
+
+check-native: $(BUILD_DEPS)
 	$(VENV)/bin/cmake -S . -B build/native-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
 	  -DSIMDEX_PYTHON=OFF -DSIMDEX_CUDA=OFF -DSIMDEX_NATIVE_TESTS=ON \
 	  -DSIMDEX_SANITIZE=address,undefined -DPython_EXECUTABLE=$(abspath $(PY)) > /dev/null
@@ -42,8 +47,7 @@ check-native: $(VENV)/bin/python
 	  build/native-asan/simdex_native_tests
 
 EMU_DIR := build/cuda-emu/cuda/emu
-check-cuda-emu: $(STAMP)
-	$(PIP) install -q "scipy-openblas32>=0.3.28" pybind11 cmake ninja
+check-cuda-emu: $(STAMP) $(BUILD_DEPS)
 	$(VENV)/bin/cmake -S . -B build/cuda-emu -G Ninja -DSIMDEX_CUDA=OFF -DSIMDEX_CUDA_EMU=ON \
 	  -DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR="$$($(PY) -m pybind11 --cmakedir)" > /dev/null
 	$(VENV)/bin/cmake --build build/cuda-emu --target simdex_cuda_emu simdex_emu_tests > /dev/null
