@@ -4,6 +4,8 @@
 #   make test          install + native sanitizer check + ruff + the whole test suite
 #   make bench         install + benchmarks vs peers, rewrites bench/RESULTS.md
 #   make check-native  C++ tests under AddressSanitizer + UBSan (part of make test)
+#   make fuzz          a long hypothesis-driven fuzz run of every file loader
+#                      (FUZZ_CASES, FUZZ_SECONDS; findings land in fuzz_findings/)
 #   make check-cuda-emu  the CUDA module's kernels and bindings on the CPU emulator
 #                      (cuda/emu): its self-tests, then tests/test_gpu*.py under both
 #                      stream orders (part of make test; needs no GPU)
@@ -16,7 +18,7 @@ EXTRAS ?= tf,plots,export,progress,data,test
 SOURCES := $(shell git ls-files cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
 STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
 
-.PHONY: demo test bench bench-gpu check-native check-cuda-emu install lint clean
+.PHONY: demo test bench bench-gpu check-native check-cuda-emu install lint clean fuzz
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,9 +84,16 @@ $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/
 bench-gpu:
 	bash bench/gpu/run.sh
 
+FUZZ_CASES ?= 200000
+FUZZ_SECONDS ?= 3600
+fuzz: $(STAMP)
+	$(PY) -c 'import hypothesis' 2>/dev/null || $(PIP) install -q "hypothesis>=6"
+	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) bench/fuzz_loaders.py \
+	  --cases $(FUZZ_CASES) --seconds $(FUZZ_SECONDS) --out fuzz_findings
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests bench examples
 	$(VENV)/bin/ruff format --check python tests bench examples
 
 clean:
-	rm -rf build demo_out .pytest_cache
+	rm -rf build demo_out .pytest_cache fuzz_findings

@@ -34,6 +34,15 @@ DESCRIPTIONS = {
     "model": "SimilarityModel index / lookup / single_lookup vs NumPy brute force and TF Similarity 0.17.1.",
     "embed": "Embedding throughput: Keras predict vs direct call vs onnxruntime; near-duplicate pipeline.",
     "gpu": "GPU path (CUDA).",
+    "io": (
+        "Index load, 1M x 128 ExactIndex in the page cache: `load_index` (full read, checksum, "
+        "copy) vs `load_index(mmap=True)` vs faiss read_index with and without IO_FLAG_MMAP; "
+        "peak RSS after the load and one search, each in a fresh process."
+    ),
+    "filter": (
+        "Search with a 10% allow-list (`filter=`) vs no filter, same index and queries; LSH "
+        "recall@10 against the exact filtered answer."
+    ),
 }
 
 

@@ -9,10 +9,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <pybind11/stl.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "simdex/common.h"
+#include "simdex/id_filter.h"
 
 namespace simdex::bindings {
 
@@ -70,6 +74,13 @@ void def_store_accessors(py::class_<Store, Extra...>& cls) {
         return py::make_tuple(v, ids);
       });
 }
+
+/// The IdFilter of an optional (sorted, distinct) int64 id array; nullopt for None.
+/// The filter points into ids, which must outlive it.
+std::optional<IdFilter> make_filter(const std::optional<IdArray>& ids, bool deny);
+
+/// (lims int64 (nq + 1,), distances float32 (m,), ids int64 (m,)) of a RangeResult.
+py::tuple range_to_python(const RangeResult& r);
 
 void register_exact(py::module_& m);
 // Further feature modules add their register_* function here and call it from

@@ -36,6 +36,26 @@ py::tuple knn(const FloatArray& q, const FloatArray& x, std::int64_t k, const st
 
 }  // namespace
 
+std::optional<IdFilter> make_filter(const std::optional<IdArray>& ids, bool deny) {
+  if (!ids) return std::nullopt;
+  const std::int64_t n = check_ids(*ids, "filter ids");
+  const idx_t* p = ids->data();
+  for (std::int64_t i = 1; i < n; ++i)
+    if (p[i] <= p[i - 1])
+      throw std::invalid_argument("filter ids must be sorted ascending and distinct (np.unique gives that)");
+  return IdFilter{p, n, deny};
+}
+
+py::tuple range_to_python(const RangeResult& r) {
+  py::array_t<std::int64_t> lims(static_cast<py::ssize_t>(r.lims.size()));
+  py::array_t<float> D(static_cast<py::ssize_t>(r.distances.size()));
+  py::array_t<std::int64_t> I(static_cast<py::ssize_t>(r.labels.size()));
+  std::copy(r.lims.begin(), r.lims.end(), lims.mutable_data());
+  std::copy(r.distances.begin(), r.distances.end(), D.mutable_data());
+  std::copy(r.labels.begin(), r.labels.end(), I.mutable_data());
+  return py::make_tuple(lims, D, I);
+}
+
 void register_exact(py::module_& m) {
   m.def("knn", &knn, py::arg("queries"), py::arg("base"), py::arg("k"), py::arg("metric"),
         py::arg("num_threads") = 0, py::arg("query_block") = 0, py::arg("base_block") = 0,
@@ -56,6 +76,23 @@ void register_exact(py::module_& m) {
              return new FlatIndex(d, parse_metric(metric), fp16_prefilter);
            }),
            py::arg("dim"), py::arg("metric"), py::arg("fp16_prefilter") = true)
+      .def_static(
+          "view",
+          [](std::int64_t d, const std::string& metric, const FloatArray& x, const IdArray& ids,
+             int num_threads) {
+            const std::int64_t n = check_matrix(x, d, "vectors");
+            if (check_ids(ids, "ids") != n)
+              throw std::invalid_argument(detail::concat("got ", n, " vectors but ", ids.shape(0), " ids"));
+            const Metric m = parse_metric(metric);
+            py::gil_scoped_release nogil;
+            return FlatIndex::view(d, m, x.data(), ids.data(), n, num_threads);
+          },
+          py::arg("dim"), py::arg("metric"), py::arg("vectors"), py::arg("ids"),
+          py::arg("num_threads") = 0, py::keep_alive<0, 3>(), py::keep_alive<0, 4>(),
+          py::return_value_policy::take_ownership,
+          "Read-only index over vectors (n, dim) float32 and ids (n,) int64 used in place "
+          "(e.g. views of a memory map); both stay alive as long as the index.")
+      .def_property_readonly("is_view", &FlatIndex::is_view)
       .def_property_readonly("dim", &FlatIndex::dim)
       .def_property_readonly("fp16_prefilter", &FlatIndex::fp16_prefilter)
       .def(
@@ -85,20 +122,43 @@ void register_exact(py::module_& m) {
       .def(
           "search",
           [](const FlatIndex& self, const FloatArray& q, std::int64_t k, int num_threads,
-             std::int64_t query_block, std::int64_t base_block) {
+             std::int64_t query_block, std::int64_t base_block,
+             const std::optional<IdArray>& filter_ids, bool filter_deny) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
             if (k < 1) throw std::invalid_argument(detail::concat("k must be >= 1, got ", k));
+            const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
             py::array_t<float> D({nq, k});
             py::array_t<std::int64_t> I({nq, k});
             const KnnParams p = make_params(num_threads, query_block, base_block);
             {
               py::gil_scoped_release nogil;
-              self.search(q.data(), nq, k, D.mutable_data(), I.mutable_data(), p);
+              self.search(q.data(), nq, k, D.mutable_data(), I.mutable_data(), p,
+                          filter ? &*filter : nullptr);
             }
             return py::make_tuple(D, I);
           },
           py::arg("queries"), py::arg("k"), py::arg("num_threads") = 0,
-          py::arg("query_block") = 0, py::arg("base_block") = 0);
+          py::arg("query_block") = 0, py::arg("base_block") = 0, py::arg("filter_ids") = py::none(),
+          py::arg("filter_deny") = false,
+          "k-NN; filter_ids (sorted distinct int64): the only ids returned, or with filter_deny "
+          "the ids never returned.")
+      .def(
+          "range_search",
+          [](const FlatIndex& self, const FloatArray& q, float radius, int num_threads,
+             const std::optional<IdArray>& filter_ids, bool filter_deny) {
+            const std::int64_t nq = check_matrix(q, self.dim(), "queries");
+            const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
+            RangeResult r;
+            {
+              py::gil_scoped_release nogil;
+              self.range_search(q.data(), nq, radius, r, make_params(num_threads, 0, 0),
+                                filter ? &*filter : nullptr);
+            }
+            return range_to_python(r);
+          },
+          py::arg("queries"), py::arg("radius"), py::arg("num_threads") = 0,
+          py::arg("filter_ids") = py::none(), py::arg("filter_deny") = false,
+          "Every stored vector within distance radius: (lims (nq+1,), distances, ids), CSR.");
   def_store_accessors(flat);
 }
 

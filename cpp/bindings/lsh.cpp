@@ -106,24 +106,47 @@ void register_lsh(py::module_& m) {
       .def(
           "search",
           [](const LshIndex& self, const FloatArray& q, std::int64_t k, std::int64_t num_probes,
-             int num_threads, std::int64_t refine) {
+             int num_threads, std::int64_t refine, const std::optional<IdArray>& filter_ids,
+             bool filter_deny) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
             if (k < 1) throw std::invalid_argument(detail::concat("k must be >= 1, got ", k));
             if (num_probes < 1)
               throw std::invalid_argument(detail::concat("num_probes must be >= 1, got ", num_probes));
+            const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
             py::array_t<float> D({nq, k});
             py::array_t<std::int64_t> I({nq, k});
             py::array_t<std::int64_t> C(nq);
             {
               py::gil_scoped_release nogil;
               self.search(q.data(), nq, k, num_probes, D.mutable_data(), I.mutable_data(),
-                          C.mutable_data(), num_threads, refine);
+                          C.mutable_data(), num_threads, refine, filter ? &*filter : nullptr);
             }
             return py::make_tuple(D, I, C);
           },
           py::arg("queries"), py::arg("k"), py::arg("num_probes"), py::arg("num_threads") = 0,
-          py::arg("refine") = 16,
+          py::arg("refine") = 16, py::arg("filter_ids") = py::none(), py::arg("filter_deny") = false,
           "Returns (distances (nq, k), ids (nq, k), candidates per query (nq,)).")
+      .def(
+          "range_search",
+          [](const LshIndex& self, const FloatArray& q, float radius, std::int64_t num_probes,
+             int num_threads, const std::optional<IdArray>& filter_ids, bool filter_deny) {
+            const std::int64_t nq = check_matrix(q, self.dim(), "queries");
+            if (num_probes < 1)
+              throw std::invalid_argument(detail::concat("num_probes must be >= 1, got ", num_probes));
+            const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
+            RangeResult r;
+            py::array_t<std::int64_t> C(nq);
+            {
+              py::gil_scoped_release nogil;
+              self.range_search(q.data(), nq, radius, num_probes, r, C.mutable_data(), num_threads,
+                                filter ? &*filter : nullptr);
+            }
+            py::tuple out = range_to_python(r);
+            return py::make_tuple(out[0], out[1], out[2], C);
+          },
+          py::arg("queries"), py::arg("radius"), py::arg("num_probes"), py::arg("num_threads") = 0,
+          py::arg("filter_ids") = py::none(), py::arg("filter_deny") = false,
+          "Candidates within distance radius: (lims (nq+1,), distances, ids, candidates per query).")
       .def("table_stats",
            [](const LshIndex& self, std::int64_t t) {
              const LshTableStats s = self.table_stats(t);

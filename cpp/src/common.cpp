@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -36,9 +37,26 @@ void InterruptCallback::check() {
   if (g_interrupt != nullptr && g_interrupt->want_interrupt()) throw Interrupted();
 }
 
+// OMP_NUM_THREADS, read once: its first entry ("4" or "4,2") when it is an integer in
+// [1, 4096], else 0. Worker pools (gunicorn, Ray, joblib) set it to stop
+// oversubscription, so it is the default when set.
+int env_threads() {
+  static const int value = [] {
+    const char* s = std::getenv("OMP_NUM_THREADS");
+    if (s == nullptr) return 0;
+    char* end = nullptr;
+    const long v = std::strtol(s, &end, 10);
+    if (end == s || (*end != '\0' && *end != ',') || v < 1 || v > 4096) return 0;
+    return static_cast<int>(v);
+  }();
+  return value;
+}
+
 int default_num_threads() {
   int n = g_num_threads.load();
-  return n > 0 ? n : affinity_cpus();
+  if (n > 0) return n;
+  const int env = env_threads();
+  return env > 0 ? env : affinity_cpus();
 }
 
 void set_num_threads(int n) { g_num_threads.store(n > 0 ? n : 0); }

@@ -61,6 +61,28 @@ void finalize(std::int64_t k, float* vals, idx_t* ids, float qnorm2, Metric m, f
   }
 }
 
+// heap_push_block over the columns of s whose row_mask byte is set (all when mask is
+// null). cs / cid: scratch of n entries.
+void push_masked(const float* s, std::int64_t n, const idx_t* ids, std::int64_t offset,
+                 const std::uint8_t* mask, std::int64_t k, float* hv, idx_t* hi,
+                 std::vector<float>& cs, std::vector<idx_t>& cid) {
+  if (mask == nullptr) {
+    heap_push_block(s, n, ids, offset, k, hv, hi);
+    return;
+  }
+  if (cs.size() < static_cast<std::size_t>(n)) {
+    cs.resize(static_cast<std::size_t>(n));
+    cid.resize(static_cast<std::size_t>(n));
+  }
+  std::int64_t w = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    if (!mask[offset + j]) continue;
+    cs[w] = s[j];
+    cid[w++] = ids ? ids[j] : offset + j;
+  }
+  if (w) heap_push_block(cs.data(), w, cid.data(), 0, k, hv, hi);
+}
+
 }  // namespace
 
 void normalize_rows(float* x, std::int64_t n, std::int64_t d) {
@@ -118,6 +140,8 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
   std::vector<float> hv(static_cast<std::size_t>(k));
   std::vector<idx_t> hi(static_cast<std::size_t>(k));
 
+  std::vector<float> cs;  // scratch of the filtered push (tiny path)
+  std::vector<idx_t> cid;
   // Tiny problems: direct dot products on the calling thread.
   if (static_cast<double>(nq) * static_cast<double>(nb) * static_cast<double>(d) <=
       static_cast<double>(params.tiny_work)) {
@@ -126,7 +150,7 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
       heap_init(k, hv.data(), hi.data());
       for (std::int64_t j = 0; j < nb; ++j) row[j] = dot(qp + i * d, x + j * d, d);
       to_scores(row.data(), x_aux, nb, metric);
-      heap_push_block(row.data(), nb, x_ids, 0, k, hv.data(), hi.data());
+      push_masked(row.data(), nb, x_ids, 0, params.row_mask, k, hv.data(), hi.data(), cs, cid);
       finalize(k, hv.data(), hi.data(), qnorm2[i], metric, distances + i * k, labels + i * k);
     }
     return;
@@ -146,6 +170,8 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
   std::vector<float> heap_vals(static_cast<std::size_t>(nqb * nchunks * qb * k));
   std::vector<idx_t> heap_ids(heap_vals.size());
   std::vector<std::vector<float>> tiles(static_cast<std::size_t>(nt));
+  std::vector<std::vector<float>> mask_vals(static_cast<std::size_t>(nt));
+  std::vector<std::vector<idx_t>> mask_ids(static_cast<std::size_t>(nt));
 
   parallel_for(nqb * nchunks, nt, [&](std::int64_t item, int tid) {
     const std::int64_t qbi = item / nchunks, c = item % nchunks;
@@ -165,8 +191,8 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
       for (std::int64_t r = 0; r < rows; ++r) {
         float* s = tile.data() + r * cols;
         to_scores(s, x_aux ? x_aux + b0 : nullptr, cols, metric);
-        heap_push_block(s, cols, x_ids ? x_ids + b0 : nullptr, b0, k, hvals + r * k,
-                        hids + r * k);
+        push_masked(s, cols, x_ids ? x_ids + b0 : nullptr, b0, params.row_mask, k, hvals + r * k,
+                    hids + r * k, mask_vals[tid], mask_ids[tid]);
       }
     }
   });
@@ -233,7 +259,8 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
                            std::int64_t d, std::int64_t k, Metric metric, const float* x_aux,
                            const idx_t* x_ids, const HalfShadow& shadow, float* distances,
                            idx_t* labels, const KnnParams& params) {
-  if (shadow.panels == nullptr || shadow.norms == nullptr || !fp16::supported() || nq < 1 ||
+  if (shadow.panels == nullptr || shadow.norms == nullptr || params.row_mask != nullptr ||
+      !fp16::supported() || nq < 1 ||
       nq > params.prefilter_max_queries || nb < params.prefilter_min_rows || k < 1 || d < 1 ||
       (x_aux == nullptr && metric != Metric::kInnerProduct)) {
     knn_exact(q, nq, x, nb, d, k, metric, x_aux, x_ids, distances, labels, params);
@@ -307,6 +334,73 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
     finalize(k, hv.data(), hi.data(), qnorm2, metric, distances + i * k, labels + i * k);
   }
   return rescored;
+}
+
+void range_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
+                 float radius, Metric metric, const float* x_aux, const idx_t* x_ids,
+                 RangeResult& result, const KnnParams& params) {
+  SIMDEX_CHECK_ARG(d >= 1, "dimension must be >= 1, got ", d);
+  SIMDEX_CHECK_ARG(nq >= 0 && nb >= 0, "sizes must be >= 0, got nq=", nq, " nb=", nb);
+  SIMDEX_CHECK_ARG(params.query_block >= 1 && params.base_block >= 1,
+                   "block sizes must be >= 1, got query_block=", params.query_block,
+                   " base_block=", params.base_block);
+  std::vector<std::vector<std::pair<float, idx_t>>> hits(static_cast<std::size_t>(nq));
+  if (nq == 0 || nb == 0) {
+    result.assemble(hits);
+    return;
+  }
+  std::vector<float> qbuf;
+  const float* qp = q;
+  if (metric == Metric::kCosine) {
+    qbuf.assign(q, q + nq * d);
+    normalize_rows(qbuf.data(), nq, d);
+    qp = qbuf.data();
+  }
+  std::vector<float> qnorm2(static_cast<std::size_t>(nq), 0.0f);
+  if (metric == Metric::kL2 || metric == Metric::kSquaredL2)
+    for (std::int64_t i = 0; i < nq; ++i) qnorm2[i] = dot(q + i * d, q + i * d, d);
+  std::vector<float> auxbuf;
+  if (x_aux == nullptr && metric != Metric::kInnerProduct) {
+    auxbuf.resize(static_cast<std::size_t>(nb));
+    compute_row_aux(x, nb, d, metric, auxbuf.data());
+    x_aux = auxbuf.data();
+  }
+  const int nt = params.num_threads > 0 ? params.num_threads : default_num_threads();
+  const std::int64_t qb = std::min(params.query_block, nq);
+  const std::int64_t bb = std::min(params.base_block, nb);
+  const std::int64_t nqb = (nq + qb - 1) / qb;
+  // One work item per (query block, base block): single queries use every thread too.
+  const std::int64_t nbb = (nb + bb - 1) / bb;
+  std::vector<std::vector<std::vector<std::pair<float, idx_t>>>> part(
+      static_cast<std::size_t>(nt), std::vector<std::vector<std::pair<float, idx_t>>>(static_cast<std::size_t>(nq)));
+  std::vector<std::vector<float>> tiles(static_cast<std::size_t>(nt));
+  parallel_for(nqb * nbb, nt, [&](std::int64_t item, int tid) {
+    const std::int64_t qbi = item / nbb, b0 = (item % nbb) * bb;
+    const std::int64_t q0 = qbi * qb, rows = std::min(qb, nq - q0), cols = std::min(bb, nb - b0);
+    std::vector<float>& tile = tiles[static_cast<std::size_t>(tid)];
+    if (tile.size() < static_cast<std::size_t>(rows * cols)) tile.resize(static_cast<std::size_t>(rows * cols));
+    if (rows == 1)
+      blas::gemv(cols, d, x + b0 * d, qp + q0 * d, tile.data());
+    else
+      blas::gemm_abt(rows, cols, d, 1.0f, qp + q0 * d, x + b0 * d, 0.0f, tile.data());
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float* s = tile.data() + r * cols;
+      to_scores(s, x_aux ? x_aux + b0 : nullptr, cols, metric);
+      auto& out = part[static_cast<std::size_t>(tid)][static_cast<std::size_t>(q0 + r)];
+      for (std::int64_t j = 0; j < cols; ++j) {
+        if (params.row_mask && !params.row_mask[b0 + j]) continue;
+        const float dist = to_distance(s[j], qnorm2[q0 + r], metric);
+        if (dist <= radius) out.emplace_back(dist, x_ids ? x_ids[b0 + j] : b0 + j);
+      }
+    }
+  });
+  for (std::int64_t i = 0; i < nq; ++i)
+    for (auto& p : part) {
+      auto& src = p[static_cast<std::size_t>(i)];
+      hits[static_cast<std::size_t>(i)].insert(hits[static_cast<std::size_t>(i)].end(), src.begin(), src.end());
+      src = {};
+    }
+  result.assemble(hits);
 }
 
 }  // namespace simdex

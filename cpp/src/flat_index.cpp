@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "fp16.h"
+#include "simdex/threading.h"
 #include "simd.h"
 
 namespace simdex {
@@ -40,13 +41,51 @@ void FlatIndex::set_half_row(std::int64_t row, const float* x, float* scratch) {
   fp16::store_row(half_.data(), row, d_, scratch);
 }
 
+FlatIndex* FlatIndex::view(std::int64_t d, Metric metric, const float* x, const idx_t* ids,
+                           std::int64_t n, int num_threads) {
+  SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
+  auto* index = new FlatIndex(d, metric, /*fp16_prefilter=*/false);
+  index->view_ = true;
+  index->ext_x_ = x;
+  index->ext_ids_ = ids;
+  index->ext_n_ = n;
+  if (metric != Metric::kInnerProduct) {
+    index->aux_.resize(static_cast<std::size_t>(n));
+    constexpr std::int64_t kChunk = 16384;  // rows per task
+    try {
+      parallel_for((n + kChunk - 1) / kChunk, num_threads, [&](std::int64_t c, int) {
+        const std::int64_t r0 = c * kChunk, m = std::min(kChunk, n - r0);
+        compute_row_aux(x + r0 * d, m, d, metric, index->aux_.data() + r0);
+      });
+    } catch (...) {
+      delete index;
+      throw;
+    }
+  }
+  return index;
+}
+
+void FlatIndex::ensure_map() const {
+  if (!view_) return;
+  std::call_once(map_once_, [this] {
+    row_of_.reserve(static_cast<std::size_t>(ext_n_));
+    for (std::int64_t r = 0; r < ext_n_; ++r) row_of_.emplace(ext_ids_[r], r);
+  });
+}
+
+void FlatIndex::check_writable() const {
+  SIMDEX_CHECK_ARG(!view_, "this index is a read-only view of a memory-mapped file; copy it "
+                   "(copy.copy(index)) or load it without mmap=True to modify it");
+}
+
 std::int64_t FlatIndex::size() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  return static_cast<std::int64_t>(ids_.size());
+  return rows();
 }
 
 void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replace) {
   SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
+  check_writable();
   std::unique_lock<std::shared_mutex> lock(mutex_);
   // Validate everything before changing anything.
   std::unordered_set<idx_t> seen;
@@ -82,6 +121,7 @@ void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool repla
 }
 
 void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
+  check_writable();
   std::unique_lock<std::shared_mutex> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i)
     if (row_of_.find(ids[i]) == row_of_.end()) throw UnknownId(ids[i]);
@@ -112,6 +152,7 @@ void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
 }
 
 void FlatIndex::reset() {
+  check_writable();
   std::unique_lock<std::shared_mutex> lock(mutex_);
   data_.clear();
   data_.shrink_to_fit();
@@ -123,22 +164,80 @@ void FlatIndex::reset() {
   norms_.clear();
 }
 
+std::int64_t FlatIndex::filter_rows(const IdFilter& filter, std::vector<std::uint8_t>& mask) const {
+  // O(filter size) hash lookups plus one memset, whatever the index size.
+  ensure_map();
+  const std::size_t nb = static_cast<std::size_t>(rows());
+  mask.assign(nb, filter.deny ? 1 : 0);
+  std::int64_t kept = filter.deny ? static_cast<std::int64_t>(nb) : 0;
+  for (std::int64_t i = 0; i < filter.n; ++i) {
+    auto it = row_of_.find(filter.ids[i]);
+    if (it == row_of_.end()) continue;
+    std::uint8_t& m = mask[static_cast<std::size_t>(it->second)];
+    const std::uint8_t want = filter.deny ? 0 : 1;
+    if (m != want) {
+      m = want;
+      kept += filter.deny ? -1 : 1;
+    }
+  }
+  return kept;
+}
+
 void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* distances,
-                       idx_t* labels, const KnnParams& params) const {
+                       idx_t* labels, const KnnParams& params, const IdFilter* filter) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
+  const std::int64_t nb = rows();
+  const float* aux = metric_ == Metric::kInnerProduct ? nullptr : auxp();
+  const float* data = xp();
+  const idx_t* rid = idp();
+  if (filter != nullptr) {
+    std::vector<std::uint8_t> mask;
+    const std::int64_t kept = filter_rows(*filter, mask);
+    if (2 * kept < nb) {
+      // Few rows pass: copy them out and search only those (a GEMM over the subset
+      // costs kept/nb of the full one, plus one gather).
+      std::vector<float> xs(static_cast<std::size_t>(kept * d_)), as(static_cast<std::size_t>(kept));
+      std::vector<idx_t> is(static_cast<std::size_t>(kept));
+      std::int64_t w = 0;
+      for (std::int64_t r = 0; r < nb; ++r) {
+        if (!mask[static_cast<std::size_t>(r)]) continue;
+        std::memcpy(xs.data() + w * d_, data + r * d_, sizeof(float) * d_);
+        if (aux) as[w] = aux[r];
+        is[w++] = rid[r];
+      }
+      knn_exact(q, nq, xs.data(), kept, d_, k, metric_, aux ? as.data() : nullptr, is.data(),
+                distances, labels, params);
+      return;
+    }
+    KnnParams p = params;
+    p.row_mask = mask.data();
+    knn_exact(q, nq, data, nb, d_, k, metric_, aux, rid, distances, labels, p);
+    return;
+  }
   HalfShadow shadow;
   if (half_on_) {
     shadow.panels = half_.data();
     shadow.norms = norms_.data();
   }
-  const std::int64_t rescored = knn_exact_prefiltered(
-      q, nq, data_.data(), static_cast<std::int64_t>(ids_.size()), d_, k, metric_,
-      metric_ == Metric::kInnerProduct ? nullptr : aux_.data(), ids_.data(), shadow, distances,
-      labels, params);
+  const std::int64_t rescored = knn_exact_prefiltered(q, nq, data, nb, d_, k, metric_, aux, rid,
+                                                      shadow, distances, labels, params);
   if (rescored >= 0) {
     pf_queries_ += nq;
     pf_rescored_ += rescored;
   }
+}
+
+void FlatIndex::range_search(const float* q, std::int64_t nq, float radius, RangeResult& result,
+                             const KnnParams& params, const IdFilter* filter) const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::vector<std::uint8_t> mask;
+  KnnParams p = params;
+  if (filter != nullptr) {
+    filter_rows(*filter, mask);
+    p.row_mask = mask.data();
+  }
+  range_exact(q, nq, xp(), rows(), d_, radius, metric_,
+              metric_ == Metric::kInnerProduct ? nullptr : auxp(), idp(), result, p);
 }
 
 FlatIndex::PrefilterStats FlatIndex::prefilter_stats() const {
@@ -150,22 +249,26 @@ FlatIndex::PrefilterStats FlatIndex::prefilter_stats() const {
 
 void FlatIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
+  ensure_map();
+  const float* data = xp();
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = row_of_.find(ids[i]);
     if (it == row_of_.end()) throw UnknownId(ids[i]);
-    std::memcpy(out + i * d_, data_.data() + it->second * d_, sizeof(float) * d_);
+    std::memcpy(out + i * d_, data + it->second * d_, sizeof(float) * d_);
   }
 }
 
 void FlatIndex::contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
+  ensure_map();
   for (std::int64_t i = 0; i < n; ++i) out[i] = row_of_.count(ids[i]) ? 1 : 0;
 }
 
 void FlatIndex::export_all(float* vectors, idx_t* ids) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  std::copy(data_.begin(), data_.end(), vectors);
-  std::copy(ids_.begin(), ids_.end(), ids);
+  const std::int64_t n = rows();
+  std::copy(xp(), xp() + n * d_, vectors);
+  std::copy(idp(), idp() + n, ids);
 }
 
 }  // namespace simdex

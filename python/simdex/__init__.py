@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "get_num_threads": "simdex._runtime",
     "build_info": "simdex._runtime",
     "CorruptFileError": "simdex._io",
+    "IdFilter": "simdex.filters",
     # LSH
     "LSHIndex": "simdex.lsh",
     "RandomProjection": "simdex.lsh",

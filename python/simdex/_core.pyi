@@ -22,6 +22,16 @@ def _set_fp16_kernel(name: str) -> bool: ...
 
 class FlatIndex:
     def __init__(self, dim: int, metric: str, fp16_prefilter: bool = True) -> None: ...
+    @staticmethod
+    def view(
+        dim: int,
+        metric: str,
+        vectors: npt.NDArray[np.float32],
+        ids: npt.NDArray[np.int64],
+        num_threads: int = 0,
+    ) -> FlatIndex: ...
+    @property
+    def is_view(self) -> bool: ...
     @property
     def dim(self) -> int: ...
     @property
@@ -40,7 +50,17 @@ class FlatIndex:
         num_threads: int = 0,
         query_block: int = 0,
         base_block: int = 0,
+        filter_ids: npt.NDArray[np.int64] | None = None,
+        filter_deny: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+    def range_search(
+        self,
+        queries: npt.NDArray[np.float32],
+        radius: float,
+        num_threads: int = 0,
+        filter_ids: npt.NDArray[np.int64] | None = None,
+        filter_deny: bool = False,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
     def get_vectors(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]: ...
     def contains(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]: ...
     def export_all(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
@@ -84,7 +104,20 @@ class LshIndex:
         num_probes: int,
         num_threads: int = 0,
         refine: int = 16,
+        filter_ids: npt.NDArray[np.int64] | None = None,
+        filter_deny: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+    def range_search(
+        self,
+        queries: npt.NDArray[np.float32],
+        radius: float,
+        num_probes: int,
+        num_threads: int = 0,
+        filter_ids: npt.NDArray[np.int64] | None = None,
+        filter_deny: bool = False,
+    ) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]
+    ]: ...
     def get_vectors(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]: ...
     def contains(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]: ...
     def export_all(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...

@@ -33,15 +33,21 @@ def core() -> ModuleType:
             "`pip install --force-reinstall simdex` (and make sure scipy-openblas32 is installed): "
             f"{e}"
         ) from e
+    from simdex import _threadpool
+
+    _threadpool.register()  # threadpoolctl sees and limits simdex's pool (when installed)
     return _core
 
 
 def set_num_threads(n: int) -> None:
     """Set the number of threads simdex's native code uses by default.
 
+    The default, before any call, is ``OMP_NUM_THREADS`` when that is set to a
+    positive integer (read once, at the first search), else the CPUs this process
+    may run on. threadpoolctl controls the same setting (``user_api="simdex"``).
+
     Args:
-        n: Thread count; ``0`` or a negative value restores the default (the CPUs
-            this process may run on).
+        n: Thread count; ``0`` or a negative value restores the default.
     """
     core().set_num_threads(int(n))
 

@@ -64,6 +64,7 @@ import numpy as np
 
 from simdex import matchers as _matchers
 from simdex import metrics as _metrics
+from simdex._log import logger
 
 __all__ = ["CalibrationResult", "calibrate", "match"]
 
@@ -376,8 +377,10 @@ def calibrate(
         targets=targets,
         num_queries=n,
     )
-    if verbose:
-        unmet = [f"{v:g} {name}" for name, v in targets.items() if f"{v:g} {name}" not in cutpoints]
+    unmet = [f"{v:g} {name}" for name, v in targets.items() if f"{v:g} {name}" not in cutpoints]
+    if unmet:
+        logger.info("calibration targets not met by any threshold: %s", ", ".join(unmet))
+    if verbose:  # explicit output, asked for by the caller
         print(result.summary(), file=sys.stdout)
         if unmet:
             print(f"targets not met by any threshold: {', '.join(unmet)}", file=sys.stdout)

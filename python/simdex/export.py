@@ -27,7 +27,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -174,6 +174,63 @@ def _default_providers(available: Sequence[str]) -> list[str]:
     return chosen or list(available)
 
 
+def _refuse_external_data(model_bytes: bytes, source: str) -> None:
+    """Refuse graphs whose tensors live in external files.
+
+    onnxruntime resolves external-data paths of an in-memory model against the
+    current directory, so such a graph could read any file there into its weights.
+    simdex stores and loads self-contained graphs only.
+    """
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError(
+            "checking an ONNX graph needs the onnx package: pip install 'simdex[export]'"
+        ) from e
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(model_bytes)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ValueError(f"{source} is not a valid ONNX model: {e}") from e
+
+    def tensors_of_graph(graph: Any) -> Iterator[Any]:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            yield from tensors_of_attrs(node.attribute)
+
+    def tensors_of_attrs(attrs: Any) -> Iterator[Any]:
+        for attr in attrs:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            for sparse in attr.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
+            if attr.HasField("g"):
+                yield from tensors_of_graph(attr.g)
+            for g in attr.graphs:
+                yield from tensors_of_graph(g)
+
+    def all_tensors() -> Iterator[Any]:
+        yield from tensors_of_graph(model.graph)
+        for function in model.functions:
+            for node in function.node:
+                yield from tensors_of_attrs(node.attribute)
+
+    for tensor in all_tensors():
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise ValueError(
+                f"{source}: tensor {tensor.name!r} refers to external data; simdex only runs "
+                "self-contained ONNX graphs (save with onnx.save(..., save_as_external_data=False))"
+            )
+
+
 class OnnxEmbedder:
     """Run an ONNX embedder on onnxruntime.
 
@@ -221,6 +278,7 @@ class OnnxEmbedder:
         else:
             raise TypeError(f"path must be a file path or bytes, got {type(path).__name__}")
 
+        _refuse_external_data(self.model_bytes, source)
         available = list(ort.get_available_providers())
         if providers is None:
             providers = _default_providers(available)

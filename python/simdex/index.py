@@ -26,11 +26,23 @@ import operator
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from simdex._io import CorruptFileError, read_container, write_container
+from simdex._io import (
+    Container,
+    CorruptFileError,
+    Source,
+    check_finite,
+    container_bytes,
+    field_array,
+    field_bool,
+    field_int,
+    field_str,
+    load_container,
+    write_container,
+)
 from simdex._runtime import core
 
 __all__ = ["METRICS", "Index", "ExactIndex", "knn", "load_index"]
@@ -49,6 +61,8 @@ _ALIASES = {
     "sqeuclidean": "sql2",
 }
 DEVICES = ("cpu", "cuda")
+MAX_FILE_DIM = 1 << 24  # largest dimension a loaded file may claim
+_ID_MAX = 2**63 - 1
 
 
 # --------------------------------------------------------------------------- validation
@@ -89,9 +103,10 @@ def check_device(device: str) -> str:
 def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bool]:
     """Convert ``x`` to a C-contiguous float32 matrix, checking everything.
 
-    Accepts NumPy arrays (any memory order), sequences, objects with ``__array__``
-    (CPU PyTorch tensors) and GPU arrays that offer ``.get()`` (CuPy), which are
-    copied to the host.
+    Accepts NumPy arrays (any memory order), sequences, objects with
+    ``__array_interface__`` / ``__array__``, CPU DLPack producers (PyTorch CPU
+    tensors, JAX CPU arrays: viewed without a copy when C-contiguous float32) and GPU
+    arrays that offer ``.get()`` (CuPy), which are copied to the host.
 
     Args:
         x: (n, d) or (d,) numbers.
@@ -107,7 +122,7 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
     """
     if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
         x = x.get()  # CuPy array -> NumPy for the CPU path
-    arr = np.asarray(x)
+    arr = _from_dlpack(x) if not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") else np.asarray(x)
     if arr.dtype.kind not in "fiu":
         raise TypeError(
             f"{name} must hold real numbers (float32, float64 or integers), got dtype {arr.dtype}"
@@ -131,6 +146,32 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
         extra = " (a float64 value out of float32 range becomes infinity)" if arr.dtype != np.float32 else ""
         raise ValueError(f"{name} contains {what} at row {bad[0]}, column {bad[1]}{extra}")
     return out, was_1d
+
+
+_DLPACK_CPU = 1  # kDLCPU in DLPack's DLDeviceType
+
+
+def _from_dlpack(x: Any) -> np.ndarray:
+    """A NumPy view of a CPU DLPack producer (PyTorch, JAX, ...), without a copy.
+
+    Device tensors and producers NumPy cannot view (a tensor that requires grad,
+    an unsupported dtype) go through ``np.asarray`` instead, which copies or
+    raises a clear error.
+    """
+    try:
+        on_cpu = x.__dlpack_device__()[0] == _DLPACK_CPU
+    except Exception:  # no or broken __dlpack_device__
+        on_cpu = False
+    if on_cpu:
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, RuntimeError, BufferError, ValueError):
+            if hasattr(x, "detach"):  # a PyTorch tensor that requires grad
+                try:
+                    return np.from_dlpack(x.detach())
+                except (TypeError, RuntimeError, BufferError, ValueError):
+                    pass
+    return np.asarray(x)
 
 
 def as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
@@ -239,6 +280,7 @@ class Index(abc.ABC):
         self.metric: str = canonical_metric(metric)
         self._next_id = 0
         self._lock = threading.RLock()  # serialises writers and save; searches are lock-free here
+        self._container: Container | None = None  # the memory-mapped file behind a read-only index
 
     # -- hooks ----------------------------------------------------------------------------
     # Indexes keep their vectors in a native store (``self._store``: C++ FlatIndex,
@@ -311,13 +353,19 @@ class Index(abc.ABC):
             self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
         return ids_arr
 
-    def search(self, queries: Any, k: int = 10, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: Any, k: int = 10, *, filter: Any = None, **kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """k nearest stored vectors of each query.
 
         Args:
             queries: (q, dim) or (dim,) float32/float64.
             k: Neighbours per query; slots beyond ``len(self)`` hold id -1 and
                 distance +inf.
+            filter: Restrict the ids the search may return: an allow-list of ids,
+                :class:`simdex.IdFilter` (allow or deny), a boolean mask over ids or a
+                callable over the stored ids (see :mod:`simdex.filters`). Applied in
+                the native scan: the result is the k nearest *allowed* vectors.
             **kwargs: Backend-specific options (e.g. ``num_threads``).
 
         Returns:
@@ -329,10 +377,62 @@ class Index(abc.ABC):
             from simdex import gpu
 
             if gpu.is_device_array(queries):  # stays on the device, results come back there
+                if filter is not None:
+                    raise ValueError("filter= is supported on the CPU path only; pass host queries")
                 return self._device_search(queries, k, **kwargs)
         q, was_1d = as_matrix(queries, "queries", dim=self.dim)
+        resolved = self._resolve_filter(filter)
+        if resolved is not None:
+            kwargs["filter_ids"], kwargs["filter_deny"] = resolved
         D, ids = self._backend_search(q, k, **kwargs)
         return (D[0], ids[0]) if was_1d else (D, ids)
+
+    def _resolve_filter(self, filter: Any) -> tuple[np.ndarray, bool] | None:
+        from simdex.filters import resolve_filter
+
+        resolved = resolve_filter(filter, lambda: self.ids)
+        if resolved is not None and getattr(self, "device", "cpu") != "cpu":
+            raise ValueError("filter= is not supported with device='cuda' yet; use a CPU index")
+        return resolved
+
+    def range_search(
+        self, queries: Any, radius: float, *, filter: Any = None, **kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored vector within distance ``radius`` of each query (like faiss).
+
+        Args:
+            queries: (q, dim) or (dim,) float32/float64 (a 1-D query counts as q = 1).
+            radius: Largest distance returned (``distance <= radius``), on the
+                metric's scale (``"cosine"``: 1 - cos; ``"l2"``: Euclidean; ``"sql2"``:
+                squared; ``"ip"``: minus the inner product).
+            filter: As for :meth:`search`.
+            **kwargs: Backend-specific options (e.g. ``num_threads``).
+
+        Returns:
+            ``(lims, distances, ids)`` in CSR form: the hits of query ``i`` are
+            ``distances[lims[i]:lims[i+1]]`` (float32, ascending; ties by id) and
+            ``ids[lims[i]:lims[i+1]]`` (int64); ``lims`` has q + 1 entries.
+
+        Raises:
+            ValueError: a NaN radius, bad queries.
+        """
+        try:
+            r = float(radius)
+        except (TypeError, ValueError):
+            raise TypeError(f"radius must be a number, got {type(radius).__name__}") from None
+        if np.isnan(r):
+            raise ValueError("radius must not be NaN")
+        r = float(np.clip(r, -np.finfo(np.float32).max, np.finfo(np.float32).max))
+        q, _ = as_matrix(queries, "queries", dim=self.dim)
+        resolved = self._resolve_filter(filter)
+        if resolved is not None:
+            kwargs["filter_ids"], kwargs["filter_deny"] = resolved
+        return self._backend_range_search(q, r, **kwargs)
+
+    def _backend_range_search(
+        self, q: np.ndarray, radius: float, **kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} has no range search")
 
     def remove(self, ids: Any) -> None:
         """Remove ids (all or nothing).
@@ -383,30 +483,129 @@ class Index(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim}, metric={self.metric!r}, size={len(self)})"
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` atomically (versioned, checksummed).
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(params, arrays) of the saved form; call with ``self._lock`` held."""
+        vectors, ids = self._backend_export()
+        params = {"dim": self.dim, "metric": self.metric, "next_id": self._next_id, **self._params()}
+        return params, {"vectors": vectors, "ids": ids, **self._extra_arrays()}
 
-        The previous file at ``path`` survives any failure (full disk, crash).
+    def save(self, path: str | os.PathLike[str] | IO[bytes]) -> None:
+        """Write the index to ``path`` (versioned, checksummed).
+
+        Args:
+            path: A file path, written atomically: the previous file survives any
+                failure (full disk, crash), a new file gets ``0o666 & ~umask``, an
+                existing one keeps its mode, a symlink keeps pointing at the
+                replaced file. Or a binary file object open for writing (written at
+                its position, not closed; atomicity is then the caller's).
         """
         with self._lock:
-            vectors, ids = self._backend_export()
-            params = {"dim": self.dim, "metric": self.metric, "next_id": self._next_id, **self._params()}
-            arrays = {"vectors": vectors, "ids": ids, **self._extra_arrays()}
+            params, arrays = self._state()
             write_container(path, self.kind, params, arrays)
+
+    def to_bytes(self) -> bytes:
+        """The index in the file format, as bytes (see :meth:`from_bytes`)."""
+        with self._lock:
+            params, arrays = self._state()
+        return container_bytes(self.kind, params, arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *, device: str | None = None) -> Index:
+        """Rebuild an index from :meth:`to_bytes` (validated like :func:`load_index`).
+
+        Raises:
+            CorruptFileError: the bytes are not a valid index (or, called on a
+                subclass, not an index of that class).
+        """
+        index = _from_container(load_container(data), device)
+        if not isinstance(index, cls):
+            raise CorruptFileError(f"the bytes hold a {type(index).__name__}, not a {cls.__name__}")
+        return index
+
+    def verify(self) -> None:
+        """Check what a memory-mapped load (``load_index(..., mmap=True)``) deferred.
+
+        Reads the whole file: its checksum, NaN/inf in the vectors, ids (>= 0,
+        distinct) and the id counter. An index loaded without ``mmap`` was checked
+        completely when it was loaded, and this returns at once.
+
+        Raises:
+            CorruptFileError: the mapped file is corrupted or invalid.
+        """
+        c = self._container
+        if c is None:
+            return
+        c.verify()
+        vectors, ids = c.arrays["vectors"], c.arrays["ids"]
+        check_finite(vectors, "vectors")
+        if ids.size:
+            if int(ids.min()) < 0:
+                raise CorruptFileError(f"{c.name!r}: stored ids must be >= 0, found {int(ids.min())}")
+            if np.unique(ids).size != ids.size:
+                raise CorruptFileError(f"{c.name!r}: stored ids repeat")
+            if self._next_id <= int(ids.max()):
+                raise CorruptFileError(f"{c.name!r}: next_id {self._next_id} is not above the largest id")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # pickle, copy.copy and copy.deepcopy all go through the file format: the copy
+        # owns a new native store (never shares this one) and keeps the device.
+        return _unpickle_index, (self.to_bytes(), getattr(self, "device", "cpu"))
 
     @classmethod
     @abc.abstractmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Index: ...
 
+    @classmethod
+    def _check_common(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[int, str]:
+        """Validate what every index file holds (dim, metric, vectors, ids, next_id)."""
+        dim = field_int(params, "dim", 1, MAX_FILE_DIM)
+        metric = field_str(params, "metric", METRICS)
+        vectors = field_array(arrays, "vectors", "float32", (None, dim))
+        field_array(arrays, "ids", "int64", (vectors.shape[0],))
+        field_int(params, "next_id", 0, _ID_MAX, default=0)
+        if "device" in params:
+            field_str(params, "device", DEVICES)
+        return dim, metric
+
     def _restore_common(self, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         vectors, ids = arrays["vectors"], arrays["ids"]
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim or ids.shape != (vectors.shape[0],):
-            raise CorruptFileError(f"stored arrays have inconsistent shapes {vectors.shape} / {ids.shape}")
+        check_finite(vectors, "vectors")
+        top = int(ids.max()) + 1 if ids.size else 0
+        if ids.size and int(ids.min()) < 0:
+            raise CorruptFileError(f"stored ids must be >= 0, found {int(ids.min())}")
+        next_id = field_int(params, "next_id", top, _ID_MAX, default=top)
         if vectors.shape[0]:
-            self._backend_add(
-                np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64), False
-            )
-        self._next_id = int(params.get("next_id", 0))
+            try:
+                self._backend_add(
+                    np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64), False
+                )
+            except ValueError as e:  # repeated ids
+                raise CorruptFileError(f"stored ids are invalid: {e}") from e
+        self._next_id = next_id
+
+
+def _unpickle_index(data: bytes, device: str = "cpu") -> Index:
+    return _from_container(load_container(data), None if device == "cpu" else device)
+
+
+def _from_container(c: Container, device: str | None) -> Index:
+    kind, params, arrays = c.kind, c.params, c.arrays
+    if kind not in Index._registry:
+        try:
+            import simdex.lsh  # noqa: F401  (registers LSHIndex)
+        except ImportError:
+            pass
+    cls = Index._registry.get(kind)
+    if cls is None:
+        raise CorruptFileError(f"{c.name!r} holds a {kind!r}, which is not an index this simdex knows")
+    if device is not None and check_device(device) != "cpu":
+        params = {**params, "device": device}
+    try:
+        return cls._from_state(params, arrays)
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{c.name!r}: {e}") from e
+    except (KeyError, TypeError, ValueError, OverflowError, IndexError) as e:
+        raise CorruptFileError(f"{c.name!r} has inconsistent index contents: {e}") from e
 
 
 class ExactIndex(Index):
@@ -467,54 +666,102 @@ class ExactIndex(Index):
         return {"active": int(self._store.fp16_prefilter), **self._store.prefilter_stats()}
 
     def _backend_search(
-        self, q: np.ndarray, k: int, num_threads: int | None = None
+        self,
+        q: np.ndarray,
+        k: int,
+        num_threads: int | None = None,
+        filter_ids: np.ndarray | None = None,
+        filter_deny: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self._store.search(q, k, num_threads=_threads(num_threads))
+        if filter_ids is None:
+            return self._store.search(q, k, num_threads=_threads(num_threads))
+        return self._store.search(
+            q, k, num_threads=_threads(num_threads), filter_ids=filter_ids, filter_deny=filter_deny
+        )
+
+    def _backend_range_search(
+        self,
+        q: np.ndarray,
+        radius: float,
+        num_threads: int | None = None,
+        filter_ids: np.ndarray | None = None,
+        filter_deny: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.device != "cpu":
+            raise NotImplementedError("range_search runs on the CPU index only (device='cpu')")
+        return self._store.range_search(
+            q, radius, num_threads=_threads(num_threads), filter_ids=filter_ids, filter_deny=filter_deny
+        )
 
     def _device_search(self, queries: Any, k: int, **kwargs: Any) -> tuple[Any, Any]:
         return self._store.search(queries, k, **kwargs)  # the GpuFlatIndex
 
     @classmethod
+    def _from_mapped(cls, c: Container) -> ExactIndex:
+        """A read-only index over the arrays of a memory-mapped container."""
+        dim, metric = cls._check_common(c.params, c.arrays)
+        index = cls(dim, metric, fp16_prefilter=False)
+        index._store = core().FlatIndex.view(dim, metric, c.arrays["vectors"], c.arrays["ids"])
+        index._next_id = field_int(c.params, "next_id", 0, _ID_MAX, default=0)
+        index._container = c
+        return index
+
+    @property
+    def is_mapped(self) -> bool:
+        """Whether this index serves a memory-mapped file in place (read-only)."""
+        return self._container is not None
+
+    @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ExactIndex:
+        dim, metric = cls._check_common(params, arrays)
         index = cls(
-            int(params["dim"]),
-            str(params["metric"]),
-            device=str(params.get("device", "cpu")),
-            fp16_prefilter=bool(params.get("fp16_prefilter", True)),
+            dim,
+            metric,
+            device=params.get("device", "cpu"),
+            fp16_prefilter=field_bool(params, "fp16_prefilter", default=True),
         )
         index._restore_common(params, arrays)
         return index
 
 
-def load_index(path: str | os.PathLike[str], *, device: str | None = None) -> Index:
+def load_index(path: Source, *, device: str | None = None, mmap: bool = False) -> Index:
     """Load an index written by ``Index.save``.
 
+    The file is treated as untrusted: every header field and array is validated
+    (sizes against the file size, shapes, dtypes, NaN/inf, ids, counters, LSH
+    parameters) before anything is built from it.
+
     Args:
-        path: File to read.
+        path: File path, or a binary file object open for reading (read to its end),
+            or the bytes of :meth:`Index.to_bytes`.
         device: Move the index to ``"cpu"`` or ``"cuda"`` (default: CPU).
+        mmap: :class:`ExactIndex` files only (paths, CPU): map the file read-only and
+            search the vectors and ids in place instead of reading and copying them.
+            Loading takes time and memory independent of the file size, and processes
+            that map the same file share one copy in the page cache. The header is
+            validated as always, but the checksum and the contents of the arrays
+            (NaN, ids) are only checked by :meth:`Index.verify`. The index is
+            read-only: ``add``/``remove``/``reset`` raise ``ValueError``;
+            ``copy.copy(index)`` gives a writable in-memory copy. The mapping lives
+            as long as the index.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CorruptFileError: truncated, corrupted, foreign or newer-format file.
+        CorruptFileError: not a regular file; truncated, corrupted, foreign,
+            invalid or newer-format contents.
+        ValueError: ``mmap=True`` for a file object, bytes, a non-exact index or
+            ``device="cuda"``.
     """
-    kind, params, arrays = read_container(path)
-    if kind not in Index._registry:
-        try:
-            import simdex.lsh  # noqa: F401  (registers LSHIndex)
-        except ImportError:
-            pass
-    cls = Index._registry.get(kind)
-    if cls is None:
-        raise CorruptFileError(
-            f"{os.fspath(path)!r} holds a {kind!r}, which is not an index this simdex knows"
-        )
+    if not mmap:
+        return _from_container(load_container(path), device)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError("mmap=True needs a file path")
+    if device is not None and check_device(device) != "cpu":
+        raise ValueError("mmap=True loads a CPU index; move it with copy.copy(index) after loading if needed")
+    c = load_container(path, mmap=True)
+    if c.kind != ExactIndex.kind:
+        raise ValueError(f"mmap=True supports ExactIndex files; {os.fspath(path)!r} holds a {c.kind!r}")
     try:
-        if "vectors" not in arrays or "ids" not in arrays:
-            raise KeyError("vectors/ids")
-        if device is not None and check_device(device) != "cpu":
-            params = {**params, "device": device}
-        return cls._from_state(params, arrays)
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, CorruptFileError):
-            raise
-        raise CorruptFileError(f"{os.fspath(path)!r} has inconsistent index contents: {e}") from e
+        return ExactIndex._from_mapped(c)
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{c.name!r}: {e}") from e

@@ -10,7 +10,8 @@ Every loss is a ``keras.losses.Loss`` called as ``loss(y_true, y_pred)`` with
 It returns one value per example (the anchor), which Keras reduces (by default
 the mean over the batch). Anchors that have no positive or no negative in the
 batch contribute 0. Pair-based losses take a ``distance`` in
-``{"cosine", "l2", "sql2", "ip"}`` (same meanings as :mod:`simdex.index`:
+``{"cosine", "l2", "sql2", "ip"}`` (or the spellings ``"euclidean"``,
+``"sqeuclidean"``, ``"inner_product"``; same meanings as :mod:`simdex.index`:
 ``1 - cos``, euclidean, squared euclidean, ``-dot``). Batches must contain at
 least two examples of some classes; :class:`simdex.samplers.MultiShotMemorySampler`
 builds such batches.
@@ -44,12 +45,16 @@ _register = keras.saving.register_keras_serializable(package="simdex")
 
 # ----------------------------------------------------------------------------- helpers
 def _check_distance(distance: str) -> str:
+    # The one metric parser (simdex.index.canonical_metric): "euclidean",
+    # "sqeuclidean", "inner_product", "dot", "cos"... name the same four distances.
+    from simdex.index import canonical_metric
+
     if not isinstance(distance, str):
         raise TypeError(f"distance must be a str, got {type(distance).__name__}")
-    d = distance.lower()
-    if d not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
-    return d
+    try:
+        return canonical_metric(distance)
+    except ValueError:
+        raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}") from None
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:

@@ -35,11 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError
+from simdex._io import check_finite, field_array, field_int
 from simdex._runtime import core
 from simdex.index import ExactIndex, Index, _threads, as_matrix, check_device, check_k
 
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
+
+MAX_FILE_PROBES = 1 << 16  # largest num_probes / refine a loaded file may claim
 
 
 def _positive_int(value: Any, name: str, low: int = 1, high: int | None = None) -> int:
@@ -280,14 +282,45 @@ class LSHIndex(Index):
         num_probes: int | None = None,
         num_threads: int | None = None,
         refine: int | None = None,
+        filter_ids: np.ndarray | None = None,
+        filter_deny: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.device == "cuda":
             return self._gpu_search(q, k, num_probes)
         probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
         ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
-        D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
+        D, ids, cand = self._store.search(
+            q,
+            k,
+            probes,
+            num_threads=_threads(num_threads),
+            refine=ref,
+            filter_ids=filter_ids,
+            filter_deny=filter_deny,
+        )
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
         return D, ids
+
+    def _backend_range_search(
+        self,
+        q: np.ndarray,
+        radius: float,
+        num_probes: int | None = None,
+        num_threads: int | None = None,
+        filter_ids: np.ndarray | None = None,
+        filter_deny: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
+        lims, D, ids, cand = self._store.range_search(
+            q,
+            radius,
+            probes,
+            num_threads=_threads(num_threads),
+            filter_ids=filter_ids,
+            filter_deny=filter_deny,
+        )
+        self._last_candidates = float(cand.mean()) if cand.size else 0.0
+        return lims, D, ids
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -303,19 +336,23 @@ class LSHIndex(Index):
 
     @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> LSHIndex:
+        dim, metric = cls._check_common(params, arrays)
+        tables = field_int(params, "num_tables", 1, 4096)
+        bits = field_int(params, "hash_bits", 1, 64)
+        # Checked against the file before anything is generated or allocated: the
+        # planes are in the file, so their claimed size is bounded by its size.
+        planes = field_array(arrays, "planes", "float32", (tables * bits, dim))
+        check_finite(planes, "planes")
         index = cls(
-            int(params["dim"]),
-            num_tables=int(params["num_tables"]),
-            hash_bits=int(params["hash_bits"]),
-            num_probes=int(params["num_probes"]),
-            seed=int(params["seed"]),
-            metric=str(params["metric"]),
-            refine=int(params.get("refine", 16)),
-            device=str(params.get("device", "cpu")),
+            dim,
+            num_tables=tables,
+            hash_bits=bits,
+            num_probes=field_int(params, "num_probes", 1, MAX_FILE_PROBES),
+            seed=field_int(params, "seed", 0, 2**64 - 1),
+            metric=metric,
+            refine=field_int(params, "refine", 0, MAX_FILE_PROBES, default=16),
+            device=params.get("device", "cpu"),
         )
-        planes = arrays.get("planes")
-        if planes is None or planes.shape != index.projection._flat.shape or planes.dtype != np.float32:
-            raise CorruptFileError("LSHIndex file has missing or mis-shaped hyperplanes")
         if not np.array_equal(planes, index.projection._flat):
             # Written by a NumPy whose generator stream differs: trust the file.
             index.projection._flat = np.ascontiguousarray(planes)
@@ -332,6 +369,7 @@ class LSHIndex(Index):
         num_probes: int | None = None,
         num_threads: int | None = None,
         refine: int | None = None,
+        filter: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate k nearest neighbours (exact distances of the candidates found).
 
@@ -341,13 +379,38 @@ class LSHIndex(Index):
             num_probes: Buckets per table for this call (default: ``self.num_probes``).
             num_threads: Threads (default: :func:`simdex.get_num_threads`).
             refine: int8 pre-filter width for this call (default: ``self.refine``).
+            filter: Ids the search may return (see :meth:`simdex.Index.search`);
+                checked for each candidate before it is ranked (CPU only).
 
         Returns:
             ``(distances, ids)``: float32 / int64 arrays (q, k) ((k,) for a 1-D query),
             distances ascending, ties broken by the smaller id. With ``device="cuda"``
             and device-array queries, arrays of the queries' kind.
         """
-        return super().search(queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine)
+        return super().search(
+            queries, k, filter=filter, num_probes=num_probes, num_threads=num_threads, refine=refine
+        )
+
+    def range_search(
+        self,
+        queries: Any,
+        radius: float,
+        *,
+        filter: Any = None,
+        num_probes: int | None = None,
+        num_threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates within distance ``radius`` of each query, CSR ``(lims, distances, ids)``.
+
+        Approximate like :meth:`search`: every vector returned is within ``radius``
+        (exact distance), but one that shares no probed bucket with the query is
+        missed. See :meth:`simdex.Index.range_search` for the layout.
+        """
+        if self.device != "cpu":
+            raise NotImplementedError("range_search runs on the CPU tables only (device='cpu')")
+        return super().range_search(
+            queries, radius, filter=filter, num_probes=num_probes, num_threads=num_threads
+        )
 
     def stats(self) -> dict[str, Any]:
         """Bucket occupancy, memory and the candidates of the last search.

@@ -25,6 +25,7 @@ modules use for a missing neighbour).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -33,8 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError, read_container, write_container
-from simdex.index import check_positive_int
+from simdex._io import (
+    CorruptFileError,
+    field_array,
+    field_int,
+    field_str,
+    load_container,
+    temp_dir_for,
+    write_container,
+)
+from simdex._log import logger
+from simdex.index import canonical_metric, check_positive_int
 from simdex.layers import import_keras
 
 keras = import_keras()
@@ -347,7 +357,7 @@ class SimilarityModel(keras.Model):
         y: Any = None,
         data: Sequence[Any] | None = None,
         batch_size: int = 256,
-        verbose: int = 1,
+        verbose: int = 0,
     ) -> np.ndarray:
         """Embed ``x`` and add it to the index with its labels and data.
 
@@ -358,7 +368,8 @@ class SimilarityModel(keras.Model):
                 images), or None. To be saved they must be same-shape NumPy
                 arrays/scalars or JSON-serialisable values.
             batch_size: Rows per model call.
-            verbose: 1 prints a one-line summary.
+            verbose: 1 prints a one-line summary (default 0: quiet; the summary
+                is also logged at INFO on the ``simdex`` logger).
 
         Returns:
             ``(n,)`` int64 ids assigned by the index.
@@ -384,7 +395,8 @@ class SimilarityModel(keras.Model):
         emb = self.embed(arr, batch_size=batch_size)
         ids = np.asarray(self._ensure_index(emb.shape[1]).add(emb), dtype=np.int64)
         self._sim.store.add(ids, labels, data)
-        if verbose:
+        logger.info("indexed %d items; index size %d", n, self.index_size())
+        if verbose:  # explicit output, asked for by the caller
             print(f"[simdex] indexed {n} items; index size {self.index_size()}")
         return ids
 
@@ -392,7 +404,19 @@ class SimilarityModel(keras.Model):
         k = check_positive_int(k, "k")
         return self._search_embeddings(self.embed(x, batch_size=batch_size), k)
 
-    def _search_embeddings(self, emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _label_filter(self, labels: Any) -> np.ndarray | None:
+        """Allow-list of the ids whose label is in ``labels`` (None: no restriction)."""
+        if labels is None:
+            return None
+        wanted = np.asarray(labels)
+        if wanted.dtype.kind not in "iu" and wanted.size:
+            raise TypeError(f"labels must be integer class labels, got dtype {wanted.dtype}")
+        wanted_set = set(wanted.reshape(-1).tolist())
+        return np.array(sorted(i for i, lab in self._sim.store.labels.items() if lab in wanted_set), np.int64)
+
+    def _search_embeddings(
+        self, emb: np.ndarray, k: int, filter: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         index = self._sim.index
         if index is None or len(index) == 0:
             n = emb.shape[0]
@@ -401,16 +425,19 @@ class SimilarityModel(keras.Model):
             raise ValueError(
                 f"the model outputs {emb.shape[1]}-d embeddings but the index holds {index.dim}-d vectors"
             )
-        D, ids = index.search(emb, k)
+        D, ids = index.search(emb, k) if filter is None else index.search(emb, k, filter=filter)
         return np.asarray(D, dtype=np.float32), np.asarray(ids, dtype=np.int64)
 
-    def lookup(self, x: Any, k: int = 5, batch_size: int = 256) -> list[list[Lookup]]:
+    def lookup(self, x: Any, k: int = 5, batch_size: int = 256, *, labels: Any = None) -> list[list[Lookup]]:
         """Nearest indexed neighbours of each example of ``x``.
 
         Args:
             x: ``(n, *input_shape)`` queries.
             k: Neighbours per query (>= 1).
             batch_size: Rows per model call.
+            labels: Restrict the neighbours to items of these classes (an int or a
+                sequence of ints); applied inside the index search (a filter), so
+                up to ``k`` neighbours of those classes come back.
 
         Returns:
             ``n`` lists of up to ``k`` :class:`Lookup` records, nearest first
@@ -419,7 +446,8 @@ class SimilarityModel(keras.Model):
         Raises:
             ValueError: ``k < 1``, bad input shape.
         """
-        D, ids = self._search(x, k, batch_size)
+        k = check_positive_int(k, "k")
+        D, ids = self._search_embeddings(self.embed(x, batch_size=batch_size), k, self._label_filter(labels))
         return self._records(D, ids)
 
     def _records(self, D: np.ndarray, ids: np.ndarray) -> list[list[Lookup]]:
@@ -532,7 +560,7 @@ class SimilarityModel(keras.Model):
         matcher: Any = "match_nearest",
         extra_metrics: Sequence[str] | None = ("precision", "recall", "binary_accuracy"),
         rounding: int | None = 2,
-        verbose: int = 1,
+        verbose: int = 0,
         batch_size: int = 256,
     ) -> Any:
         """Look up ``x`` and calibrate distance thresholds with :func:`simdex.calibrate`.
@@ -705,16 +733,14 @@ class SimilarityModel(keras.Model):
         data_params, data_arrays = _encode_data(st.store.data)
         params["data"] = data_params
         arrays.update(data_arrays)
-        with tempfile.TemporaryDirectory(
-            prefix="simdex-save-", dir=os.path.dirname(os.path.abspath(path))
-        ) as tmp:
+        if st.index is not None:
+            arrays["index"] = np.frombuffer(st.index.to_bytes(), dtype=np.uint8)
+        # Keras writes weights to a named .h5 file only: a private directory next to
+        # the target, removed afterwards (or by the next save if this one is killed).
+        with temp_dir_for(path) as tmp:
             weights_path = os.path.join(tmp, "model.weights.h5")
             self.save_weights(weights_path)
             arrays["weights"] = np.fromfile(weights_path, dtype=np.uint8)
-            if st.index is not None:
-                index_path = os.path.join(tmp, "index.simdex")
-                st.index.save(index_path)
-                arrays["index"] = np.fromfile(index_path, dtype=np.uint8)
             write_container(path, _KIND, params, arrays)
 
 
@@ -744,22 +770,87 @@ def _encode_data(data: Mapping[int, Any]) -> tuple[dict[str, Any], dict[str, np.
     return {"kind": "json", "values": json.loads(encoded)}, {"data_ids": ids}
 
 
-def _decode_data(params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[int, Any]:
+def _decode_data(params: Any, arrays: Mapping[str, np.ndarray]) -> dict[int, Any]:
+    if not isinstance(params, Mapping):
+        raise CorruptFileError("the item data description is not a mapping")
     kind = params.get("kind", "none")
     if kind == "none":
         return {}
-    ids = arrays["data_ids"].tolist()
+    ids = field_array(arrays, "data_ids", "int64", (None,)).tolist()
     if kind == "array":
-        dtype = np.dtype(params["dtype"])
-        shape = tuple(int(s) for s in params["shape"])
-        stacked = arrays["data_bytes"].view(dtype).reshape(shape)
+        try:
+            dtype = np.dtype(field_str(params, "dtype"))
+        except TypeError as e:
+            raise CorruptFileError(f"bad item data dtype: {e}") from e
+        if dtype.kind not in "biufcSU" or dtype.itemsize == 0:
+            raise CorruptFileError(f"item data dtype {dtype} cannot be stored")
+        shape = params.get("shape")
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
+        ):
+            raise CorruptFileError(f"bad item data shape {str(shape)[:60]}")
+        raw = field_array(arrays, "data_bytes", "uint8", (None,))
+        if shape[0] != len(ids) or math.prod(shape) * dtype.itemsize != raw.size:
+            raise CorruptFileError(
+                f"item data of shape {shape} and dtype {dtype} does not fit {raw.size} bytes"
+            )
+        stacked = raw.view(dtype).reshape(shape)
         return {i: stacked[j] for j, i in enumerate(ids)}
     if kind == "json":
-        values = params["values"]
-        if len(values) != len(ids):
-            raise ValueError("data ids and values differ in length")
+        values = params.get("values")
+        if not isinstance(values, list) or len(values) != len(ids):
+            raise CorruptFileError("data ids and values differ in length")
         return dict(zip(ids, values))
-    raise ValueError(f"unknown data kind {kind!r}")
+    raise CorruptFileError(f"unknown data kind {str(kind)[:40]!r}")
+
+
+# Keys of a Keras layer config that size its weights (a layer with ``units=u`` owns
+# at least u parameters) and keys that give tensor shapes.
+_WEIGHT_SIZE_KEYS = frozenset(
+    {
+        "units",
+        "filters",
+        "output_dim",
+        "input_dim",
+        "embedding_dim",
+        "key_dim",
+        "value_dim",
+        "num_heads",
+        "kernel_size",
+        "depth_multiplier",
+        "intermediate_dim",
+        "hidden_dim",
+        "num_classes",
+    }
+)
+_SHAPE_KEYS = frozenset(
+    {"batch_shape", "shape", "batch_input_shape", "input_shape", "target_shape", "output_shape"}
+)
+
+
+def _check_architecture_sizes(node: Any, weight_bytes: int, key: str = "") -> None:
+    """Refuse architectures whose layers would allocate more than the stored weights.
+
+    Keras allocates variables while it deserialises, before any weight is read, so
+    a small file claiming ``Dense(units=10**8)`` must be stopped here: every
+    weight-sizing number must fit in the stored weights (a parameter takes at least
+    a byte) and no tensor dimension may exceed them (or 65536, for shape-only layers).
+    """
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            _check_architecture_sizes(v, weight_bytes, str(k))
+    elif isinstance(node, list):
+        for v in node:
+            _check_architecture_sizes(v, weight_bytes, key)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        if key in _WEIGHT_SIZE_KEYS and node > weight_bytes:
+            raise CorruptFileError(
+                f"the architecture claims {key}={node}, more than the {weight_bytes} bytes of weights"
+            )
+        if key in _SHAPE_KEYS and node > max(weight_bytes, 1 << 16):
+            raise CorruptFileError(f"the architecture claims a dimension of {node} ({key})")
 
 
 def load_model(
@@ -783,42 +874,73 @@ def load_model(
         simdex.CorruptFileError: not a simdex model file, corrupted or truncated.
     """
     path = os.fspath(filepath)
-    kind, params, arrays = read_container(path)
-    if kind != _KIND:
+    c = load_container(path)
+    params, arrays = c.params, c.arrays
+    if c.kind != _KIND:
         raise CorruptFileError(
-            f"{path!r} holds a {kind!r}, not a SimilarityModel (use simdex.load_index for indexes)"
+            f"{path!r} holds a {c.kind!r}, not a SimilarityModel (use simdex.load_index for indexes)"
         )
-    if int(params.get("format", 0)) > _FORMAT:
-        raise CorruptFileError(f"{path!r} uses model format {params.get('format')}; upgrade simdex")
     try:
-        architecture = params["architecture"]
-        weights = arrays["weights"]
-        item_ids, labels = arrays["item_ids"], arrays["labels"]
-        data = _decode_data(params.get("data", {}), arrays)
-    except (KeyError, ValueError, TypeError) as e:
-        raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
-    model = keras.saving.deserialize_keras_object(
-        architecture, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode
-    )
+        if field_int(params, "format", 0, 2**31, default=0) > _FORMAT:
+            raise CorruptFileError(f"uses model format {params.get('format')}; upgrade simdex")
+        architecture = params.get("architecture")
+        if not isinstance(architecture, dict):
+            raise CorruptFileError("the architecture is not a mapping")
+        weights = field_array(arrays, "weights", "uint8", (None,))
+        item_ids = field_array(arrays, "item_ids", "int64", (None,))
+        labels = field_array(arrays, "labels", "int64", item_ids.shape)
+        data = _decode_data(params.get("data", {"kind": "none"}), arrays)
+        distance = canonical_metric(field_str(params, "distance", default="cosine"))
+        index_spec = params.get("index_spec")
+        if index_spec is not None and index_spec not in ("exact", "lsh", "custom"):
+            raise CorruptFileError(
+                f"index_spec must be 'exact', 'lsh' or 'custom', got {str(index_spec)[:40]!r}"
+            )
+        calibration = params.get("calibration")
+        if calibration is not None:
+            from simdex.calibration import CalibrationResult
+
+            calibration = CalibrationResult.from_dict(calibration)
+        index = None
+        if "index" in arrays:
+            from simdex.index import load_index
+
+            index = load_index(field_array(arrays, "index", "uint8", (None,)).tobytes())
+        _check_architecture_sizes(architecture, int(weights.size))
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{path!r} has invalid model contents: {e}") from e
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
+        raise CorruptFileError(f"{path!r} has inconsistent model contents: {type(e).__name__}: {e}") from e
+    try:
+        model = keras.saving.deserialize_keras_object(
+            architecture, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode
+        )
+    except Exception as e:  # Keras raises many types for a bad config
+        raise CorruptFileError(
+            f"{path!r}: the architecture cannot be rebuilt (corrupt file, or a custom layer missing from "
+            f"custom_objects): {type(e).__name__}: {str(e)[:300]}"
+        ) from e
     if not isinstance(model, SimilarityModel):
         raise CorruptFileError(f"{path!r} does not describe a SimilarityModel (got {type(model).__name__})")
-    from simdex.index import load_index
-
+    if model.count_params() > weights.size:
+        raise CorruptFileError(
+            f"{path!r}: the architecture has {model.count_params()} parameters but only "
+            f"{weights.size} bytes of weights"
+        )
     with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
         weights_path = os.path.join(tmp, "model.weights.h5")
         weights.tofile(weights_path)
-        model.load_weights(weights_path)
-        if "index" in arrays:
-            index_path = os.path.join(tmp, "index.simdex")
-            arrays["index"].tofile(index_path)
-            model._sim.index = load_index(index_path)
-    model._sim.distance = str(params.get("distance", model._sim.distance))
-    model._sim.index_spec = str(params.get("index_spec", model._sim.index_spec))
+        try:
+            model.load_weights(weights_path)
+        except Exception as e:  # h5py and Keras errors of a damaged weights blob
+            raise CorruptFileError(
+                f"{path!r}: the stored weights do not load: {type(e).__name__}: {e}"
+            ) from e
+    model._sim.index = index
+    model._sim.distance = distance if "distance" in params else model._sim.distance
+    model._sim.index_spec = index_spec if index_spec is not None else model._sim.index_spec
     labels_d = {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != _NO_LABEL}
     model._sim.store.labels.update(labels_d)
     model._sim.store.data.update(data)
-    if params.get("calibration") is not None:
-        from simdex.calibration import CalibrationResult
-
-        model._sim.calibration = CalibrationResult.from_dict(params["calibration"])
+    model._sim.calibration = calibration
     return model

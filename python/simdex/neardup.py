@@ -17,16 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from simdex._io import CorruptFileError, read_container, write_container
+from simdex._io import CorruptFileError, field_array, field_int, field_str, load_container, write_container
 from simdex.embeddings import Embedder, _are_samples, _check_batch_size, as_embedder
 
 __all__ = ["Matches", "NearDuplicateFinder"]
@@ -98,6 +96,29 @@ def _json_label(label: Any) -> Any:
     if label is None or isinstance(label, (bool, int, float, str)):
         return label
     raise TypeError(f"labels must be None, bool, int, float or str to be saved, got {type(label).__name__}")
+
+
+def _parse_labels(text: str) -> dict[int, Any]:
+    """Saved labels: a JSON list of ``[id, label]`` with scalar labels."""
+    try:
+        pairs = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise CorruptFileError(f"labels are not valid JSON: {type(e).__name__}") from e
+    if not isinstance(pairs, list):
+        raise CorruptFileError("labels must be a list of [id, label] pairs")
+    out: dict[int, Any] = {}
+    for pair in pairs:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not isinstance(pair[0], int)
+            or isinstance(pair[0], bool)
+            or not 0 <= pair[0] < 2**63
+            or not (pair[1] is None or isinstance(pair[1], (bool, int, float, str)))
+        ):
+            raise CorruptFileError(f"bad label entry {str(pair)[:60]}")
+        out[pair[0]] = pair[1]
+    return out
 
 
 class _Progress:
@@ -226,7 +247,7 @@ class NearDuplicateFinder:
         images: Any,
         labels: Sequence[Any] | np.ndarray | None = None,
         ids: Sequence[int] | np.ndarray | None = None,
-        verbose: int = 1,
+        verbose: int = 0,
     ) -> np.ndarray:
         """Embed and index images.
 
@@ -241,7 +262,7 @@ class NearDuplicateFinder:
                 if you want to :meth:`save`), or ``None``.
             ids: ``n`` distinct non-negative int ids not yet in the collection,
                 or ``None`` for fresh ones.
-            verbose: 0 for silence, 1 for a progress bar.
+            verbose: 0 for silence (default), 1 for a tqdm progress bar.
 
         Returns:
             int64 ids of the added images, shape ``(n,)``.
@@ -392,18 +413,7 @@ class NearDuplicateFinder:
         if self._index is None:
             raise ValueError("nothing to save: add images first")
         labels = [[int(i), _json_label(v)] for i, v in sorted(self._labels.items())]
-        fd, tmp = tempfile.mkstemp(
-            prefix=".simdex-index-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path))
-        )
-        os.close(fd)
-        try:
-            self._index.save(tmp)
-            with open(tmp, "rb") as f:
-                index_bytes = np.frombuffer(f.read(), dtype=np.uint8)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        arrays = {"index_file": index_bytes}
+        arrays = {"index_file": np.frombuffer(self._index.to_bytes(), dtype=np.uint8)}
         onnx_bytes = getattr(self.embedder, "model_bytes", None)
         if isinstance(onnx_bytes, bytes):
             arrays["onnx_model"] = np.frombuffer(onnx_bytes, dtype=np.uint8)
@@ -426,29 +436,29 @@ class NearDuplicateFinder:
         """
         import simdex
 
-        kind, params, arrays = read_container(path)
-        if kind != _KIND:
-            raise CorruptFileError(f"{os.fspath(path)!r} holds a {kind!r}, not a saved NearDuplicateFinder")
-        if int(params.get("format", 0)) > _FORMAT:
-            raise CorruptFileError(f"{os.fspath(path)!r} was written by a newer simdex: upgrade simdex")
+        c = load_container(path)
+        name, params, arrays = c.name, c.params, c.arrays
+        if c.kind != _KIND:
+            raise CorruptFileError(f"{name!r} holds a {c.kind!r}, not a saved NearDuplicateFinder")
+        if field_int(params, "format", 0, 2**31, default=0) > _FORMAT:
+            raise CorruptFileError(f"{name!r} was written by a newer simdex: upgrade simdex")
         try:
-            labels = {int(i): v for i, v in json.loads(params["labels"])}
-            index_bytes = arrays["index_file"].tobytes()
-            batch_size = int(params["batch_size"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CorruptFileError(f"{os.fspath(path)!r} has malformed finder contents: {e}") from e
+            labels = _parse_labels(field_str(params, "labels"))
+            batch_size = field_int(params, "batch_size", 1, 2**31)
+            index_bytes = field_array(arrays, "index_file", "uint8", (None,))
+            index = simdex.load_index(index_bytes.tobytes())
+            onnx_model = (
+                field_array(arrays, "onnx_model", "uint8", (None,)) if "onnx_model" in arrays else None
+            )
+        except CorruptFileError as e:
+            raise CorruptFileError(f"{name!r} has malformed finder contents: {e}") from e
         if embedder is None:
-            if "onnx_model" not in arrays:
-                raise ValueError(f"{os.fspath(path)!r} stores no embedder: pass embedder=")
-            embedder = simdex.OnnxEmbedder(arrays["onnx_model"].tobytes())
-        fd, tmp = tempfile.mkstemp(prefix=".simdex-index-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(index_bytes)
-            index = simdex.load_index(tmp)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if onnx_model is None:
+                raise ValueError(f"{name!r} stores no embedder: pass embedder=")
+            try:
+                embedder = simdex.OnnxEmbedder(onnx_model.tobytes())
+            except ValueError as e:  # not ONNX, external data, several inputs...
+                raise CorruptFileError(f"{name!r} stores an unusable ONNX embedder: {e}") from e
         finder = cls(embedder, index=index, batch_size=batch_size)
         finder._labels = labels
         return finder

@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "simdex/common.h"
+#include "simdex/id_filter.h"
 
 namespace simdex {
 
@@ -36,6 +37,9 @@ struct KnnParams {
   std::int64_t prefilter_max_queries = 4;
   /// ... and at least this many base vectors.
   std::int64_t prefilter_min_rows = 4096;
+  /// Search-time filter: nb bytes, rows whose byte is 0 are never returned
+  /// (nullptr: every row may be). Set by FlatIndex from an IdFilter.
+  const std::uint8_t* row_mask = nullptr;
 };
 
 /// Float16 shadow of a base set (see FlatIndex): unit directions rounded to float16
@@ -83,6 +87,17 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
                            std::int64_t d, std::int64_t k, Metric metric, const float* x_aux,
                            const idx_t* x_ids, const HalfShadow& shadow, float* distances,
                            idx_t* labels, const KnnParams& params = KnnParams());
+
+/// Exact range search: every base row within distance ``radius`` (<=) of each query.
+///
+/// @param[in]  q, nq, x, nb, d, metric, x_aux, x_ids  as knn_exact (params.row_mask
+///                        filters rows as there)
+/// @param[in]  radius     largest distance returned (see Metric for the scale)
+/// @param[out] result     the hits of every query, sorted (see RangeResult)
+/// @throws std::invalid_argument on bad sizes; simdex::Interrupted on Ctrl-C.
+void range_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
+                 float radius, Metric metric, const float* x_aux, const idx_t* x_ids,
+                 RangeResult& result, const KnnParams& params = KnnParams());
 
 /// Normalise n rows of x in place to unit L2 norm; zero rows stay zero.
 void normalize_rows(float* x, std::int64_t n, std::int64_t d);

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <shared_mutex>
 #include <stdexcept>
@@ -60,8 +61,15 @@ class FlatIndex {
   void reset();
 
   /// Exact k-NN, see knn_exact. distances/labels: nq * k each, owned by the caller.
+  /// @param[in] filter  ids the search may (or, with deny, may not) return, or nullptr.
+  ///                    Sparse allow-lists (< half the rows) gather their rows and
+  ///                    search only those; otherwise a row mask skips rows in the scan.
   void search(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* labels,
-              const KnnParams& params = KnnParams()) const;
+              const KnnParams& params = KnnParams(), const IdFilter* filter = nullptr) const;
+
+  /// Every stored vector within distance radius (<=) of each query; see range_exact.
+  void range_search(const float* q, std::int64_t nq, float radius, RangeResult& result,
+                    const KnnParams& params = KnnParams(), const IdFilter* filter = nullptr) const;
 
   /// Copy the stored vectors of n ids into out (n * d floats). @throws UnknownId.
   void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
@@ -71,6 +79,19 @@ class FlatIndex {
 
   /// Copy all vectors (size() * d floats) and ids (size()) in storage order.
   void export_all(float* vectors, idx_t* ids) const;
+
+  /// A read-only index over caller-owned memory (a memory-mapped file): the vectors
+  /// and ids are used in place, never copied; only the per-row values of
+  /// compute_row_aux (4 bytes a row) are computed and owned by the index.
+  /// @param[in] x    n * d floats, row-major, finite
+  /// @param[in] ids  n distinct ids >= 0
+  /// Both buffers must outlive the index. add/remove/reset throw
+  /// std::invalid_argument; there is no float16 shadow. The id -> row map that
+  /// get_vectors/contains/filters need is built on first use.
+  /// @return a new index owned by the caller.
+  static FlatIndex* view(std::int64_t d, Metric metric, const float* x, const idx_t* ids,
+                         std::int64_t n, int num_threads = 0);
+  bool is_view() const { return view_; }
 
   std::int64_t size() const;
   std::int64_t dim() const { return d_; }
@@ -98,9 +119,23 @@ class FlatIndex {
 
   mutable std::atomic<std::int64_t> pf_queries_{0}, pf_rescored_{0};
 
+  /// Row mask of filter (1 = may be returned) and the number of rows it keeps.
+  std::int64_t filter_rows(const IdFilter& filter, std::vector<std::uint8_t>& mask) const;
   void set_half_row(std::int64_t row, const float* x, float* scratch);
-  std::unordered_map<idx_t, std::int64_t> row_of_;
+  mutable std::unordered_map<idx_t, std::int64_t> row_of_;  // built lazily for a view
   mutable std::shared_mutex mutex_;
+  // View mode (see view()): external buffers instead of data_ / aux_ / ids_.
+  bool view_ = false;
+  const float* ext_x_ = nullptr;
+  const idx_t* ext_ids_ = nullptr;
+  std::int64_t ext_n_ = 0;
+  mutable std::once_flag map_once_;
+  std::int64_t rows() const { return view_ ? ext_n_ : static_cast<std::int64_t>(ids_.size()); }
+  const float* xp() const { return view_ ? ext_x_ : data_.data(); }
+  const float* auxp() const { return aux_.data(); }
+  const idx_t* idp() const { return view_ ? ext_ids_ : ids_.data(); }
+  void ensure_map() const;  // a view's row_of_, built once
+  void check_writable() const;
 };
 
 }  // namespace simdex

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "simdex/common.h"
+#include "simdex/id_filter.h"
 
 namespace simdex {
 
@@ -179,9 +180,20 @@ class LshIndex {
   /// unit vectors (one cache line per vector for d <= 64) ranks them first and only
   /// the best refine*k are re-ranked with the float32 vectors (refine <= 0: re-rank
   /// every candidate exactly). The returned distances are always exact.
+  ///
+  /// @param[in]  filter     ids that may (deny: may not) be returned, or nullptr; checked
+  ///                        per candidate where removed slots are dropped, so filtered-out
+  ///                        vectors are neither counted nor re-ranked
   void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
               float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
-              int num_threads = 0, std::int64_t refine = 16) const;
+              int num_threads = 0, std::int64_t refine = 16, const IdFilter* filter = nullptr) const;
+
+  /// Range search over the same candidates as search(): every candidate within exact
+  /// distance radius (<=) of its query (approximate: a vector in range that shares no
+  /// probed bucket with the query is missed). num_candidates, filter as for search().
+  void range_search(const float* q, std::int64_t nq, float radius, std::int64_t num_probes,
+                    RangeResult& result, std::int64_t* num_candidates = nullptr,
+                    int num_threads = 0, const IdFilter* filter = nullptr) const;
 
   /// Copy n stored vectors into out (n*d floats). @throws UnknownId.
   void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
@@ -216,6 +228,12 @@ class LshIndex {
     std::vector<std::pair<std::uint64_t, std::uint32_t>> delta;
   };
 
+  /// search() and range_search(): k-NN into distances/labels, or, with range set,
+  /// the candidates within radius into (*range)[query].
+  void search_impl(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
+                   float* distances, idx_t* labels, std::int64_t* num_candidates, int num_threads,
+                   std::int64_t refine, const IdFilter* filter, float radius,
+                   std::vector<std::vector<std::pair<float, idx_t>>>* range) const;
   void build_prefix(Table& t) const;
   void merge_delta(Table& t) const;
   /// Counting-sort merge of main + delta + n_new codes (slots first_slot + i).

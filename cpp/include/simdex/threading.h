@@ -10,8 +10,9 @@
 
 namespace simdex {
 
-/// Number of threads used when a call passes num_threads <= 0. Defaults to the
-/// CPUs this process may run on (sched_getaffinity), overridable by set_num_threads.
+/// Number of threads used when a call passes num_threads <= 0: set_num_threads' value,
+/// else OMP_NUM_THREADS (first entry, read at the first call) when it is set to an
+/// integer in [1, 4096], else the CPUs this process may run on (sched_getaffinity).
 int default_num_threads();
 /// Set the default thread count; n <= 0 restores the automatic value.
 void set_num_threads(int n);

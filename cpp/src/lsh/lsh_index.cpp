@@ -454,7 +454,24 @@ void LshIndex::reset() {
 
 void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
                       float* distances, idx_t* labels, std::int64_t* num_candidates,
-                      int num_threads, std::int64_t refine) const {
+                      int num_threads, std::int64_t refine, const IdFilter* filter) const {
+  search_impl(q, nq, k, num_probes, distances, labels, num_candidates, num_threads, refine, filter,
+              0.0f, nullptr);
+}
+
+void LshIndex::range_search(const float* q, std::int64_t nq, float radius, std::int64_t num_probes,
+                            RangeResult& result, std::int64_t* num_candidates, int num_threads,
+                            const IdFilter* filter) const {
+  std::vector<std::vector<std::pair<float, idx_t>>> hits(static_cast<std::size_t>(std::max<std::int64_t>(nq, 0)));
+  search_impl(q, nq, 1, num_probes, nullptr, nullptr, num_candidates, num_threads, 0, filter, radius,
+              &hits);
+  result.assemble(hits);
+}
+
+void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
+                           float* distances, idx_t* labels, std::int64_t* num_candidates,
+                           int num_threads, std::int64_t refine, const IdFilter* filter,
+                           float radius, std::vector<std::vector<std::pair<float, idx_t>>>* range) const {
   SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
   SIMDEX_CHECK_ARG(num_probes >= 1, "num_probes must be >= 1, got ", num_probes);
   SIMDEX_CHECK_ARG(nq >= 0, "nq must be >= 0, got ", nq);
@@ -533,12 +550,14 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         }
       }
 
-      // Clear the visited words, then drop removed slots.
+      // Clear the visited words, then drop removed slots and those the filter rejects
+      // (the single point where a candidate is verified).
       for (std::uint32_t s : cand) vbits[s >> 6] = 0;
-      if (any_dead) {
+      if (any_dead || filter) {
         std::size_t w = 0;
         for (std::uint32_t s : cand)
-          if (!(dead[s >> 6] >> (s & 63) & 1)) cand[w++] = s;
+          if ((!any_dead || !(dead[s >> 6] >> (s & 63) & 1)) && (!filter || filter->allows(slot_id_[s])))
+            cand[w++] = s;
         cand.resize(w);
       }
       if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
@@ -552,6 +571,21 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         qv = qn.data();
       }
       std::size_t nc = cand.size();
+      if (range) {  // range search: the exact distance of every verified candidate
+        auto& out = (*range)[static_cast<std::size_t>(qi)];
+        for (std::uint32_t s : cand) {
+          const float* xv = data_.data() + static_cast<std::size_t>(s) * d_;
+          float dist;
+          switch (metric_) {
+            case Metric::kCosine: dist = std::min(2.0f, std::max(0.0f, 1.0f - simd::dot(qv, xv, d_) * inv_norm_[s])); break;
+            case Metric::kInnerProduct: dist = -simd::dot(qv, xv, d_); break;
+            case Metric::kSquaredL2: dist = sqdist_scalar(qv, xv, d_); break;
+            default: dist = std::sqrt(sqdist_scalar(qv, xv, d_)); break;
+          }
+          if (dist <= radius) out.emplace_back(dist, slot_id_[s]);
+        }
+        continue;
+      }
       const std::int64_t keep = refine > 0 ? refine * k : 0;
       if (metric_ == Metric::kCosine && keep > 0 && static_cast<std::int64_t>(nc) > keep) {
         // Pre-filter: int8 scores (one cache line per candidate), keep the best refine*k.
