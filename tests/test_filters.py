@@ -213,3 +213,27 @@ def test_filter_errors():
     # an empty allow-list allows nothing; an empty deny-list nothing is denied
     assert index.search(np.ones(3), 2, filter=[])[1].tolist() == [-1, -1]
     assert index.search(np.ones(3), 3, filter=simdex.IdFilter.deny([]))[1].tolist() == [0, 1, 2]
+
+
+def test_similarity_model_lookup_restricted_to_labels():
+    keras = pytest.importorskip("keras")
+    from simdex.models import SimilarityModel
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6,))
+    model = SimilarityModel(inputs, keras.layers.Dense(4)(inputs))
+    x = rng.standard_normal((60, 6)).astype(np.float32)
+    y = np.arange(60) % 5
+    model.index(x, y)
+    q = rng.standard_normal((4, 6)).astype(np.float32)
+    for labels in ([2], [0, 3], 4):
+        wanted = set(np.atleast_1d(labels).tolist())
+        got = model.lookup(q, k=7, labels=labels)
+        assert all(len(row) == 7 and {r.label for r in row} <= wanted for row in got)
+        # the same neighbours as post-filtering a full lookup
+        full = model.lookup(q, k=60)
+        for row, frow in zip(got, full):
+            assert [r.id for r in row] == [r.id for r in frow if r.label in wanted][:7]
+    assert model.lookup(q, k=3, labels=[99]) == [[], [], [], []]
+    with pytest.raises(TypeError):
+        model.lookup(q, k=3, labels=["a"])

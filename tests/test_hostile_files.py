@@ -381,3 +381,63 @@ def test_model_wrong_typed_fields_are_corruption(tmp_path):
         path = _write(tmp_path, forge(kind, m, payload), f"{i}.simdex")
         with pytest.raises(CorruptFileError):
             simdex.load_model(path)
+
+
+@pytest.mark.slow
+def test_model_weights_with_external_hdf5_data_are_corruption(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    _, kind, meta, payload = parse(_tiny_model_file(tmp_path))
+    version, kind, meta, payload = parse(_tiny_model_file(tmp_path))
+    start = next(s for s in meta["arrays"] if s["name"] == "weights")
+    weights = payload[start["offset"] : start["offset"] + start["nbytes"]]
+    (tmp_path / "secret.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    for i, how in enumerate(["external_storage", "external_link"]):
+        h5 = tmp_path / f"w{i}.h5"
+        h5.write_bytes(weights)
+        with h5py.File(h5, "a") as f:
+            if how == "external_storage":
+                f.create_dataset(
+                    "stolen", shape=(4,), dtype="f4", external=[(str(tmp_path / "secret.bin"), 0, 16)]
+                )
+            else:
+                f["stolen"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/x")
+        arrays = {}
+        for spec in meta["arrays"]:
+            raw = payload[spec["offset"] : spec["offset"] + spec["nbytes"]]
+            arrays[spec["name"]] = np.frombuffer(
+                h5.read_bytes() if spec["name"] == "weights" else raw, dtype=spec["dtype"]
+            ).reshape(-1 if spec["name"] == "weights" else spec["shape"])
+        path = _write(tmp_path, container(kind.decode(), meta["params"], arrays), f"{how}.simdex")
+        with pytest.raises(CorruptFileError, match="external"):
+            simdex.load_model(path)
+
+
+_KILL_MODEL_SAVE = """
+import os, signal, sys
+import numpy as np, keras, simdex
+from simdex.models import SimilarityModel
+inputs = keras.Input((4,))
+model = SimilarityModel(inputs, keras.layers.Dense(3)(inputs))
+model.index(np.eye(4, dtype=np.float32), y=np.arange(4))
+def die(fd):
+    os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = die
+model.save(sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_killed_model_save_leaves_nothing_after_the_next_save(tmp_path):
+    keras = pytest.importorskip("keras")
+    from simdex.models import SimilarityModel
+
+    target = tmp_path / "m.simdex"
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", _KILL_MODEL_SAVE, str(target)], env=env, timeout=240)
+    assert out.returncode == -signal.SIGKILL
+    assert os.listdir(tmp_path)  # the killed save left its temporaries
+    inputs = keras.Input((4,))
+    model = SimilarityModel(inputs, keras.layers.Dense(3)(inputs))
+    model.index(np.eye(4, dtype=np.float32), y=np.arange(4))
+    model.save(target)
+    assert os.listdir(tmp_path) == ["m.simdex"]

@@ -830,6 +830,42 @@ _SHAPE_KEYS = frozenset(
 )
 
 
+def _check_h5_self_contained(blob: bytes, max_objects: int = 100_000) -> None:
+    """Refuse a weights file that refers outside itself.
+
+    HDF5 can link to other files (external links), keep a dataset's bytes in other
+    files (external storage) or assemble it from them (virtual datasets): any of
+    these would let a saved model read files of the machine that loads it.
+    """
+    import io
+
+    import h5py
+
+    try:
+        with h5py.File(io.BytesIO(blob), "r") as f:
+            stack, seen = [f], 0
+            while stack:
+                group = stack.pop()
+                for name in group:
+                    seen += 1
+                    if seen > max_objects:
+                        raise CorruptFileError(f"the weights hold more than {max_objects} objects")
+                    link = group.get(name, getlink=True)
+                    if isinstance(link, h5py.ExternalLink):
+                        raise CorruptFileError(f"the weights link to an external file ({link.filename!r})")
+                    if isinstance(link, h5py.SoftLink):
+                        continue  # points inside this file; its target is visited on its own
+                    obj = group.get(name)
+                    if isinstance(obj, h5py.Group):
+                        stack.append(obj)
+                    elif isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                        raise CorruptFileError(f"weight {obj.name!r} stores its data in external files")
+    except CorruptFileError:
+        raise
+    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError... for a damaged file
+        raise CorruptFileError(f"the weights are not a valid HDF5 file: {type(e).__name__}: {e}") from e
+
+
 def _check_architecture_sizes(node: Any, weight_bytes: int, key: str = "") -> None:
     """Refuse architectures whose layers would allocate more than the stored weights.
 
@@ -907,6 +943,7 @@ def load_model(
 
             index = load_index(field_array(arrays, "index", "uint8", (None,)).tobytes())
         _check_architecture_sizes(architecture, int(weights.size))
+        _check_h5_self_contained(weights.tobytes())
     except CorruptFileError as e:
         raise CorruptFileError(f"{path!r} has invalid model contents: {e}") from e
     except (KeyError, ValueError, TypeError, RecursionError) as e:
