@@ -387,7 +387,6 @@ def test_model_wrong_typed_fields_are_corruption(tmp_path):
 def test_model_weights_with_external_hdf5_data_are_corruption(tmp_path):
     h5py = pytest.importorskip("h5py")
     _, kind, meta, payload = parse(_tiny_model_file(tmp_path))
-    version, kind, meta, payload = parse(_tiny_model_file(tmp_path))
     start = next(s for s in meta["arrays"] if s["name"] == "weights")
     weights = payload[start["offset"] : start["offset"] + start["nbytes"]]
     (tmp_path / "secret.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
