@@ -259,8 +259,7 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
                            std::int64_t d, std::int64_t k, Metric metric, const float* x_aux,
                            const idx_t* x_ids, const HalfShadow& shadow, float* distances,
                            idx_t* labels, const KnnParams& params) {
-  if (shadow.panels == nullptr || shadow.norms == nullptr || params.row_mask != nullptr ||
-      !fp16::supported() || nq < 1 ||
+  if (shadow.panels == nullptr || shadow.norms == nullptr || !fp16::supported() || nq < 1 ||
       nq > params.prefilter_max_queries || nb < params.prefilter_min_rows || k < 1 || d < 1 ||
       (x_aux == nullptr && metric != Metric::kInnerProduct)) {
     knn_exact(q, nq, x, nb, d, k, metric, x_aux, x_ids, distances, labels, params);
@@ -313,6 +312,14 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
         bounds_ip(a, lb.data(), rows, nr, qerr, tiny);
       else
         bounds_l2(a, lb.data(), rows, nr, sq + r0, qerr, tiny);
+      if (params.row_mask) {  // filtered-out rows: never a candidate, no say in tau
+        const std::uint8_t* mk = params.row_mask + r0;
+        for (std::int64_t r = 0; r < rows; ++r)
+          if (!mk[r]) {
+            a[r] = -kInf;
+            lb[r] = kLow;
+          }
+      }
       heap_init(k, chunk_vals.data() + c * k, chunk_ids.data() + c * k);
       heap_push_block(lb.data(), rows, nullptr, r0, k, chunk_vals.data() + c * k,
                       chunk_ids.data() + c * k);
@@ -329,11 +336,64 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
     rescored += static_cast<std::int64_t>(cand.size());
     heap_init(k, hv.data(), hi.data());
     for (std::int64_t r : cand)
-      heap_push(exact_score(qv.data(), x, r, d, x_aux, metric), x_ids ? x_ids[r] : r, k, hv.data(),
-                hi.data());
+      if (!params.row_mask || params.row_mask[r])
+        heap_push(exact_score(qv.data(), x, r, d, x_aux, metric), x_ids ? x_ids[r] : r, k, hv.data(),
+                  hi.data());
     finalize(k, hv.data(), hi.data(), qnorm2, metric, distances + i * k, labels + i * k);
   }
   return rescored;
+}
+
+void knn_exact_rows(const float* q, std::int64_t nq, const float* x, std::int64_t d,
+                    const std::int64_t* rows, std::int64_t nrows, std::int64_t k, Metric metric,
+                    const float* x_aux, const idx_t* x_ids, float* distances, idx_t* labels,
+                    const KnnParams& params) {
+  SIMDEX_CHECK_ARG(d >= 1 && k >= 1 && nq >= 0 && nrows >= 0, "bad sizes: d=", d, " k=", k,
+                   " nq=", nq, " nrows=", nrows);
+  SIMDEX_CHECK_ARG(metric == Metric::kInnerProduct || x_aux != nullptr, "x_aux is required");
+  if (nq == 0) return;
+  std::vector<float> qbuf(q, q + nq * d);
+  if (metric == Metric::kCosine) normalize_rows(qbuf.data(), nq, d);
+  std::vector<float> qnorm2(static_cast<std::size_t>(nq), 0.0f);
+  if (metric == Metric::kL2 || metric == Metric::kSquaredL2)
+    for (std::int64_t i = 0; i < nq; ++i) qnorm2[i] = dot(q + i * d, q + i * d, d);
+  const int nt = params.num_threads > 0 ? params.num_threads : default_num_threads();
+  constexpr std::int64_t kMinChunk = 4096;  // rows per task
+  const std::int64_t nchunks =
+      std::max<std::int64_t>(1, std::min<std::int64_t>(4 * nt, (nrows + kMinChunk - 1) / kMinChunk));
+  const std::int64_t per = (nrows + nchunks - 1) / nchunks;
+  std::vector<float> hv(static_cast<std::size_t>(nchunks * nq * k));
+  std::vector<idx_t> hi(hv.size());
+  parallel_for(nchunks, nt, [&](std::int64_t c, int) {
+    const std::int64_t j0 = c * per, j1 = std::min(nrows, j0 + per);
+    float* cv = hv.data() + c * nq * k;
+    idx_t* ci = hi.data() + c * nq * k;
+    for (std::int64_t i = 0; i < nq; ++i) heap_init(k, cv + i * k, ci + i * k);
+    for (std::int64_t j = j0; j < j1; ++j) {
+      if (j + 8 < j1) {  // selected rows are scattered: fetch whole rows ahead
+        const char* pf = reinterpret_cast<const char*>(x + rows[j + 8] * d);
+        for (std::int64_t off = 0; off < d * 4; off += 64) __builtin_prefetch(pf + off);
+      }
+      const std::int64_t r = rows[j];
+      const float* xr = x + r * d;
+      for (std::int64_t i = 0; i < nq; ++i) {
+        float sc = dot(qbuf.data() + i * d, xr, d);
+        to_scores(&sc, x_aux ? x_aux + r : nullptr, 1, metric);
+        heap_push(sc, x_ids[r], k, cv + i * k, ci + i * k);
+      }
+    }
+  });
+  for (std::int64_t i = 0; i < nq; ++i) {
+    float* v0 = hv.data() + i * k;
+    idx_t* i0 = hi.data() + i * k;
+    for (std::int64_t c = 1; c < nchunks; ++c) {
+      const float* vc = hv.data() + (c * nq + i) * k;
+      const idx_t* ic = hi.data() + (c * nq + i) * k;
+      for (std::int64_t s2 = 0; s2 < k; ++s2)
+        if (ic[s2] != kEmptyId) heap_push(vc[s2], ic[s2], k, v0, i0);
+    }
+    finalize(k, v0, i0, qnorm2[i], metric, distances + i * k, labels + i * k);
+  }
 }
 
 void range_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,

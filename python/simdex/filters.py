@@ -77,7 +77,10 @@ def _unique_ids(ids: Any) -> np.ndarray:
         raise TypeError(f"filter ids must be integers, got dtype {arr.dtype}")
     if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
         arr = arr[arr <= np.iinfo(np.int64).max]  # cannot be stored ids anyway
-    return np.unique(arr.astype(np.int64, copy=False).reshape(-1))
+    arr = arr.astype(np.int64, copy=False).reshape(-1)
+    if arr.size < 2 or bool(np.all(arr[1:] > arr[:-1])):
+        return np.ascontiguousarray(arr)  # already sorted and distinct: no sort, no copy
+    return np.unique(arr)
 
 
 def resolve_filter(filter: Any, stored_ids: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool] | None:

@@ -81,12 +81,25 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
 /// approximation. Falls back to knn_exact when shadow.panels is null, the CPU lacks
 /// the float16 instructions, or the call is outside the params.prefilter_* limits.
 /// Arguments as knn_exact; x_aux is required for every metric but kInnerProduct.
+/// params.row_mask filters rows in both passes (a masked row is never a candidate).
 /// @return the number of rows re-scored in float32 (summed over queries), or -1 when
 ///         the call fell back to knn_exact.
 std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
                            std::int64_t d, std::int64_t k, Metric metric, const float* x_aux,
                            const idx_t* x_ids, const HalfShadow& shadow, float* distances,
                            idx_t* labels, const KnnParams& params = KnnParams());
+
+/// Exact k-NN among a subset of the base rows, scored in place (no copy): for filtered
+/// searches with few queries, which are bound by reading the selected rows once.
+/// @param[in]  rows   nrows row numbers into x (ascending, for a forward memory scan)
+/// @param[in]  x_aux  compute_row_aux of all rows of x (indexed by row number), or
+///                    nullptr for kInnerProduct
+/// @param[in]  x_ids  ids of all rows of x (indexed by row number)
+/// Other arguments as knn_exact; results as if x held only the listed rows.
+void knn_exact_rows(const float* q, std::int64_t nq, const float* x, std::int64_t d,
+                    const std::int64_t* rows, std::int64_t nrows, std::int64_t k, Metric metric,
+                    const float* x_aux, const idx_t* x_ids, float* distances, idx_t* labels,
+                    const KnnParams& params = KnnParams());
 
 /// Exact range search: every base row within distance ``radius`` (<=) of each query.
 ///

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -477,6 +478,8 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, std:
   SIMDEX_CHECK_ARG(nq >= 0, "nq must be >= 0, got ", nq);
   std::shared_lock<std::shared_mutex> lock(mutex_);
   const std::int64_t LK = L_ * K_;
+  std::unique_ptr<PreparedFilter> pfilter;  // a bitmap over ids when dense enough
+  if (filter) pfilter = std::make_unique<PreparedFilter>(*filter);
   const std::int64_t P = K_ < 63 ? std::min<std::int64_t>(num_probes, std::int64_t{1} << K_) : num_probes;
   const std::size_t nslots = slot_id_.size();
   const std::int64_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
@@ -553,10 +556,10 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, std:
       // Clear the visited words, then drop removed slots and those the filter rejects
       // (the single point where a candidate is verified).
       for (std::uint32_t s : cand) vbits[s >> 6] = 0;
-      if (any_dead || filter) {
+      if (any_dead || pfilter) {
         std::size_t w = 0;
         for (std::uint32_t s : cand)
-          if ((!any_dead || !(dead[s >> 6] >> (s & 63) & 1)) && (!filter || filter->allows(slot_id_[s])))
+          if ((!any_dead || !(dead[s >> 6] >> (s & 63) & 1)) && (!pfilter || pfilter->allows(slot_id_[s])))
             cand[w++] = s;
         cand.resize(w);
       }
