@@ -15,6 +15,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import os
 import sys
@@ -107,8 +108,10 @@ def main() -> int:
     ap.add_argument("--out", default="fuzz_findings")
     ap.add_argument("--no-model", action="store_true", help="skip the TensorFlow model loader")
     args = ap.parse_args()
+    faulthandler.enable()  # a crash prints the Python stack; last_case.simdex holds its input
     files = _valid_files(not args.no_model)
     out = Path(args.out)
+    out.mkdir(exist_ok=True)
     stats = {"cases": 0, "loaded": 0, "refused": 0, "findings": 0}
     per_kind = {k: 0 for k in files}
     deadline = time.monotonic() + args.seconds
@@ -140,6 +143,7 @@ def main() -> int:
             blob = forge(k, meta, payload)
         stats["cases"] += 1
         per_kind[kind] += 1
+        (out / "last_case.simdex").write_bytes(blob)
         try:
             _load(kind, blob, tmp)
             stats["loaded"] += 1
@@ -147,7 +151,6 @@ def main() -> int:
             stats["refused"] += 1
         except Exception:
             stats["findings"] += 1
-            out.mkdir(exist_ok=True)
             name = hashlib.sha256(blob).hexdigest()[:16]
             (out / f"{kind}-{name}.simdex").write_bytes(blob)
             (out / f"{kind}-{name}.txt").write_text(traceback.format_exc())
@@ -158,6 +161,7 @@ def main() -> int:
     t0 = time.monotonic()
     case()
     print(f"done in {time.monotonic() - t0:.0f} s: {stats}; per loader {per_kind}")
+    (out / "last_case.simdex").unlink(missing_ok=True)
     return 1 if stats["findings"] else 0
 
 

@@ -203,11 +203,10 @@ void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* d
   const float* data = xp();
   const idx_t* rid = idp();
   if (filter != nullptr) {
-    // Per-thread buffers reused across calls: fresh ones would be page-faulted in on
-    // every search, a large share of a selective single-query search.
+    // Per-thread mask and row list (1 and <= 8 bytes a row) reused across calls: fresh
+    // ones would be page-faulted in on every search, a large share of a selective
+    // single-query search.
     thread_local std::vector<std::uint8_t> mask;
-    thread_local std::vector<float> xs, as;
-    thread_local std::vector<idx_t> is;
     const std::int64_t kept = filter_rows(*filter, mask);
     const bool few_queries = nq <= params.prefilter_max_queries;
     if (few_queries && 8 * kept < nb) {
@@ -222,9 +221,8 @@ void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* d
     if (!few_queries && 2 * kept < nb) {
       // Few rows pass: copy them out and search only those (a GEMM over the subset
       // costs kept/nb of the full one, plus one gather).
-      if (xs.size() < static_cast<std::size_t>(kept * d_)) xs.resize(static_cast<std::size_t>(kept * d_));
-      if (as.size() < static_cast<std::size_t>(kept)) as.resize(static_cast<std::size_t>(kept));
-      if (is.size() < static_cast<std::size_t>(kept)) is.resize(static_cast<std::size_t>(kept));
+      std::vector<float> xs(static_cast<std::size_t>(kept * d_)), as(static_cast<std::size_t>(kept));
+      std::vector<idx_t> is(static_cast<std::size_t>(kept));
       std::int64_t w = 0;
       for (std::int64_t r = 0; r < nb; ++r) {
         if (!mask[static_cast<std::size_t>(r)]) continue;
