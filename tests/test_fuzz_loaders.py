@@ -140,7 +140,7 @@ def test_fuzz_load_model(tmp_path):
     rng = np.random.default_rng(5)
     path = tmp_path / "x.simdex"
     outcomes = {"refused": 0, "loaded": 0}
-    for _ in range(500):
+    for _ in range(200):
         path.write_bytes(mutate(valid, rng))
         try:
             loaded = simdex.load_model(path)
@@ -149,4 +149,4 @@ def test_fuzz_load_model(tmp_path):
             continue
         outcomes["loaded"] += 1
         loaded.lookup(np.eye(4, dtype=np.float32)[:1], k=2)
-    assert outcomes["refused"] > 200, outcomes
+    assert outcomes["refused"] > 80, outcomes

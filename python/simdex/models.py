@@ -830,6 +830,29 @@ _SHAPE_KEYS = frozenset(
 )
 
 
+def _check_runs(model: Any, index: Any, path: str) -> None:
+    """Run the loaded model on one zero example: a file can describe an architecture
+    Keras rebuilds but cannot run (e.g. an invalid layer name), or one whose embeddings
+    do not fit the stored index."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return  # a subclassed model: its input shape is unknown until called
+    shape = tuple(1 if d is None else int(d) for d in inputs[0].shape[1:])
+    if math.prod(shape) > 1 << 24:
+        raise CorruptFileError(f"{path!r}: the model input shape {shape} is implausibly large")
+    try:
+        out = np.asarray(model.embed(np.zeros((1, *shape), np.float32), batch_size=1))  # the lookup path
+    except Exception as e:  # Keras/TensorFlow raise many types
+        raise CorruptFileError(
+            f"{path!r}: the stored model does not run: {type(e).__name__}: {str(e)[:300]}"
+        ) from e
+    if out.ndim != 2 or (index is not None and out.shape[1] != index.dim):
+        raise CorruptFileError(
+            f"{path!r}: the model outputs shape {out.shape} but the stored index holds "
+            f"{getattr(index, 'dim', '?')}-d vectors"
+        )
+
+
 def _check_h5_self_contained(blob: bytes, max_objects: int = 100_000) -> None:
     """Refuse a weights file that refers outside itself.
 
@@ -973,6 +996,7 @@ def load_model(
             raise CorruptFileError(
                 f"{path!r}: the stored weights do not load: {type(e).__name__}: {e}"
             ) from e
+    _check_runs(model, index, path)
     model._sim.index = index
     model._sim.distance = distance if "distance" in params else model._sim.distance
     model._sim.index_spec = index_spec if index_spec is not None else model._sim.index_spec
