@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError, read_container, write_container
-from simdex.index import check_positive_int
-from simdex.layers import import_keras
+from simdex._optional import import_keras
+from simdex._validate import MISSING_LABEL, as_labels, canonical_metric, check_positive_int
+from simdex.index.io import CorruptFileError, read_container, write_container
 
 keras = import_keras()
 ops = keras.ops
@@ -44,7 +44,6 @@ __all__ = ["Lookup", "SimilarityModel", "load_model"]
 
 _KIND = "SimilarityModel"
 _FORMAT = 1
-_NO_LABEL = -1
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -68,22 +67,6 @@ class Lookup:
     id: int
 
 
-def _as_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
-    """``y`` as ``(n,)`` int64, accepting ``(n, 1)`` and integral floats."""
-    arr = np.asarray(y)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D integer labels, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"x has {n} examples but {name} has {arr.shape[0]} labels")
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        return arr.astype(np.int64)
-    raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}")
-
-
 class _ItemStore:
     """Labels and data of indexed items, keyed by index id."""
 
@@ -105,7 +88,9 @@ class _ItemStore:
     def labels_of(self, ids: np.ndarray) -> np.ndarray:
         """int64 labels of ``ids`` (any shape); -1 for id -1 or unlabeled items."""
         get = self.labels.get
-        flat = np.fromiter((get(i, _NO_LABEL) for i in ids.ravel().tolist()), dtype=np.int64, count=ids.size)
+        flat = np.fromiter(
+            (get(i, MISSING_LABEL) for i in ids.ravel().tolist()), dtype=np.int64, count=ids.size
+        )
         return flat.reshape(ids.shape)
 
 
@@ -147,8 +132,6 @@ class SimilarityModel(keras.Model):
 
     def __init__(self, *args: Any, distance: str = "cosine", index: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from simdex.index import canonical_metric
-
         distance = canonical_metric(distance)
         if index is None or isinstance(index, str):
             spec = "exact" if index is None else index.lower()
@@ -304,7 +287,7 @@ class SimilarityModel(keras.Model):
         if self._uses_compiled_forward():
             import tensorflow as tf
 
-            from simdex.embeddings import compiled_forward
+            from simdex.embed.embeddings import compiled_forward
 
             call = compiled_forward(self)
             arr = np.ascontiguousarray(arr, dtype=np.float32)  # the trace's input signature
@@ -329,12 +312,12 @@ class SimilarityModel(keras.Model):
     def _ensure_index(self, dim: int) -> Any:
         st = self._sim
         if st.index is None:
-            import simdex
+            from simdex.index import ExactIndex, LSHIndex
 
             if st.index_spec == "lsh":
-                st.index = simdex.LSHIndex(dim, metric=st.distance)
+                st.index = LSHIndex(dim, metric=st.distance)
             else:
-                st.index = simdex.ExactIndex(dim, metric=st.distance)
+                st.index = ExactIndex(dim, metric=st.distance)
         if int(st.index.dim) != dim:
             raise ValueError(
                 f"the model outputs {dim}-d embeddings but the index holds {st.index.dim}-d vectors"
@@ -369,7 +352,7 @@ class SimilarityModel(keras.Model):
         """
         arr = self._check_x(x)
         n = arr.shape[0]
-        labels = None if y is None else _as_labels(y, n)
+        labels = None if y is None else as_labels(y, "y", n=n, column_ok=True)
         if data is not None:
             if (
                 isinstance(data, (str, bytes))
@@ -441,7 +424,7 @@ class SimilarityModel(keras.Model):
                 if i < 0:
                     continue
                 lab = label_get(i)
-                label = None if lab == _NO_LABEL else lab
+                label = None if lab == MISSING_LABEL else lab
                 row.append(Lookup(len(row) + 1, dist, label, data_get(i), vectors[pos], i))
                 pos += 1
             out.append(row)
@@ -466,7 +449,7 @@ class SimilarityModel(keras.Model):
         if self._uses_compiled_forward():
             import tensorflow as tf
 
-            from simdex.embeddings import compiled_single_forward
+            from simdex.embed.embeddings import compiled_single_forward
 
             fn, _ = compiled_single_forward(self)
             emb = np.asarray(fn(tf.constant(arr, dtype=tf.float32)), dtype=np.float32)
@@ -495,7 +478,7 @@ class SimilarityModel(keras.Model):
             "num_classes", "num_with_data", "calibrated"}``.
         """
         st = self._sim
-        labels = [v for v in st.store.labels.values() if v != _NO_LABEL]
+        labels = [v for v in st.store.labels.values() if v != MISSING_LABEL]
         info = {
             "index": repr(st.index) if st.index is not None else f"{st.index_spec} (not created yet)",
             "size": self.index_size(),
@@ -516,7 +499,7 @@ class SimilarityModel(keras.Model):
         self, x: Any, y: Any, k: int, batch_size: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         arr = self._check_x(x)
-        labels = _as_labels(y, arr.shape[0])
+        labels = as_labels(y, "y", n=arr.shape[0], column_ok=True)
         if self.index_size() == 0:
             raise ValueError("the index is empty: call model.index(...) first")
         D, ids = self._search(arr, k, batch_size)
@@ -550,7 +533,7 @@ class SimilarityModel(keras.Model):
         Returns:
             The :class:`simdex.CalibrationResult`.
         """
-        from simdex import calibration
+        from simdex.evaluate import calibration
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         result = calibration.calibrate(
@@ -586,7 +569,7 @@ class SimilarityModel(keras.Model):
         Raises:
             ValueError: the model is not calibrated, or ``cutpoint`` is unknown.
         """
-        from simdex import calibration
+        from simdex.evaluate import calibration
 
         cal = self._sim.calibration
         if cal is None:
@@ -623,7 +606,7 @@ class SimilarityModel(keras.Model):
         Returns:
             Metric name -> float.
         """
-        from simdex import metrics as _metrics
+        from simdex.evaluate import metrics as _metrics
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         counts: dict[int, int] = {}
@@ -656,7 +639,7 @@ class SimilarityModel(keras.Model):
         Returns:
             ``{"distance": (m,), <metric>: (m,)}`` float64 arrays.
         """
-        from simdex import metrics as _metrics
+        from simdex.evaluate import metrics as _metrics
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         return _metrics.evaluate_classification(
@@ -802,7 +785,7 @@ def load_model(
     )
     if not isinstance(model, SimilarityModel):
         raise CorruptFileError(f"{path!r} does not describe a SimilarityModel (got {type(model).__name__})")
-    from simdex.index import load_index
+    from simdex.index.base import load_index
 
     with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
         weights_path = os.path.join(tmp, "model.weights.h5")
@@ -814,11 +797,13 @@ def load_model(
             model._sim.index = load_index(index_path)
     model._sim.distance = str(params.get("distance", model._sim.distance))
     model._sim.index_spec = str(params.get("index_spec", model._sim.index_spec))
-    labels_d = {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != _NO_LABEL}
+    labels_d = {
+        int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != MISSING_LABEL
+    }
     model._sim.store.labels.update(labels_d)
     model._sim.store.data.update(data)
     if params.get("calibration") is not None:
-        from simdex.calibration import CalibrationResult
+        from simdex.evaluate.calibration import CalibrationResult
 
         model._sim.calibration = CalibrationResult.from_dict(params["calibration"])
     return model

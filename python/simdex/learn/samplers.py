@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from simdex.layers import import_keras
+from simdex._optional import import_keras
+from simdex._validate import check_positive_int
 
 keras = import_keras()
 
@@ -26,11 +27,7 @@ __all__ = ["MultiShotMemorySampler", "Sampler"]
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
+    return check_positive_int(value, name)
 
 
 class Sampler(keras.utils.PyDataset):

@@ -28,31 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError
 from simdex._runtime import core
-from simdex.index import ExactIndex, Index, _threads, as_matrix, check_device, check_k
+from simdex._validate import as_matrix, check_device, check_int, check_k, check_num_threads
+from simdex.index.base import Index
+from simdex.index.exact import ExactIndex
+from simdex.index.io import CorruptFileError
 
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
-
-
-def _positive_int(value: Any, name: str, low: int = 1, high: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
 
 
 def _make_planes(dim: int, num_tables: int, hash_bits: int, seed: int) -> np.ndarray:
@@ -82,10 +70,10 @@ class RandomProjection:
     """
 
     def __init__(self, dim: int, num_tables: int = 16, hash_bits: int = 14, seed: int = 0) -> None:
-        self.dim = _positive_int(dim, "dim")
-        self.num_tables = _positive_int(num_tables, "num_tables", 1, 4096)
-        self.hash_bits = _positive_int(hash_bits, "hash_bits", 1, 64)
-        self.seed = _positive_int(seed, "seed", 0)
+        self.dim = check_int(dim, "dim", 1)
+        self.num_tables = check_int(num_tables, "num_tables", 1, 4096)
+        self.hash_bits = check_int(hash_bits, "hash_bits", 1, 64)
+        self.seed = check_int(seed, "seed", 0)
         self._flat = _make_planes(self.dim, self.num_tables, self.hash_bits, self.seed)
 
     @property
@@ -137,7 +125,7 @@ def hash_vectors(x: Any, planes: Any, *, num_threads: int | None = None) -> np.n
             raise ValueError(f"planes must have >= 1 table and 1..64 bits per table, got shape {p.shape}")
         flat, _ = as_matrix(p.reshape(L * K, p.shape[2]), "planes")
     xm, was_1d = as_matrix(x, "x", dim=flat.shape[1])
-    codes = core().lsh_hash(xm, flat, L, K, num_threads=_threads(num_threads))
+    codes = core().lsh_hash(xm, flat, L, K, num_threads=check_num_threads(num_threads))
     return codes[0] if was_1d else codes
 
 
@@ -195,13 +183,13 @@ class LSHIndex(Index):
         device: str = "cpu",
     ) -> None:
         super().__init__(dim, metric)
-        self.num_probes = _positive_int(num_probes, "num_probes")
-        self.refine = _positive_int(refine, "refine", 0)
+        self.num_probes = check_int(num_probes, "num_probes", 1)
+        self.refine = check_int(refine, "refine", 0)
         self.device = check_device(device)
         if self.device == "cuda":
-            from simdex import gpu
+            from simdex.index.gpu.availability import require_cuda
 
-            gpu._require()  # a clear RuntimeError now rather than at the first search
+            require_cuda()  # a clear RuntimeError now rather than at the first search
         self.projection = RandomProjection(self.dim, num_tables, hash_bits, seed)
         self._store = self._new_store(self.projection._flat)
         self._last_candidates = float("nan")
@@ -231,21 +219,21 @@ class LSHIndex(Index):
         return self._gpu_search(queries, k, num_probes)
 
     def _gpu_search(self, queries: Any, k: int, num_probes: int | None) -> tuple[Any, Any]:
-        from simdex import gpu
+        from simdex.index.gpu import lsh as gpu_lsh
 
-        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
-        top = min(gpu.MAX_PROBES, self.hash_bits + 1)
+        probes = self.num_probes if num_probes is None else check_int(num_probes, "num_probes", 1)
+        top = min(gpu_lsh.MAX_PROBES, self.hash_bits + 1)
         if probes > top:
             raise ValueError(
                 f"num_probes={probes} is more than the GPU tables probe (at most {top}: the own "
-                f"bucket plus one single-bit flip per bit, up to {gpu.MAX_PROBES}); pass "
+                f"bucket plus one single-bit flip per bit, up to {gpu_lsh.MAX_PROBES}); pass "
                 f"num_probes <= {top} or use device='cpu'"
             )
         with self._lock:
             tables = self._gpu_tables
             if tables is None:
                 vectors, ids = self._backend_export()
-                tables = gpu.GpuLSHIndex(
+                tables = gpu_lsh.GpuLSHIndex(
                     vectors.reshape(-1, self.dim),
                     self.projection._flat,
                     num_tables=self.num_tables,
@@ -283,9 +271,11 @@ class LSHIndex(Index):
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.device == "cuda":
             return self._gpu_search(q, k, num_probes)
-        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
-        ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
-        D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
+        probes = self.num_probes if num_probes is None else check_int(num_probes, "num_probes", 1)
+        ref = self.refine if refine is None else check_int(refine, "refine", 0)
+        D, ids, cand = self._store.search(
+            q, k, probes, num_threads=check_num_threads(num_threads), refine=ref
+        )
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
         return D, ids
 
@@ -495,15 +485,15 @@ def tune_lsh(
     k = check_k(k)
     if not 0.0 < float(target_recall) <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
-    max_probes = _positive_int(max_probes, "max_probes")
+    max_probes = check_int(max_probes, "max_probes", 1)
     n, dim = x.shape
     if hash_bits is None:
         center = max(2, int(round(math.log2(max(n, 4)))) - 4)
         hash_bits = sorted({min(64, max(1, center + off)) for off in (-2, 0, 2)})
     if num_tables is None:
         num_tables = (4, 8, 16, 32)
-    bits_list = [_positive_int(b, "hash_bits", 1, 64) for b in hash_bits]
-    tables_list = [_positive_int(t, "num_tables", 1, 4096) for t in num_tables]
+    bits_list = [check_int(b, "hash_bits", 1, 64) for b in hash_bits]
+    tables_list = [check_int(t, "num_tables", 1, 4096) for t in num_tables]
 
     exact = ExactIndex(dim, metric)
     exact.add(x)

@@ -26,8 +26,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from simdex._io import CorruptFileError, read_container, write_container
-from simdex.embeddings import Embedder, _are_samples, _check_batch_size, as_embedder
+from simdex._validate import METRICS, check_positive_int
+from simdex.embed.embeddings import Embedder, are_samples, as_embedder
+from simdex.index import LSHIndex, load_index
+from simdex.index.io import CorruptFileError, read_container, write_container
 
 __all__ = ["Matches", "NearDuplicateFinder"]
 
@@ -76,20 +78,14 @@ def _check_index(index: Any) -> Any:
             raise TypeError(
                 f"index must follow the simdex Index contract; {type(index).__name__} lacks {attr!r}"
             )
-    if index.metric not in ("cosine", "ip", "l2", "sql2"):
+    if index.metric not in METRICS:
         raise ValueError(f"index metric must be 'cosine', 'ip', 'l2' or 'sql2', got {index.metric!r}")
     return index
 
 
 def _default_index(dim: int) -> Any:
-    """``simdex.LSHIndex(dim)`` where it exists, else ``simdex.ExactIndex(dim)``."""
-    import simdex
-
-    try:
-        cls = simdex.LSHIndex
-    except (ImportError, AttributeError):
-        return simdex.ExactIndex(dim, metric="cosine")
-    return cls(dim, seed=0)
+    """``simdex.LSHIndex(dim, seed=0)``."""
+    return LSHIndex(dim, seed=0)
 
 
 def _json_label(label: Any) -> Any:
@@ -145,7 +141,7 @@ class NearDuplicateFinder:
 
     def __init__(self, embedder: Any, index: Any = None, batch_size: int = 256) -> None:
         self.embedder: Embedder = as_embedder(embedder)
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self._index = None if index is None else _check_index(index)
         dim = getattr(self.embedder, "dim", None)
         if self._index is not None and dim is not None and self._index.dim != dim:
@@ -194,7 +190,7 @@ class NearDuplicateFinder:
         if isinstance(images, np.ndarray) or hasattr(images, "__array__"):
             arr = np.asarray(images)
             input_shape = getattr(self.embedder, "input_shape", None)
-            if arr.ndim >= 1 and not _are_samples([arr], input_shape):
+            if arr.ndim >= 1 and not are_samples([arr], input_shape):
                 n = arr.shape[0]
                 return (arr[s : s + self.batch_size] for s in range(0, n, self.batch_size)), n
             return iter([arr[np.newaxis]]), 1  # a single image
@@ -295,7 +291,7 @@ class NearDuplicateFinder:
         if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
             x = x.numpy()
         x = np.asarray(x)
-        single = _are_samples([x], getattr(self.embedder, "input_shape", None))
+        single = are_samples([x], getattr(self.embedder, "input_shape", None))
         vecs = np.asarray(self.embedder.embed(x[np.newaxis] if single else x, batch_size=self.batch_size))
         if vecs.ndim != 2:
             raise ValueError(f"the embedder returned shape {vecs.shape}, expected (n, d)")
@@ -424,8 +420,6 @@ class NearDuplicateFinder:
             CorruptFileError: the file is damaged or not a saved finder.
             ValueError: no embedder given and none stored, or sizes differ.
         """
-        import simdex
-
         kind, params, arrays = read_container(path)
         if kind != _KIND:
             raise CorruptFileError(f"{os.fspath(path)!r} holds a {kind!r}, not a saved NearDuplicateFinder")
@@ -440,12 +434,14 @@ class NearDuplicateFinder:
         if embedder is None:
             if "onnx_model" not in arrays:
                 raise ValueError(f"{os.fspath(path)!r} stores no embedder: pass embedder=")
-            embedder = simdex.OnnxEmbedder(arrays["onnx_model"].tobytes())
+            from simdex.embed.export import OnnxEmbedder
+
+            embedder = OnnxEmbedder(arrays["onnx_model"].tobytes())
         fd, tmp = tempfile.mkstemp(prefix=".simdex-index-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(index_bytes)
-            index = simdex.load_index(tmp)
+            index = load_index(tmp)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
