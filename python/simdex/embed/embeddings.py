@@ -199,13 +199,16 @@ def _output_dim(model: Any) -> int | None:
     return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
 
 
-def _weak_inference_call(model: Any) -> tuple[Any, tuple[int, ...], Callable[[Any], Any]]:
+def _weak_inference_call(model: Any) -> tuple[Any, tuple[int | None, ...], Callable[[Any], Any]]:
     """``(tf, input_shape, call)`` where ``call(x)`` runs ``model(x, training=False)``
     through a weak reference: the caches of compiled functions must not keep models alive."""
     ref = weakref.ref(model)
 
     def call(x: Any) -> Any:
-        return ref()(x, training=False)
+        live = ref()
+        if live is None:
+            raise ReferenceError("the model of this compiled forward pass was deleted")
+        return live(x, training=False)
 
     return import_tf(), single_input_shape(model), call
 

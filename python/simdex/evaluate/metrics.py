@@ -539,14 +539,15 @@ def evaluate_retrieval(
 
     out: dict[str, float] = {}
     for (kind, cutoff), nm in parsed:
-        if kind == "recall":
+        # _parse_retrieval_name gives a cutoff to every kind but map@r and r_precision.
+        if cutoff is not None and kind == "recall":
             per = (hits[:, cutoff - 1] > 0).astype(np.float64)
-        elif kind == "precision":
+        elif cutoff is not None and kind == "precision":
             per = hits[:, cutoff - 1] / cutoff
-        elif kind == "map":
+        elif cutoff is not None and kind == "map":
             summed = np.sum(prec_at[:, :cutoff] * relf[:, :cutoff], axis=1)
             per = summed / np.maximum(hits[:, cutoff - 1], 1.0)
-        elif kind == "ndcg":
+        elif cutoff is not None and kind == "ndcg":
             dcg = relf[:, :cutoff] @ discount[:cutoff]
             ideal_n = hits[:, cutoff - 1] if R is None else np.minimum(R, cutoff)
             idcg = cum_discount[ideal_n.astype(np.int64)]

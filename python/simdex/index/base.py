@@ -65,17 +65,19 @@ class Index(abc.ABC):
         if cls.kind:
             Index._registry[cls.kind] = cls
 
-    def __init__(self, dim: int, metric: str = "cosine") -> None:
+    def __init__(self, dim: int, metric: str = "cosine", device: str = "cpu") -> None:
         self.dim: int = check_positive_int(dim, "dim")
         self.metric: str = canonical_metric(metric)
+        self.device: str = check_device(device)
         self._next_id = 0
         self._lock = threading.RLock()  # serialises writers and save; searches are lock-free here
 
     # -- hooks ----------------------------------------------------------------------------
-    # Indexes keep their vectors in a native store (``self._store``: C++ FlatIndex,
-    # LshIndex or the GPU store) with one protocol: add(x, ids, replace), remove(ids),
-    # get_vectors(ids), contains(ids), export_all(), reset(), len(). The hooks below
-    # delegate to it; a backend without such a store overrides them.
+    # Indexes keep their vectors in a store (``self._store``, made by
+    # simdex.index.stores.new_store for the index's device) with one protocol:
+    # add(x, ids, replace), remove(ids), get_vectors(ids), contains(ids), export_all(),
+    # reset(), len(). The hooks below delegate to it; a backend without such a store
+    # overrides them.
     _store: Any
 
     def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
@@ -85,9 +87,12 @@ class Index(abc.ABC):
         self._store.remove(ids)
 
     @abc.abstractmethod
-    def _backend_search(self, q: np.ndarray, k: int, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]: ...
+    def _backend_search(
+        self, q: np.ndarray, k: int, options: Mapping[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN of the checked float32 matrix ``q`` with the subclass's search ``options``."""
 
-    def _device_search(self, queries: Any, k: int, **kwargs: Any) -> tuple[Any, Any]:
+    def _device_search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
         """Search with device-array queries (``device="cuda"`` only); results on the device."""
         raise NotImplementedError
 
@@ -142,27 +147,32 @@ class Index(abc.ABC):
             self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
         return ids_arr
 
-    def search(self, queries: Any, k: int = 10, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """k nearest stored vectors of each query.
+
+        Subclasses add their own keyword-only options (``num_threads``, ``num_probes``...).
 
         Args:
             queries: (q, dim) or (dim,) float32/float64.
             k: Neighbours per query; slots beyond ``len(self)`` hold id -1 and
                 distance +inf.
-            **kwargs: Backend-specific options (e.g. ``num_threads``).
 
         Returns:
             ``(distances, ids)``, float32 and int64 of shape (q, k) ((k,) for a 1-D
             query), distances ascending.
         """
+        return self._search(queries, k, {})
+
+    def _search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
+        """Check ``queries`` and ``k`` once, then hand them to the backend."""
         k = check_k(k)
         if self.device == "cuda":
             from simdex.index.gpu.interop import is_device_array
 
             if is_device_array(queries):  # stays on the device, results come back there
-                return self._device_search(queries, k, **kwargs)
+                return self._device_search(queries, k, options)
         q, was_1d = as_matrix(queries, "queries", dim=self.dim)
-        D, ids = self._backend_search(q, k, **kwargs)
+        D, ids = self._backend_search(q, k, options)
         return (D[0], ids[0]) if was_1d else (D, ids)
 
     def remove(self, ids: Any) -> None:

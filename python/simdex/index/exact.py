@@ -10,6 +10,7 @@ import numpy as np
 from simdex._runtime import core
 from simdex._validate import as_matrix, canonical_metric, check_device, check_k, check_num_threads
 from simdex.index.base import Index
+from simdex.index.stores import new_store
 
 __all__ = ["ExactIndex", "knn"]
 
@@ -88,17 +89,13 @@ class ExactIndex(Index):
     def __init__(
         self, dim: int, metric: str = "cosine", *, device: str = "cpu", fp16_prefilter: bool = True
     ) -> None:
-        super().__init__(dim, metric)
-        self.device = check_device(device)
+        super().__init__(dim, metric, device)
         if not isinstance(fp16_prefilter, (bool, np.bool_)):
             raise TypeError(f"fp16_prefilter must be a bool, got {type(fp16_prefilter).__name__}")
         self.fp16_prefilter = bool(fp16_prefilter)
-        if self.device == "cuda":
-            from simdex.index.gpu.exact import GpuFlatIndex
-
-            self._store = GpuFlatIndex(self.dim, self.metric)
-        else:
-            self._store = core().FlatIndex(self.dim, self.metric, fp16_prefilter=self.fp16_prefilter)
+        self._store = new_store(
+            "exact", self.device, self.dim, self.metric, fp16_prefilter=self.fp16_prefilter
+        )
 
     def _params(self) -> dict[str, Any]:
         return {"fp16_prefilter": self.fp16_prefilter}
@@ -116,13 +113,32 @@ class ExactIndex(Index):
             return {"active": 0, "queries": 0, "rescored": 0}
         return {"active": int(self._store.fp16_prefilter), **self._store.prefilter_stats()}
 
-    def _backend_search(
-        self, q: np.ndarray, k: int, num_threads: int | None = None
+    def search(
+        self, queries: Any, k: int = 10, *, num_threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self._store.search(q, k, num_threads=check_num_threads(num_threads))
+        """k nearest stored vectors of each query (exact).
 
-    def _device_search(self, queries: Any, k: int, **kwargs: Any) -> tuple[Any, Any]:
-        return self._store.search(queries, k, **kwargs)  # the GpuFlatIndex
+        Args:
+            queries: (q, dim) or (dim,) float32/float64; with ``device="cuda"`` also a
+                device array (CuPy, PyTorch...), answered with arrays of the same kind.
+            k: Neighbours per query; slots beyond ``len(self)`` hold id -1 and
+                distance +inf.
+            num_threads: Threads (default: :func:`simdex.get_num_threads`; ignored on
+                the GPU).
+
+        Returns:
+            ``(distances, ids)``, float32 and int64 of shape (q, k) ((k,) for a 1-D
+            query), distances ascending, ties broken by the smaller id.
+        """
+        return self._search(queries, k, {"num_threads": check_num_threads(num_threads)})
+
+    def _backend_search(
+        self, q: np.ndarray, k: int, options: Mapping[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._store.search(q, k, num_threads=options["num_threads"])
+
+    def _device_search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
+        return self._store.search(queries, k)  # the GpuFlatIndex takes device arrays
 
     @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ExactIndex:

@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 
 from simdex._runtime import core
-from simdex._validate import as_matrix, check_device, check_int, check_k, check_num_threads
+from simdex._validate import as_matrix, check_int, check_k, check_num_threads
 from simdex.index.base import Index
 from simdex.index.exact import ExactIndex
 from simdex.index.io import CorruptFileError
+from simdex.index.stores import new_store
 
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
 
@@ -182,71 +183,23 @@ class LSHIndex(Index):
         *,
         device: str = "cpu",
     ) -> None:
-        super().__init__(dim, metric)
+        super().__init__(dim, metric, device)
         self.num_probes = check_int(num_probes, "num_probes", 1)
         self.refine = check_int(refine, "refine", 0)
-        self.device = check_device(device)
-        if self.device == "cuda":
-            from simdex.index.gpu.availability import require_cuda
-
-            require_cuda()  # a clear RuntimeError now rather than at the first search
         self.projection = RandomProjection(self.dim, num_tables, hash_bits, seed)
-        self._store = self._new_store(self.projection._flat)
+        self._store = self._new_store(self.projection)
         self._last_candidates = float("nan")
-        self._gpu_tables: Any = None  # GpuLSHIndex of the store's current contents
 
-    # -- GPU tables (device="cuda") -----------------------------------------------------------
-    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
-        super()._backend_add(x, ids, replace)
-        self._gpu_tables = None
-
-    def _backend_remove(self, ids: np.ndarray) -> None:
-        super()._backend_remove(ids)
-        self._gpu_tables = None
-
-    def _backend_reset(self) -> None:
-        super()._backend_reset()
-        self._gpu_tables = None
-
-    def _device_search(
-        self,
-        queries: Any,
-        k: int,
-        num_probes: int | None = None,
-        num_threads: int | None = None,
-        refine: int | None = None,
-    ) -> tuple[Any, Any]:
-        return self._gpu_search(queries, k, num_probes)
-
-    def _gpu_search(self, queries: Any, k: int, num_probes: int | None) -> tuple[Any, Any]:
-        from simdex.index.gpu import lsh as gpu_lsh
-
-        probes = self.num_probes if num_probes is None else check_int(num_probes, "num_probes", 1)
-        top = min(gpu_lsh.MAX_PROBES, self.hash_bits + 1)
-        if probes > top:
-            raise ValueError(
-                f"num_probes={probes} is more than the GPU tables probe (at most {top}: the own "
-                f"bucket plus one single-bit flip per bit, up to {gpu_lsh.MAX_PROBES}); pass "
-                f"num_probes <= {top} or use device='cpu'"
-            )
-        with self._lock:
-            tables = self._gpu_tables
-            if tables is None:
-                vectors, ids = self._backend_export()
-                tables = gpu_lsh.GpuLSHIndex(
-                    vectors.reshape(-1, self.dim),
-                    self.projection._flat,
-                    num_tables=self.num_tables,
-                    metric=self.metric,
-                    ids=ids,
-                )
-                self._gpu_tables = tables
-        self._last_candidates = float("nan")  # the GPU kernel does not count them
-        return tables.search(queries, k, num_probes=probes)
-
-    def _new_store(self, flat: np.ndarray) -> Any:
-        rp = self.projection
-        return core().LshIndex(self.dim, rp.num_tables, rp.hash_bits, flat, self.metric)
+    def _new_store(self, projection: RandomProjection) -> Any:
+        return new_store(
+            "lsh",
+            self.device,
+            self.dim,
+            self.metric,
+            planes=projection._flat,
+            num_tables=projection.num_tables,
+            hash_bits=projection.hash_bits,
+        )
 
     @property
     def num_tables(self) -> int:
@@ -261,23 +214,26 @@ class LSHIndex(Index):
         return self.projection.seed
 
     # -- Index hooks ----------------------------------------------------------------------
+    def _options(self, num_probes: int | None, num_threads: int | None, refine: int | None) -> dict[str, int]:
+        return {
+            "num_probes": self.num_probes if num_probes is None else check_int(num_probes, "num_probes", 1),
+            "num_threads": check_num_threads(num_threads),
+            "refine": self.refine if refine is None else check_int(refine, "refine", 0),
+        }
+
     def _backend_search(
-        self,
-        q: np.ndarray,
-        k: int,
-        num_probes: int | None = None,
-        num_threads: int | None = None,
-        refine: int | None = None,
+        self, q: np.ndarray, k: int, options: Mapping[str, Any]
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.device == "cuda":
-            return self._gpu_search(q, k, num_probes)
-        probes = self.num_probes if num_probes is None else check_int(num_probes, "num_probes", 1)
-        ref = self.refine if refine is None else check_int(refine, "refine", 0)
         D, ids, cand = self._store.search(
-            q, k, probes, num_threads=check_num_threads(num_threads), refine=ref
+            q, k, options["num_probes"], num_threads=options["num_threads"], refine=options["refine"]
         )
+        # Distinct candidates re-ranked per query (NaN on the GPU: its kernel does not count them).
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
         return D, ids
+
+    def _device_search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
+        self._last_candidates = float("nan")
+        return self._store.search_device(queries, k, options["num_probes"])
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -309,7 +265,7 @@ class LSHIndex(Index):
         if not np.array_equal(planes, index.projection._flat):
             # Written by a NumPy whose generator stream differs: trust the file.
             index.projection._flat = np.ascontiguousarray(planes)
-            index._store = index._new_store(index.projection._flat)
+            index._store = index._new_store(index.projection)
         index._restore_common(params, arrays)
         return index
 
@@ -337,7 +293,7 @@ class LSHIndex(Index):
             distances ascending, ties broken by the smaller id. With ``device="cuda"``
             and device-array queries, arrays of the queries' kind.
         """
-        return super().search(queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine)
+        return self._search(queries, k, self._options(num_probes, num_threads, refine))
 
     def stats(self) -> dict[str, Any]:
         """Bucket occupancy, memory and the candidates of the last search.
@@ -401,9 +357,7 @@ class LSHIndex(Index):
             )
             p = result.params
             projection = RandomProjection(self.dim, p["num_tables"], p["hash_bits"], self.seed)
-            store = core().LshIndex(
-                self.dim, projection.num_tables, projection.hash_bits, projection._flat, self.metric
-            )
+            store = self._new_store(projection)
             store.add(vectors, ids, False)
             self.projection, self._store, self.num_probes = projection, store, p["num_probes"]
         return result

@@ -28,13 +28,16 @@ Use :func:`get` to build a loss from a name, a config or an instance.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simdex._optional import import_keras
 from simdex._validate import check_positive_number
 from simdex.learn.layers import l2_normalize
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 ops = keras.ops
 
 DISTANCES = ("cosine", "l2", "sql2", "ip")
@@ -709,7 +712,7 @@ class CosFaceLoss(_MarginSoftmaxLoss):
 
 
 # ----------------------------------------------------------------------------- lookup
-_BY_NAME: dict[str, type] = {
+_BY_NAME: dict[str, type[keras.losses.Loss]] = {
     "triplet": TripletLoss,
     "pn": PNLoss,
     "multi_similarity": MultiSimilarityLoss,

@@ -29,7 +29,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +37,10 @@ from simdex._optional import import_keras
 from simdex._validate import MISSING_LABEL, as_labels, canonical_metric, check_positive_int
 from simdex.index.io import CorruptFileError, read_container, write_container
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 ops = keras.ops
 
 __all__ = ["Lookup", "SimilarityModel", "load_model"]
@@ -256,8 +259,8 @@ class SimilarityModel(keras.Model):
         """
         decided = self._sim.compiled_forward
         if decided is None:
-            inputs = getattr(self, "inputs", None) or ()
-            outputs = getattr(self, "outputs", None) or ()
+            inputs: Sequence[Any] = getattr(self, "inputs", None) or ()
+            outputs: Sequence[Any] = getattr(self, "outputs", None) or ()
             decided = (
                 keras.backend.backend() == "tensorflow"
                 and len(inputs) == 1

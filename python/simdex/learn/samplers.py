@@ -14,14 +14,17 @@ arrays and is a ``keras.utils.PyDataset``, so it plugs straight into
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simdex._optional import import_keras
 from simdex._validate import check_positive_int
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 
 __all__ = ["MultiShotMemorySampler", "Sampler"]
 

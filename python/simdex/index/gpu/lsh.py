@@ -7,6 +7,7 @@ and are reproducible bit for bit by :func:`hash_reference`.
 from __future__ import annotations
 
 import operator
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from simdex.index.gpu.interop import (
     upload_like,
 )
 
-__all__ = ["MAX_PROBES", "GpuLSHIndex", "hash_reference", "hash_vectors_gpu"]
+__all__ = ["MAX_PROBES", "GpuLSHIndex", "GpuLSHStore", "hash_reference", "hash_vectors_gpu"]
 
 MAX_PROBES = 17  # kMaxProbes in cuda/include/simdex/cuda/lsh.h
 
@@ -256,3 +257,102 @@ class GpuLSHIndex:
         if not on_device:
             D, ids = to_host(D), to_host(ids)
         return (D[0], ids[0]) if qv.was_1d else (D, ids)
+
+
+class GpuLSHStore:
+    """The store of ``LSHIndex(device="cuda")``: a host LSH store plus GPU tables built from it.
+
+    Vectors and ids live in the host store (so add / remove / save behave as on the CPU);
+    searches run on a :class:`GpuLSHIndex` of the same hyperplanes, rebuilt from the host
+    store on the first search after a change. The GPU keeps a second copy of the vectors.
+
+    Args:
+        host: The host store (``simdex._core.LshIndex``) this adapter wraps.
+        planes: Its float32 hyperplanes, (num_tables * hash_bits, dim).
+        num_tables: Tables L.
+        metric: The re-ranking metric (the host store's).
+
+    Raises:
+        RuntimeError: no CUDA build, driver or device.
+    """
+
+    def __init__(self, host: Any, planes: np.ndarray, num_tables: int, metric: str) -> None:
+        require_cuda()  # a clear error now rather than at the first search
+        self._host = host
+        self._metric = canonical_metric(metric)
+        self._planes = planes
+        self._num_tables = num_tables
+        self._hash_bits = planes.shape[0] // num_tables
+        self._tables: GpuLSHIndex | None = None
+        self._lock = threading.Lock()
+
+    # -- writes go to the host store and drop the GPU tables ------------------------------
+    def add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
+        self._host.add(x, ids, replace)
+        self._tables = None
+
+    def remove(self, ids: np.ndarray) -> None:
+        self._host.remove(ids)
+        self._tables = None
+
+    def reset(self) -> None:
+        self._host.reset()
+        self._tables = None
+
+    # -- reads are the host store's --------------------------------------------------------
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._host.get_vectors(ids)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return self._host.contains(ids)
+
+    def export_all(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._host.export_all()
+
+    def table_stats(self, t: int) -> Any:
+        return self._host.table_stats(t)
+
+    def memory_bytes(self) -> int:
+        return int(self._host.memory_bytes())
+
+    def __len__(self) -> int:
+        return len(self._host)
+
+    # -- searches run on the GPU tables -----------------------------------------------------
+    def _current_tables(self) -> GpuLSHIndex:
+        with self._lock:
+            if self._tables is None:
+                vectors, ids = self._host.export_all()
+                self._tables = GpuLSHIndex(
+                    vectors.reshape(-1, self._planes.shape[1]),
+                    self._planes,
+                    num_tables=self._num_tables,
+                    metric=self._metric,
+                    ids=ids,
+                )
+            return self._tables
+
+    def _check_probes(self, num_probes: int) -> int:
+        top = min(MAX_PROBES, self._hash_bits + 1)
+        if num_probes > top:
+            raise ValueError(
+                f"num_probes={num_probes} is more than the GPU tables probe (at most {top}: the own "
+                f"bucket plus one single-bit flip per bit, up to {MAX_PROBES}); pass "
+                f"num_probes <= {top} or use device='cpu'"
+            )
+        return num_probes
+
+    def search(
+        self, q: np.ndarray, k: int, num_probes: int, num_threads: int = 0, refine: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Host queries -> host ``(D, ids, candidates)``; the kernel does not count candidates (NaN).
+
+        ``num_threads`` and ``refine`` are accepted for parity with the host store and ignored.
+        """
+        del num_threads, refine
+        D, ids = self._current_tables().search(q, k, num_probes=self._check_probes(num_probes))
+        return D, ids, np.full(q.shape[0], np.nan)
+
+    def search_device(self, queries: Any, k: int, num_probes: int) -> tuple[Any, Any]:
+        """Device-array queries -> results of the same kind of array."""
+        return self._current_tables().search(queries, k, num_probes=self._check_probes(num_probes))
