@@ -17,11 +17,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,11 +27,12 @@ import numpy as np
 from simdex._validate import METRICS, check_positive_int
 from simdex.embed.embeddings import Embedder, are_samples, as_embedder
 from simdex.index import LSHIndex, load_index
+from simdex.index.collection import Collection
 from simdex.index.io import CorruptFileError, read_container, write_container
 
 __all__ = ["Matches", "NearDuplicateFinder"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: a nested Collection state (1: a nested index file and JSON labels)
 _KIND = "NearDuplicateFinder"
 
 
@@ -142,27 +141,32 @@ class NearDuplicateFinder:
     def __init__(self, embedder: Any, index: Any = None, batch_size: int = 256) -> None:
         self.embedder: Embedder = as_embedder(embedder)
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self._index = None if index is None else _check_index(index)
+        index = None if index is None else _check_index(index)
         dim = getattr(self.embedder, "dim", None)
-        if self._index is not None and dim is not None and self._index.dim != dim:
-            raise ValueError(f"the index has dim {self._index.dim} but the embedder produces {dim}-d vectors")
-        self._labels: dict[int, Any] = {}
+        if index is not None and dim is not None and index.dim != dim:
+            raise ValueError(f"the index has dim {index.dim} but the embedder produces {dim}-d vectors")
+        self._collection = Collection(index, _default_index)
 
     # -- state --------------------------------------------------------------------------
     @property
     def index(self) -> Any:
         """The index (``None`` until the first :meth:`add` or :meth:`query` when created lazily)."""
-        return self._index
+        return self._collection.index
+
+    @property
+    def _index(self) -> Any:
+        return self._collection.index
 
     def _ensure_index(self, dim: int) -> Any:
-        if self._index is None:
-            self._index = _check_index(_default_index(dim))
-        elif self._index.dim != dim:
-            raise ValueError(f"the embedder produced {dim}-d vectors but the index has dim {self._index.dim}")
-        return self._index
+        try:
+            return self._collection.ensure_index(dim)
+        except ValueError:
+            raise ValueError(
+                f"the embedder produced {dim}-d vectors but the index has dim {self._index.dim}"
+            ) from None
 
     def __len__(self) -> int:
-        return 0 if self._index is None else len(self._index)
+        return len(self._collection)
 
     def __repr__(self) -> str:
         return f"NearDuplicateFinder(size={len(self)}, index={self._index!r}, embedder={self.embedder!r})"
@@ -179,7 +183,7 @@ class NearDuplicateFinder:
             raise KeyError(f"ids not in the collection: {arr[~present][:10].tolist()}")
         out = np.empty(arr.shape, dtype=object)
         for j, i in enumerate(arr.tolist()):  # element-wise: labels may be tuples or lists
-            out[j] = self._labels.get(i)
+            out[j] = self._collection.labels.get(i)
         return out
 
     # -- embedding ----------------------------------------------------------------------
@@ -264,7 +268,7 @@ class NearDuplicateFinder:
         index = self._ensure_index(vecs.shape[1])
         new_ids = np.asarray(index.add(vecs, ids=ids), dtype=np.int64)
         if labels is not None:
-            self._labels.update(zip(new_ids.tolist(), labels))
+            self._collection.labels.update(zip(new_ids.tolist(), labels))
         return new_ids
 
     def query(self, image_or_batch: Any, k: int = 10) -> Matches:
@@ -304,7 +308,7 @@ class NearDuplicateFinder:
         sims = _similarity(dist, index.metric)
         labels = np.empty(nbr.shape, dtype=object)
         for (r, c), i in np.ndenumerate(nbr):
-            labels[r, c] = self._labels.get(int(i)) if i >= 0 else None
+            labels[r, c] = self._collection.labels.get(int(i)) if i >= 0 else None
         if single:
             return Matches(nbr[0], labels[0], sims[0])
         return Matches(nbr, labels, sims)
@@ -387,23 +391,14 @@ class NearDuplicateFinder:
         """
         if self._index is None:
             raise ValueError("nothing to save: add images first")
-        labels = [[int(i), _json_label(v)] for i, v in sorted(self._labels.items())]
-        fd, tmp = tempfile.mkstemp(
-            prefix=".simdex-index-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path))
-        )
-        os.close(fd)
-        try:
-            self._index.save(tmp)
-            with open(tmp, "rb") as f:
-                index_bytes = np.frombuffer(f.read(), dtype=np.uint8)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        arrays = {"index_file": index_bytes}
+        for value in self._collection.labels.values():
+            _json_label(value)  # None / bool / int / float / str only: they load back as they were
+        collection_params, collection_arrays = self._collection.state()
+        arrays = {f"collection/{k}": v for k, v in collection_arrays.items()}
         onnx_bytes = getattr(self.embedder, "model_bytes", None)
         if isinstance(onnx_bytes, bytes):
             arrays["onnx_model"] = np.frombuffer(onnx_bytes, dtype=np.uint8)
-        params = {"format": _FORMAT, "batch_size": self.batch_size, "labels": json.dumps(labels)}
+        params = {"format": _FORMAT, "batch_size": self.batch_size, "collection": collection_params}
         write_container(path, _KIND, params, arrays)
 
     @classmethod
@@ -425,26 +420,42 @@ class NearDuplicateFinder:
             raise CorruptFileError(f"{os.fspath(path)!r} holds a {kind!r}, not a saved NearDuplicateFinder")
         if int(params.get("format", 0)) > _FORMAT:
             raise CorruptFileError(f"{os.fspath(path)!r} was written by a newer simdex: upgrade simdex")
-        try:
-            labels = {int(i): v for i, v in json.loads(params["labels"])}
-            index_bytes = arrays["index_file"].tobytes()
-            batch_size = int(params["batch_size"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CorruptFileError(f"{os.fspath(path)!r} has malformed finder contents: {e}") from e
         if embedder is None:
             if "onnx_model" not in arrays:
                 raise ValueError(f"{os.fspath(path)!r} stores no embedder: pass embedder=")
             from simdex.embed.export import OnnxEmbedder
 
             embedder = OnnxEmbedder(arrays["onnx_model"].tobytes())
-        fd, tmp = tempfile.mkstemp(prefix=".simdex-index-", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(index_bytes)
-            index = load_index(tmp)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        finder = cls(embedder, index=index, batch_size=batch_size)
-        finder._labels = labels
+            batch_size = int(params["batch_size"])
+            if int(params.get("format", 0)) < 2:
+                collection = _load_format1(params, arrays)
+            else:
+                sub = {k[len("collection/") :]: v for k, v in arrays.items() if k.startswith("collection/")}
+                collection = Collection.from_state(params["collection"], sub, _default_index)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, CorruptFileError):
+                raise
+            raise CorruptFileError(f"{os.fspath(path)!r} has malformed finder contents: {e}") from e
+        finder = cls(embedder, index=collection.index, batch_size=batch_size)
+        finder._collection = collection
         return finder
+
+
+def _load_format1(params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Collection:
+    """The collection of a file written by simdex 0.1 (finder format 1: a nested index file)."""
+    import contextlib
+    import tempfile
+
+    labels = {int(i): v for i, v in json.loads(params["labels"])}
+    fd, tmp = tempfile.mkstemp(prefix=".simdex-index-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(arrays["index_file"].tobytes())
+        index = load_index(tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    collection = Collection(index, _default_index)
+    collection.labels.update(labels)
+    return collection

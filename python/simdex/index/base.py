@@ -224,15 +224,65 @@ class Index(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim}, metric={self.metric!r}, size={len(self)})"
 
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything needed to rebuild this index: JSON-able ``params`` and NumPy ``arrays``.
+
+        Containers that hold an index (a model, a near-duplicate finder) store this
+        inside their own file and rebuild the index with :meth:`from_state`, so one
+        atomic write saves them all. ``params["kind"]`` names the index class.
+
+        Returns:
+            ``(params, arrays)``; ``arrays`` has at least ``"vectors"`` (float32
+            (n, dim)) and ``"ids"`` (int64 (n,)).
+        """
+        with self._lock:
+            vectors, ids = self._backend_export()
+            params = {
+                "kind": self.kind,
+                "dim": self.dim,
+                "metric": self.metric,
+                "next_id": self._next_id,
+                **self._params(),
+            }
+            return params, {"vectors": vectors, "ids": ids, **self._extra_arrays()}
+
+    @staticmethod
+    def from_state(
+        params: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, device: str | None = None
+    ) -> Index:
+        """Rebuild an index from :meth:`state`.
+
+        Args:
+            params: The params of :meth:`state` (``params["kind"]`` picks the class).
+            arrays: Its arrays.
+            device: Put the index on ``"cpu"`` or ``"cuda"`` (default: CPU).
+
+        Raises:
+            CorruptFileError: unknown kind, missing or inconsistent contents.
+        """
+        kind = params.get("kind")
+        # Every index class registers itself on definition; simdex.index imports them all.
+        cls = Index._registry.get(str(kind))
+        if cls is None:
+            raise CorruptFileError(f"holds a {kind!r}, which is not an index this simdex knows")
+        try:
+            if "vectors" not in arrays or "ids" not in arrays:
+                raise KeyError("vectors/ids")
+            if device is not None and check_device(device) != "cpu":
+                params = {**params, "device": device}
+            return cls._from_state(params, arrays)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, CorruptFileError):
+                raise
+            raise CorruptFileError(f"has inconsistent index contents: {e}") from e
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` atomically (versioned, checksummed).
 
         The previous file at ``path`` survives any failure (full disk, crash).
         """
         with self._lock:
-            vectors, ids = self._backend_export()
-            params = {"dim": self.dim, "metric": self.metric, "next_id": self._next_id, **self._params()}
-            arrays = {"vectors": vectors, "ids": ids, **self._extra_arrays()}
+            params, arrays = self.state()
             write_container(path, self.kind, params, arrays)
 
     @classmethod
@@ -262,19 +312,7 @@ def load_index(path: str | os.PathLike[str], *, device: str | None = None) -> In
         CorruptFileError: truncated, corrupted, foreign or newer-format file.
     """
     kind, params, arrays = read_container(path)
-    # Every index class registers itself on definition; simdex.index imports them all.
-    cls = Index._registry.get(kind)
-    if cls is None:
-        raise CorruptFileError(
-            f"{os.fspath(path)!r} holds a {kind!r}, which is not an index this simdex knows"
-        )
     try:
-        if "vectors" not in arrays or "ids" not in arrays:
-            raise KeyError("vectors/ids")
-        if device is not None and check_device(device) != "cpu":
-            params = {**params, "device": device}
-        return cls._from_state(params, arrays)
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, CorruptFileError):
-            raise
-        raise CorruptFileError(f"{os.fspath(path)!r} has inconsistent index contents: {e}") from e
+        return Index.from_state({**params, "kind": kind}, arrays, device=device)
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{os.fspath(path)!r} {e}") from e
