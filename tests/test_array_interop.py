@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import simdex
-from simdex.index import as_matrix
+from simdex._validate import as_matrix
 
 
 class DLPackOnly:

@@ -373,9 +373,16 @@ def test_model_claiming_huge_layer_refused_cheaply(tmp_path):
 @pytest.mark.slow
 def test_model_wrong_typed_fields_are_corruption(tmp_path):
     _, kind, meta, payload = parse(_tiny_model_file(tmp_path))
-    for i, (key, value) in enumerate(
-        [("data", []), ("calibration", {"x": 1}), ("architecture", {"class_name": 5})]
-    ):
+    bad_fields = [
+        ("collection", []),
+        ("collection", {"index": {"kind": "ExactIndex", "dim": 3}, "labels": [], "data": {}}),
+        ("calibration", {"x": 1}),
+        ("architecture", {"class_name": 5}),
+        ("weights", [{"dtype": "|O", "shape": [4, 3]}, {"dtype": "<f4", "shape": [3]}]),
+        ("weights", [{"dtype": "<f4", "shape": [4, 4]}, {"dtype": "<f4", "shape": [3]}]),
+        ("distance", "manhattan"),
+    ]
+    for i, (key, value) in enumerate(bad_fields):
         m = json.loads(json.dumps(meta))
         m["params"][key] = value
         path = _write(tmp_path, forge(kind, m, payload), f"{i}.simdex")
@@ -383,15 +390,33 @@ def test_model_wrong_typed_fields_are_corruption(tmp_path):
             simdex.load_model(path)
 
 
+def _format1_model_file(tmp_path, weights_h5: bytes | None = None) -> tuple[dict, bytes]:
+    """A model file as simdex 0.1 wrote it (format 1: Keras HDF5 weights inside)."""
+    keras = pytest.importorskip("keras")
+    from simdex.models import SimilarityModel
+
+    inputs = keras.Input((4,))
+    model = SimilarityModel(inputs, keras.layers.Dense(3, name="emb")(inputs))
+    model.save_weights(tmp_path / "w.weights.h5")
+    architecture = keras.saving.serialize_keras_object(model)
+    architecture.pop("compile_config", None)
+    params = {"format": 1, "architecture": architecture, "distance": "cosine", "index_spec": "exact"}
+    return params, (tmp_path / "w.weights.h5").read_bytes()
+
+
 @pytest.mark.slow
 def test_model_weights_with_external_hdf5_data_are_corruption(tmp_path):
     h5py = pytest.importorskip("h5py")
-    _, kind, meta, payload = parse(_tiny_model_file(tmp_path))
-    start = next(s for s in meta["arrays"] if s["name"] == "weights")
-    weights = payload[start["offset"] : start["offset"] + start["nbytes"]]
+    params, weights = _format1_model_file(tmp_path)
+    ok = {
+        "weights": np.frombuffer(weights, np.uint8),
+        "item_ids": np.zeros(0, np.int64),
+        "labels": np.zeros(0, np.int64),
+    }
+    simdex.load_model(_write(tmp_path, container("SimilarityModel", params, ok), "ok.simdex"))  # loads
     (tmp_path / "secret.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
-    for i, how in enumerate(["external_storage", "external_link"]):
-        h5 = tmp_path / f"w{i}.h5"
+    for how in ["external_storage", "external_link"]:
+        h5 = tmp_path / f"{how}.h5"
         h5.write_bytes(weights)
         with h5py.File(h5, "a") as f:
             if how == "external_storage":
@@ -400,13 +425,8 @@ def test_model_weights_with_external_hdf5_data_are_corruption(tmp_path):
                 )
             else:
                 f["stolen"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/x")
-        arrays = {}
-        for spec in meta["arrays"]:
-            raw = payload[spec["offset"] : spec["offset"] + spec["nbytes"]]
-            arrays[spec["name"]] = np.frombuffer(
-                h5.read_bytes() if spec["name"] == "weights" else raw, dtype=spec["dtype"]
-            ).reshape(-1 if spec["name"] == "weights" else spec["shape"])
-        path = _write(tmp_path, container(kind.decode(), meta["params"], arrays), f"{how}.simdex")
+        arrays = {**ok, "weights": np.frombuffer(h5.read_bytes(), np.uint8)}
+        path = _write(tmp_path, container("SimilarityModel", params, arrays), f"{how}.simdex")
         with pytest.raises(CorruptFileError, match="external"):
             simdex.load_model(path)
 

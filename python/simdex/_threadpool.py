@@ -16,8 +16,11 @@ from typing import Any
 _registered = False
 
 
-def register() -> bool:
+def register(version: str) -> bool:
     """Register the controller with threadpoolctl (idempotent).
+
+    Args:
+        version: simdex's version, reported by threadpoolctl.
 
     Returns:
         True when threadpoolctl is installed and the controller is registered.
@@ -47,9 +50,7 @@ def register() -> bool:
             return self.dynlib.simdex_set_num_threads(int(num_threads))
 
         def get_version(self) -> str:
-            from simdex import __version__
-
-            return __version__
+            return version
 
         def set_additional_attributes(self) -> None:
             pass

@@ -27,34 +27,37 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simdex._io import (
+import simdex.learn.layers  # noqa: F401  (registers the simdex layers with Keras, for load_model)
+from simdex._log import logger
+from simdex._optional import import_keras
+from simdex._validate import MISSING_LABEL, as_labels, canonical_metric, check_positive_int
+from simdex.index.collection import Collection
+from simdex.index.io import (
     CorruptFileError,
+    check_finite,
     field_array,
     field_int,
     field_str,
-    load_container,
-    temp_dir_for,
+    read_container,
     write_container,
 )
-from simdex._log import logger
-from simdex.index import canonical_metric, check_positive_int
-from simdex.layers import import_keras
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 ops = keras.ops
 
 __all__ = ["Lookup", "SimilarityModel", "load_model"]
 
 _KIND = "SimilarityModel"
-_FORMAT = 1
-_NO_LABEL = -1
+_FORMAT = 2  # 2: weights as raw arrays and a nested Collection state (no nested files)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -78,58 +81,27 @@ class Lookup:
     id: int
 
 
-def _as_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
-    """``y`` as ``(n,)`` int64, accepting ``(n, 1)`` and integral floats."""
-    arr = np.asarray(y)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D integer labels, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"x has {n} examples but {name} has {arr.shape[0]} labels")
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        return arr.astype(np.int64)
-    raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}")
-
-
-class _ItemStore:
-    """Labels and data of indexed items, keyed by index id."""
-
-    def __init__(self) -> None:
-        self.labels: dict[int, int] = {}
-        self.data: dict[int, Any] = {}
-
-    def add(self, ids: np.ndarray, labels: np.ndarray | None, data: Sequence[Any] | None) -> None:
-        id_list = ids.tolist()
-        if labels is not None:
-            self.labels.update(zip(id_list, labels.tolist()))
-        if data is not None:
-            self.data.update((i, data[j]) for j, i in enumerate(id_list))
-
-    def clear(self) -> None:
-        self.labels.clear()
-        self.data.clear()
-
-    def labels_of(self, ids: np.ndarray) -> np.ndarray:
-        """int64 labels of ``ids`` (any shape); -1 for id -1 or unlabeled items."""
-        get = self.labels.get
-        flat = np.fromiter((get(i, _NO_LABEL) for i in ids.ravel().tolist()), dtype=np.int64, count=ids.size)
-        return flat.reshape(ids.shape)
-
-
 class _State:
     """Non-Keras state of a SimilarityModel (kept out of Keras' tracker)."""
 
-    def __init__(self, distance: str, index_spec: Any) -> None:
+    def __init__(self, distance: str, index_spec: Any, index: Any = None) -> None:
         self.distance = distance
         self.index_spec = index_spec
-        self.index: Any = None
-        self.store = _ItemStore()
+        self.collection = Collection(index, self._new_index)
         self.calibration: Any = None
         self.loss_layers: list[Any] = []
         self.compiled_forward: bool | None = None  # decided on the first embed()
+
+    @property
+    def index(self) -> Any:
+        return self.collection.index
+
+    def _new_index(self, dim: int) -> Any:
+        from simdex.index import ExactIndex, LSHIndex
+
+        if self.index_spec == "lsh":
+            return LSHIndex(dim, metric=self.distance)
+        return ExactIndex(dim, metric=self.distance)
 
 
 def _is_index_like(obj: Any) -> bool:
@@ -157,8 +129,6 @@ class SimilarityModel(keras.Model):
 
     def __init__(self, *args: Any, distance: str = "cosine", index: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from simdex.index import canonical_metric
-
         distance = canonical_metric(distance)
         if index is None or isinstance(index, str):
             spec = "exact" if index is None else index.lower()
@@ -171,8 +141,7 @@ class SimilarityModel(keras.Model):
                 raise ValueError(
                     f"the index uses metric {metric!r} but distance={distance!r}; make them agree"
                 )
-            self._sim = _State(distance, "custom")
-            self._sim.index = index
+            self._sim = _State(distance, "custom", index)
         else:
             raise TypeError(
                 f"index must be None, 'exact', 'lsh' or an index object, got {type(index).__name__}"
@@ -283,8 +252,8 @@ class SimilarityModel(keras.Model):
         """
         decided = self._sim.compiled_forward
         if decided is None:
-            inputs = getattr(self, "inputs", None) or ()
-            outputs = getattr(self, "outputs", None) or ()
+            inputs: Sequence[Any] = getattr(self, "inputs", None) or ()
+            outputs: Sequence[Any] = getattr(self, "outputs", None) or ()
             decided = (
                 keras.backend.backend() == "tensorflow"
                 and len(inputs) == 1
@@ -314,7 +283,7 @@ class SimilarityModel(keras.Model):
         if self._uses_compiled_forward():
             import tensorflow as tf
 
-            from simdex.embeddings import compiled_forward
+            from simdex.embed.embeddings import compiled_forward
 
             call = compiled_forward(self)
             arr = np.ascontiguousarray(arr, dtype=np.float32)  # the trace's input signature
@@ -336,21 +305,6 @@ class SimilarityModel(keras.Model):
         return emb
 
     # ------------------------------------------------------------------ index
-    def _ensure_index(self, dim: int) -> Any:
-        st = self._sim
-        if st.index is None:
-            import simdex
-
-            if st.index_spec == "lsh":
-                st.index = simdex.LSHIndex(dim, metric=st.distance)
-            else:
-                st.index = simdex.ExactIndex(dim, metric=st.distance)
-        if int(st.index.dim) != dim:
-            raise ValueError(
-                f"the model outputs {dim}-d embeddings but the index holds {st.index.dim}-d vectors"
-            )
-        return st.index
-
     def index(
         self,
         x: Any,
@@ -380,7 +334,7 @@ class SimilarityModel(keras.Model):
         """
         arr = self._check_x(x)
         n = arr.shape[0]
-        labels = None if y is None else _as_labels(y, n)
+        labels = None if y is None else as_labels(y, "y", n=n, column_ok=True)
         if data is not None:
             if (
                 isinstance(data, (str, bytes))
@@ -393,8 +347,10 @@ class SimilarityModel(keras.Model):
             if len(data) != n:
                 raise ValueError(f"x has {n} examples but data has {len(data)} items")
         emb = self.embed(arr, batch_size=batch_size)
-        ids = np.asarray(self._ensure_index(emb.shape[1]).add(emb), dtype=np.int64)
-        self._sim.store.add(ids, labels, data)
+        try:
+            ids = self._sim.collection.add(emb, labels=None if labels is None else labels.tolist(), data=data)
+        except ValueError as e:
+            raise ValueError(f"the model outputs {emb.shape[1]}-d embeddings: {e}") from e
         logger.info("indexed %d items; index size %d", n, self.index_size())
         if verbose:  # explicit output, asked for by the caller
             print(f"[simdex] indexed {n} items; index size {self.index_size()}")
@@ -412,7 +368,8 @@ class SimilarityModel(keras.Model):
         if wanted.dtype.kind not in "iu" and wanted.size:
             raise TypeError(f"labels must be integer class labels, got dtype {wanted.dtype}")
         wanted_set = set(wanted.reshape(-1).tolist())
-        return np.array(sorted(i for i, lab in self._sim.store.labels.items() if lab in wanted_set), np.int64)
+        labels_of = self._sim.collection.labels
+        return np.array(sorted(i for i, lab in labels_of.items() if lab in wanted_set), np.int64)
 
     def _search_embeddings(
         self, emb: np.ndarray, k: int, filter: Any = None
@@ -459,8 +416,8 @@ class SimilarityModel(keras.Model):
         # One native call for all embeddings and plain Python lists for the rest:
         # indexing NumPy arrays element by element costs more than building the records.
         vectors = list(self._sim.index.get_vectors(ids.ravel() if nvalid == ids.size else ids[valid]))
-        store = self._sim.store
-        label_get, data_get = store.labels.get, store.data.get
+        collection = self._sim.collection
+        label_get, data_get = collection.labels.get, collection.data.get
         out: list[list[Lookup]] = []
         pos = 0
         for drow, irow in zip(D.tolist(), ids.tolist()):
@@ -469,7 +426,7 @@ class SimilarityModel(keras.Model):
                 if i < 0:
                     continue
                 lab = label_get(i)
-                label = None if lab == _NO_LABEL else lab
+                label = None if lab == MISSING_LABEL else lab
                 row.append(Lookup(len(row) + 1, dist, label, data_get(i), vectors[pos], i))
                 pos += 1
             out.append(row)
@@ -494,7 +451,7 @@ class SimilarityModel(keras.Model):
         if self._uses_compiled_forward():
             import tensorflow as tf
 
-            from simdex.embeddings import compiled_single_forward
+            from simdex.embed.embeddings import compiled_single_forward
 
             fn, _ = compiled_single_forward(self)
             emb = np.asarray(fn(tf.constant(arr, dtype=tf.float32)), dtype=np.float32)
@@ -507,13 +464,11 @@ class SimilarityModel(keras.Model):
 
     def reset_index(self) -> None:
         """Remove every item (embeddings, labels, data) from the index."""
-        if self._sim.index is not None:
-            self._sim.index.reset()
-        self._sim.store.clear()
+        self._sim.collection.reset()
 
     def index_size(self) -> int:
         """Number of items in the index."""
-        return 0 if self._sim.index is None else len(self._sim.index)
+        return len(self._sim.collection)
 
     def index_summary(self, print_fn: Any = print) -> dict[str, Any]:
         """Describe the index; print it with ``print_fn`` (None: don't print).
@@ -523,7 +478,7 @@ class SimilarityModel(keras.Model):
             "num_classes", "num_with_data", "calibrated"}``.
         """
         st = self._sim
-        labels = [v for v in st.store.labels.values() if v != _NO_LABEL]
+        labels = [v for v in st.collection.labels.values() if v != MISSING_LABEL]
         info = {
             "index": repr(st.index) if st.index is not None else f"{st.index_spec} (not created yet)",
             "size": self.index_size(),
@@ -531,7 +486,7 @@ class SimilarityModel(keras.Model):
             "distance": st.distance,
             "num_labels": len(labels),
             "num_classes": len(set(labels)),
-            "num_with_data": len(st.store.data),
+            "num_with_data": len(st.collection.data),
             "calibrated": st.calibration is not None,
         }
         if print_fn is not None:
@@ -544,11 +499,11 @@ class SimilarityModel(keras.Model):
         self, x: Any, y: Any, k: int, batch_size: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         arr = self._check_x(x)
-        labels = _as_labels(y, arr.shape[0])
+        labels = as_labels(y, "y", n=arr.shape[0], column_ok=True)
         if self.index_size() == 0:
             raise ValueError("the index is empty: call model.index(...) first")
         D, ids = self._search(arr, k, batch_size)
-        return D, self._sim.store.labels_of(ids), labels
+        return D, self._sim.collection.labels_of(ids, MISSING_LABEL, np.int64), labels
 
     def calibrate(
         self,
@@ -578,7 +533,7 @@ class SimilarityModel(keras.Model):
         Returns:
             The :class:`simdex.CalibrationResult`.
         """
-        from simdex import calibration
+        from simdex.evaluate import calibration
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         result = calibration.calibrate(
@@ -614,7 +569,7 @@ class SimilarityModel(keras.Model):
         Raises:
             ValueError: the model is not calibrated, or ``cutpoint`` is unknown.
         """
-        from simdex import calibration
+        from simdex.evaluate import calibration
 
         cal = self._sim.calibration
         if cal is None:
@@ -629,7 +584,7 @@ class SimilarityModel(keras.Model):
         if self.index_size() == 0:
             raise ValueError("the index is empty: call model.index(...) first")
         D, ids = self._search(x, k, batch_size)
-        nl = self._sim.store.labels_of(ids)
+        nl = self._sim.collection.labels_of(ids, MISSING_LABEL, np.int64)
         return calibration.match(D, nl, threshold, k=k, matcher=cal.matcher, no_match_label=no_match_label)
 
     def evaluate_retrieval(
@@ -651,11 +606,11 @@ class SimilarityModel(keras.Model):
         Returns:
             Metric name -> float.
         """
-        from simdex import metrics as _metrics
+        from simdex.evaluate import metrics as _metrics
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         counts: dict[int, int] = {}
-        for lab in self._sim.store.labels.values():
+        for lab in self._sim.collection.labels.values():
             counts[lab] = counts.get(lab, 0) + 1
         num_relevant = np.array([counts.get(int(v), 0) for v in labels], dtype=np.int64)
         return _metrics.evaluate_retrieval(labels, nl, k=k, metrics=metrics, num_relevant=num_relevant)
@@ -684,7 +639,7 @@ class SimilarityModel(keras.Model):
         Returns:
             ``{"distance": (m,), <metric>: (m,)}`` float64 arrays.
         """
-        from simdex import metrics as _metrics
+        from simdex.evaluate import metrics as _metrics
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         return _metrics.evaluate_classification(
@@ -719,8 +674,8 @@ class SimilarityModel(keras.Model):
             json.dumps(architecture)
         except (NotImplementedError, TypeError, ValueError) as e:
             raise TypeError(f"cannot serialise the model architecture ({e}); implement get_config()") from e
-        item_ids = np.array(sorted(st.store.labels.keys() | st.store.data.keys()), dtype=np.int64)
-        labels = st.store.labels_of(item_ids)
+        collection_params, collection_arrays = st.collection.state()
+        weights = [np.ascontiguousarray(w) for w in self.get_weights()]
         params: dict[str, Any] = {
             "format": _FORMAT,
             "architecture": architecture,
@@ -728,82 +683,42 @@ class SimilarityModel(keras.Model):
             "index_spec": st.index_spec,
             "keras_version": keras.__version__,
             "calibration": None if st.calibration is None else st.calibration.to_dict(),
+            "weights": [{"dtype": w.dtype.str, "shape": list(w.shape)} for w in weights],
+            "collection": collection_params,
         }
-        arrays: dict[str, np.ndarray] = {"item_ids": item_ids, "labels": labels}
-        data_params, data_arrays = _encode_data(st.store.data)
-        params["data"] = data_params
-        arrays.update(data_arrays)
-        if st.index is not None:
-            arrays["index"] = np.frombuffer(st.index.to_bytes(), dtype=np.uint8)
-        # Keras writes weights to a named .h5 file only: a private directory next to
-        # the target, removed afterwards (or by the next save if this one is killed).
-        with temp_dir_for(path) as tmp:
-            weights_path = os.path.join(tmp, "model.weights.h5")
-            self.save_weights(weights_path)
-            arrays["weights"] = np.fromfile(weights_path, dtype=np.uint8)
-            write_container(path, _KIND, params, arrays)
+        arrays: dict[str, np.ndarray] = {f"collection/{k}": v for k, v in collection_arrays.items()}
+        for i, w in enumerate(weights):  # raw bytes: any dtype Keras uses (float16 included)
+            arrays[f"weights/{i}"] = w.reshape(-1).view(np.uint8) if w.size else np.empty(0, np.uint8)
+        write_container(path, _KIND, params, arrays)
 
 
-def _encode_data(data: Mapping[int, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Encode the per-item data for saving: same-shape arrays as raw bytes, else JSON."""
-    if not data:
-        return {"kind": "none"}, {}
-    ids = np.array(sorted(data), dtype=np.int64)
-    values = [data[i] for i in ids.tolist()]
-    if all(isinstance(v, (np.ndarray, np.generic)) for v in values):
-        first = np.asarray(values[0])
-        if first.dtype.kind not in "O" and all(
-            np.asarray(v).shape == first.shape and np.asarray(v).dtype == first.dtype for v in values
-        ):
-            stacked = np.ascontiguousarray(np.stack([np.asarray(v) for v in values]))
-            raw = stacked.reshape(-1).view(np.uint8) if stacked.size else np.empty(0, np.uint8)
-            return (
-                {"kind": "array", "dtype": stacked.dtype.str, "shape": list(stacked.shape)},
-                {"data_ids": ids, "data_bytes": raw},
-            )
-    try:
-        encoded = json.dumps(values)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"indexed data cannot be saved ({e}); use same-shape NumPy arrays or JSON-serialisable values"
-        ) from e
-    return {"kind": "json", "values": json.loads(encoded)}, {"data_ids": ids}
+def _restore_format1(
+    model: SimilarityModel, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> None:
+    """Weights, index, labels and data of a file written by simdex 0.1 (model format 1)."""
+    import tempfile
 
+    from simdex.index.base import load_index
 
-def _decode_data(params: Any, arrays: Mapping[str, np.ndarray]) -> dict[int, Any]:
-    if not isinstance(params, Mapping):
-        raise CorruptFileError("the item data description is not a mapping")
-    kind = params.get("kind", "none")
-    if kind == "none":
-        return {}
-    ids = field_array(arrays, "data_ids", "int64", (None,)).tolist()
-    if kind == "array":
-        try:
-            dtype = np.dtype(field_str(params, "dtype"))
-        except TypeError as e:
-            raise CorruptFileError(f"bad item data dtype: {e}") from e
-        if dtype.kind not in "biufcSU" or dtype.itemsize == 0:
-            raise CorruptFileError(f"item data dtype {dtype} cannot be stored")
-        shape = params.get("shape")
-        if (
-            not isinstance(shape, list)
-            or not shape
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
-        ):
-            raise CorruptFileError(f"bad item data shape {str(shape)[:60]}")
-        raw = field_array(arrays, "data_bytes", "uint8", (None,))
-        if shape[0] != len(ids) or math.prod(shape) * dtype.itemsize != raw.size:
-            raise CorruptFileError(
-                f"item data of shape {shape} and dtype {dtype} does not fit {raw.size} bytes"
-            )
-        stacked = raw.view(dtype).reshape(shape)
-        return {i: stacked[j] for j, i in enumerate(ids)}
-    if kind == "json":
-        values = params.get("values")
-        if not isinstance(values, list) or len(values) != len(ids):
-            raise CorruptFileError("data ids and values differ in length")
-        return dict(zip(ids, values))
-    raise CorruptFileError(f"unknown data kind {str(kind)[:40]!r}")
+    item_ids, labels = arrays["item_ids"], arrays["labels"]
+    legacy = {f"data/{k[len('data_') :]}": v for k, v in arrays.items() if k.startswith("data_")}
+    # Format 1 nested two files (Keras HDF5 weights, an index file); Keras reads weights from a path.
+    with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
+        weights_path = os.path.join(tmp, "model.weights.h5")
+        arrays["weights"].tofile(weights_path)
+        model.load_weights(weights_path)
+    for i, w in enumerate(model.get_weights()):
+        if np.asarray(w).dtype.kind == "f":
+            check_finite(np.asarray(w), f"weight {i}")
+    index = None
+    if "index" in arrays:  # a nested index file, validated like any other
+        index = load_index(field_array(arrays, "index", "uint8", (None,)).tobytes())
+    state = model._sim
+    state.collection = Collection(index, state._new_index)
+    state.collection.labels.update(
+        {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != MISSING_LABEL}
+    )
+    state.collection.data.update(Collection.from_state({"data": params.get("data", {})}, legacy).data)
 
 
 # Keys of a Keras layer config that size its weights (a layer with ``units=u`` owns
@@ -846,6 +761,8 @@ def _check_runs(model: Any, index: Any, path: str) -> None:
         raise CorruptFileError(
             f"{path!r}: the stored model does not run: {type(e).__name__}: {str(e)[:300]}"
         ) from e
+    if not np.isfinite(out).all():
+        raise CorruptFileError(f"{path!r}: the stored model outputs NaN or infinity")
     if out.ndim != 2 or (index is not None and out.shape[1] != index.dim):
         raise CorruptFileError(
             f"{path!r}: the model outputs shape {out.shape} but the stored index holds "
@@ -917,6 +834,12 @@ def load_model(
 ) -> SimilarityModel:
     """Load a model written by :meth:`SimilarityModel.save`.
 
+    The file is treated as untrusted: the header, the weight arrays and the
+    collection are validated before Keras builds anything, an architecture whose
+    layers would need more parameters than the stored weights hold is refused
+    before it allocates them, HDF5 weights (files of simdex 0.1) that refer to other
+    files are refused, and the rebuilt model must run on one zero example.
+
     Args:
         filepath: The file.
         custom_objects: Custom layers/functions the architecture refers to
@@ -930,46 +853,22 @@ def load_model(
 
     Raises:
         FileNotFoundError: no such file.
-        simdex.CorruptFileError: not a simdex model file, corrupted or truncated.
+        simdex.CorruptFileError: not a simdex model file, corrupted, truncated or
+            invalid (the cause is chained).
     """
     path = os.fspath(filepath)
-    c = load_container(path)
-    params, arrays = c.params, c.arrays
-    if c.kind != _KIND:
+    kind, params, arrays = read_container(path)
+    if kind != _KIND:
         raise CorruptFileError(
-            f"{path!r} holds a {c.kind!r}, not a SimilarityModel (use simdex.load_index for indexes)"
+            f"{path!r} holds a {kind!r}, not a SimilarityModel (use simdex.load_index for indexes)"
         )
     try:
-        if field_int(params, "format", 0, 2**31, default=0) > _FORMAT:
-            raise CorruptFileError(f"uses model format {params.get('format')}; upgrade simdex")
-        architecture = params.get("architecture")
-        if not isinstance(architecture, dict):
-            raise CorruptFileError("the architecture is not a mapping")
-        weights = field_array(arrays, "weights", "uint8", (None,))
-        item_ids = field_array(arrays, "item_ids", "int64", (None,))
-        labels = field_array(arrays, "labels", "int64", item_ids.shape)
-        data = _decode_data(params.get("data", {"kind": "none"}), arrays)
-        distance = canonical_metric(field_str(params, "distance", default="cosine"))
-        index_spec = params.get("index_spec")
-        if index_spec is not None and index_spec not in ("exact", "lsh", "custom"):
-            raise CorruptFileError(
-                f"index_spec must be 'exact', 'lsh' or 'custom', got {str(index_spec)[:40]!r}"
-            )
-        calibration = params.get("calibration")
-        if calibration is not None:
-            from simdex.calibration import CalibrationResult
-
-            calibration = CalibrationResult.from_dict(calibration)
-        index = None
-        if "index" in arrays:
-            from simdex.index import load_index
-
-            index = load_index(field_array(arrays, "index", "uint8", (None,)).tobytes())
-        _check_architecture_sizes(architecture, int(weights.size))
-        _check_h5_self_contained(weights.tobytes())
+        fmt, architecture, distance, index_spec, calibration, weights, weight_bytes = _checked_contents(
+            params, arrays
+        )
     except CorruptFileError as e:
         raise CorruptFileError(f"{path!r} has invalid model contents: {e}") from e
-    except (KeyError, ValueError, TypeError, RecursionError) as e:
+    except (KeyError, ValueError, TypeError, RecursionError, OverflowError, AttributeError) as e:
         raise CorruptFileError(f"{path!r} has inconsistent model contents: {type(e).__name__}: {e}") from e
     try:
         model = keras.saving.deserialize_keras_object(
@@ -982,26 +881,84 @@ def load_model(
         ) from e
     if not isinstance(model, SimilarityModel):
         raise CorruptFileError(f"{path!r} does not describe a SimilarityModel (got {type(model).__name__})")
-    if model.count_params() > weights.size:
+    if model.count_params() > weight_bytes:
         raise CorruptFileError(
             f"{path!r}: the architecture has {model.count_params()} parameters but only "
-            f"{weights.size} bytes of weights"
+            f"{weight_bytes} bytes of weights"
         )
-    with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
-        weights_path = os.path.join(tmp, "model.weights.h5")
-        weights.tofile(weights_path)
-        try:
-            model.load_weights(weights_path)
-        except Exception as e:  # h5py and Keras errors of a damaged weights blob
-            raise CorruptFileError(
-                f"{path!r}: the stored weights do not load: {type(e).__name__}: {e}"
-            ) from e
-    _check_runs(model, index, path)
-    model._sim.index = index
-    model._sim.distance = distance if "distance" in params else model._sim.distance
-    model._sim.index_spec = index_spec if index_spec is not None else model._sim.index_spec
-    labels_d = {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != _NO_LABEL}
-    model._sim.store.labels.update(labels_d)
-    model._sim.store.data.update(data)
+    try:
+        if fmt < 2:
+            _restore_format1(model, params, arrays)
+        else:
+            model.set_weights(weights)
+            collection_arrays = {
+                k[len("collection/") :]: v for k, v in arrays.items() if k.startswith("collection/")
+            }
+            model._sim.collection = Collection.from_state(
+                params["collection"], collection_arrays, model._sim._new_index
+            )
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{path!r} has invalid model contents: {e}") from e
+    except Exception as e:  # Keras (set_weights), h5py (format 1), a malformed collection
+        raise CorruptFileError(f"{path!r} has inconsistent model contents: {type(e).__name__}: {e}") from e
+    _check_runs(model, model._sim.collection.index, path)
+    if "distance" in params:
+        model._sim.distance = distance
+    if index_spec is not None:
+        model._sim.index_spec = index_spec
     model._sim.calibration = calibration
     return model
+
+
+def _checked_contents(params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> tuple[Any, ...]:
+    """Validate a model file's params and weight arrays before Keras sees them.
+
+    Returns:
+        ``(format, architecture, distance, index_spec, calibration, weights, weight_bytes)``.
+    """
+    fmt = field_int(params, "format", 0, 2**31, default=0)
+    if fmt > _FORMAT:
+        raise CorruptFileError(f"uses model format {fmt}; upgrade simdex")
+    architecture = params.get("architecture")
+    if not isinstance(architecture, dict):
+        raise CorruptFileError("the architecture is not a mapping")
+    distance = canonical_metric(field_str(params, "distance", default="cosine"))
+    index_spec = params.get("index_spec")
+    if index_spec is not None and index_spec not in ("exact", "lsh", "custom"):
+        raise CorruptFileError(f"index_spec must be 'exact', 'lsh' or 'custom', got {str(index_spec)[:40]!r}")
+    calibration = params.get("calibration")
+    if calibration is not None:
+        from simdex.evaluate.calibration import CalibrationResult
+
+        calibration = CalibrationResult.from_dict(calibration)
+    weights: list[np.ndarray] = []
+    if fmt < 2:
+        blob = field_array(arrays, "weights", "uint8", (None,))
+        weight_bytes = int(blob.size)
+        _check_h5_self_contained(blob.tobytes())
+    else:
+        specs = params.get("weights")
+        if not isinstance(specs, list):
+            raise CorruptFileError("'weights' must be a list of {dtype, shape}")
+        weight_bytes = 0
+        for i, spec in enumerate(specs):
+            if not isinstance(spec, dict):
+                raise CorruptFileError(f"weight {i} has no dtype/shape")
+            raw = field_array(arrays, f"weights/{i}", "uint8", (None,))
+            dtype = np.dtype(field_str(spec, "dtype"))
+            shape = spec.get("shape")
+            if dtype.kind not in "biuf" or dtype.itemsize == 0:
+                raise CorruptFileError(f"weight {i} has dtype {dtype}, which Keras weights never have")
+            if not isinstance(shape, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape
+            ):
+                raise CorruptFileError(f"weight {i} has an invalid shape {str(shape)[:60]}")
+            if math.prod(shape) * dtype.itemsize != raw.size:
+                raise CorruptFileError(f"weight {i} ({shape}, {dtype}) does not fit {raw.size} bytes")
+            weight = raw.view(dtype).reshape(shape)
+            if dtype.kind == "f":
+                check_finite(weight, f"weights/{i}")
+            weights.append(weight)
+            weight_bytes += int(raw.size)
+    _check_architecture_sizes(architecture, weight_bytes)
+    return fmt, architecture, distance, index_spec, calibration, weights, weight_bytes

@@ -262,7 +262,7 @@ def write_container(
         )
         offset += arr.nbytes
         prepared.append(arr)
-        chunks.append(memoryview(arr.reshape(-1).view(np.uint8)))
+        chunks.append(arr.reshape(-1).view(np.uint8).data)
     meta = json.dumps({"params": dict(params), "arrays": specs}, sort_keys=True, allow_nan=False).encode(
         "utf-8"
     )
@@ -524,10 +524,10 @@ def load_container(source: Source, *, mmap: bool = False) -> Container:
             if mmap and size > 0:
                 mapped = _mmap.mmap(fd, size, access=_mmap.ACCESS_READ)
                 return parse_container(mapped, os.path.basename(name), verify=False, copy=False)
-            data = _read_all(fd, size, name)
+            buf = _read_all(fd, size, name)
         finally:
             os.close(fd)
-        return parse_container(data, os.path.basename(name), copy=False)
+        return parse_container(buf, os.path.basename(name), copy=False)
     if hasattr(source, "read"):
         if mmap:
             raise ValueError("mmap=True needs a path, not a file object")

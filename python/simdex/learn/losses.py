@@ -29,11 +29,16 @@ Use :func:`get` to build a loss from a name, a config or an instance.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from simdex.layers import import_keras, l2_normalize
+from simdex._optional import import_keras
+from simdex._validate import canonical_metric, check_positive_number
+from simdex.learn.layers import l2_normalize
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 ops = keras.ops
 
 DISTANCES = ("cosine", "l2", "sql2", "ip")
@@ -45,10 +50,8 @@ _register = keras.saving.register_keras_serializable(package="simdex")
 
 # ----------------------------------------------------------------------------- helpers
 def _check_distance(distance: str) -> str:
-    # The one metric parser (simdex.index.canonical_metric): "euclidean",
+    # The one metric parser (simdex._validate.canonical_metric): "euclidean",
     # "sqeuclidean", "inner_product", "dot", "cos"... name the same four distances.
-    from simdex.index import canonical_metric
-
     if not isinstance(distance, str):
         raise TypeError(f"distance must be a str, got {type(distance).__name__}")
     try:
@@ -58,12 +61,7 @@ def _check_distance(distance: str) -> str:
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value}")
-    return value
+    return check_positive_number(value, name, allow_zero=allow_zero)
 
 
 def pairwise_distances(x: Any, distance: str = "cosine") -> Any:
@@ -717,7 +715,7 @@ class CosFaceLoss(_MarginSoftmaxLoss):
 
 
 # ----------------------------------------------------------------------------- lookup
-_BY_NAME: dict[str, type] = {
+_BY_NAME: dict[str, type[keras.losses.Loss]] = {
     "triplet": TripletLoss,
     "pn": PNLoss,
     "multi_similarity": MultiSimilarityLoss,
