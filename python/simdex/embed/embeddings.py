@@ -23,6 +23,10 @@ Example:
     >>> from simdex import embeddings
     >>> model = embeddings.small_cnn((28, 28, 1), embedding_dim=32)
     >>> vecs = embeddings.embed(model, images, batch_size=256)   # (n, 32) float32
+
+Why one module of ~580 lines: the Embedder protocol, batching, the compiled forward
+pass and the model builders are read together by every embedder (Keras, ONNX,
+near-duplicates); each part is small.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ Example:
     >>> simdex.export_onnx(model, "embedder.onnx")
     >>> onnx_embedder = simdex.OnnxEmbedder("embedder.onnx")
     >>> vecs = onnx_embedder.embed(images)          # same as embeddings.embed(model, images)
+
+Why one module of ~600 lines: ONNX export, ONNX inference and the three TensorRT
+backends share the artefact checks and the backend detection that tests replace
+(``tf_trt_available`` and friends) by this module's names.
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ Example:
     (0.4, 0.86)
     >>> match(d, nl, 0.25).tolist()
     [1, 2, -1, -1]
+
+Why a little over 450 lines: one algorithm (threshold search) with its result class
+and its serialisation.
 """
 
 from __future__ import annotations
