@@ -448,12 +448,7 @@ def small_cnn(
         raise ValueError(
             f"input_shape must be (height, width) or (height, width, channels), got {tuple(input_shape)}"
         )
-    if (
-        isinstance(embedding_dim, bool)
-        or not isinstance(embedding_dim, (int, np.integer))
-        or embedding_dim < 1
-    ):
-        raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
+    embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
     filters = tuple(int(f) for f in filters)
     if not filters or any(f < 1 for f in filters):
         raise ValueError(f"filters must be a non-empty sequence of positive ints, got {filters}")
@@ -528,12 +523,8 @@ def from_backbone(
         raise TypeError(f"model must be a keras.Model or a model file path, got {type(model).__name__}")
     if pooling not in ("avg", "max"):
         raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
-    if embedding_dim is not None and (
-        isinstance(embedding_dim, bool)
-        or not isinstance(embedding_dim, (int, np.integer))
-        or embedding_dim < 1
-    ):
-        raise ValueError(f"embedding_dim must be a positive int or None, got {embedding_dim!r}")
+    if embedding_dim is not None:
+        embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
