@@ -35,7 +35,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from simdex._optional import import_keras
-from simdex._validate import check_positive_number
+from simdex._validate import canonical_metric, check_positive_number
 from simdex.learn.layers import l2_normalize
 
 if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
@@ -53,12 +53,7 @@ _register = keras.saving.register_keras_serializable(package="simdex")
 
 # ----------------------------------------------------------------------------- helpers
 def _check_distance(distance: str) -> str:
-    if not isinstance(distance, str):
-        raise TypeError(f"distance must be a str, got {type(distance).__name__}")
-    d = distance.lower()
-    if d not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
-    return d
+    return canonical_metric(distance, "distance")
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
