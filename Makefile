@@ -12,14 +12,15 @@
 #                      adds the CUDA module (needs nvcc)
 #   make check-portable  the native core without x86 code: compiled for aarch64 (when
 #                      aarch64-linux-gnu-g++ is installed) and the C++ tests run with
-#                      the x86 SIMD paths disabled
+#                      the x86 SIMD paths disabled (part of make test)
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 EXTRAS ?= tf,plots,export,progress,data,test
-SOURCES := $(shell git ls-files cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
+# Tracked and new (untracked, not ignored) files: a new source file triggers a reinstall too.
+SOURCES := $(shell git ls-files --cached --others --exclude-standard cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
 STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
 
 .PHONY: demo test bench bench-gpu check-native check-cuda-emu check-portable install lint clean wheel
@@ -28,9 +29,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# The stamp gets the time the install started (touch first, rename at the end), so a
+# source edited while pip builds is still newer than the stamp and triggers a reinstall.
 $(STAMP): $(VENV)/bin/python $(SOURCES)
+	touch $@.started
 	$(PIP) install -q ".[$(EXTRAS)]"
-	touch $@
+	mv $@.started $@
 
 install: $(STAMP)
 
@@ -117,7 +121,7 @@ wheel: $(WHEEL_TOOLS)
 	build/wheel-venv/bin/python -m pip install -q dist/simdex-*.whl
 	cd build && wheel-venv/bin/python ../tests/wheel_smoke.py
 
-test: $(STAMP) check-native check-cuda-emu
+test: $(STAMP) check-native check-cuda-emu check-portable
 	$(VENV)/bin/ruff check python tests bench examples
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
@@ -130,8 +134,9 @@ bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench
 	$(PY) bench/report.py
 
 $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/python $(SOURCES)
+	touch $@.started
 	$(PIP) install -q ".[tf,plots,export,progress,data,test,bench]"
-	touch $@
+	mv $@.started $@
 
 bench-gpu:
 	bash bench/gpu/run.sh
