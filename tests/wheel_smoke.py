@@ -36,6 +36,10 @@ def main() -> None:
     _check(pkg_dir != source_pkg, f"simdex imported from the installed wheel ({pkg_dir})")
     info = simdex.build_info()
     print("    build_info:", info)
+    if any(f.startswith("_cuda.") and f.endswith(".so") for f in os.listdir(pkg_dir)):  # SIMDEX_CUDA=ON
+        import simdex._cuda  # noqa: F401  (static cudart: imports without a driver)
+
+        _check(isinstance(info["cuda_available"], bool), "the CUDA module imports")
 
     rng = np.random.default_rng(0)
     n, d, k = 2000, 24, 5
