@@ -75,7 +75,8 @@ check-cuda-emu: $(STAMP) $(BUILD_DEPS)
 
 # The native core with the x86 SIMD paths left out (cpp/src/arch.h: SIMDEX_X86).
 # 1. Compiled for aarch64 with the cross compiler (Debian: apt-get install
-#    g++-aarch64-linux-gnu); skipped, with a message, where it is not installed.
+#    g++-aarch64-linux-gnu); skipped, with a message, where it is not installed. The
+#    bindings get a syntax check only (this machine's pyconfig.h; LP64 like aarch64).
 # 2. The C++ tests built and run here with -DSIMDEX_NO_X86, so the scalar fallbacks
 #    that an aarch64 build uses are tested too, not only compiled.
 CROSS_CXX ?= aarch64-linux-gnu-g++
@@ -88,7 +89,14 @@ check-portable: $(BUILD_DEPS)
 	    $(CROSS_CXX) -std=c++17 -O2 -Wall -Wextra -Werror -fno-math-errno -fPIC -Icpp/include \
 	      -I"$$inc" -c $$f -o build/portable-aarch64/$$(basename $$f).o || exit 1; \
 	  done && \
-	  echo "check-portable: the native core compiles for aarch64 ($(CROSS_CXX))"; \
+	  pyinc="$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" && \
+	  pbinc="$$($(PY) -c 'import pybind11; print(pybind11.get_include())')" && \
+	  for f in $(wildcard cpp/bindings/*.cpp); do \
+	    $(CROSS_CXX) -std=c++17 -fsyntax-only -Wall -Wextra -Werror -Icpp/include -I"$$inc" \
+	      -I"$$pyinc" -I"$$pbinc" $$f || exit 1; \
+	  done && \
+	  echo "check-portable: the native core compiles for aarch64 ($(CROSS_CXX));" \
+	       "the bindings pass a syntax check (with this machine's Python headers)"; \
 	else \
 	  echo "check-portable: SKIPPED the aarch64 compile: $(CROSS_CXX) not found" \
 	       "(Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)"; \
