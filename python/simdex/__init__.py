@@ -57,8 +57,8 @@ _EXPORTS: dict[str, str] = {
     "IdFilter": "simdex.index.filters",
     # LSH
     "LSHIndex": "simdex.index.lsh",
-    "RandomProjection": "simdex.index.lsh",
-    "hash_vectors": "simdex.index.lsh",
+    "RandomProjection": "simdex.index.hashing",
+    "hash_vectors": "simdex.index.hashing",
     "tune_lsh": "simdex.index.lsh",
     # GPU
     "cuda_available": "simdex.index.gpu.availability",

@@ -60,11 +60,11 @@ class FlatIndex {
   /// Remove everything.
   void reset();
 
-  /// Exact k-NN, see knn_exact. distances/labels: nq * k each, owned by the caller.
+  /// Exact k-NN, see knn_exact. distances/ids: nq * k each, owned by the caller.
   /// @param[in] filter  ids the search may (or, with deny, may not) return, or nullptr.
-  ///                    Sparse allow-lists (< half the rows) gather their rows and
-  ///                    search only those; otherwise a row mask skips rows in the scan.
-  void search(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* labels,
+  ///                    Few passing rows are scored in place (few queries) or gathered
+  ///                    (many); otherwise a row mask skips rows in the usual scan.
+  void search(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
               const KnnParams& params = KnnParams(), const IdFilter* filter = nullptr) const;
 
   /// Every stored vector within distance radius (<=) of each query; see range_exact.

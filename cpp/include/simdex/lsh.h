@@ -173,7 +173,7 @@ class LshIndex {
   /// @param[in]  q          nq*d floats
   /// @param[in]  num_probes buckets probed per table, >= 1 (1 = the query's bucket only)
   /// @param[out] distances  nq*k floats ascending (+inf where fewer than k candidates)
-  /// @param[out] labels     nq*k ids (-1 where fewer than k candidates)
+  /// @param[out] ids        nq*k ids (-1 where fewer than k candidates)
   /// @param[out] num_candidates  nq counts of distinct live candidates, or nullptr
   ///
   /// Under kCosine, when there are more than refine*k candidates, an int8 copy of the
@@ -185,7 +185,7 @@ class LshIndex {
   ///                        per candidate where removed slots are dropped, so filtered-out
   ///                        vectors are neither counted nor re-ranked
   void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
-              float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
+              float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
               int num_threads = 0, std::int64_t refine = 16, const IdFilter* filter = nullptr) const;
 
   /// Range search over the same candidates as search(): every candidate within exact
