@@ -118,13 +118,9 @@ def main() -> int:
     deadline = time.monotonic() + args.seconds
     tmp = Path(tempfile.mkdtemp(prefix="simdex-fuzz-"))
 
-    @settings(
-        max_examples=args.cases,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        suppress_health_check=list(HealthCheck),
-    )
+    chunk = 1000  # hypothesis runs of this many cases, until --cases or --seconds is reached
+
+    @settings(max_examples=chunk, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.data())
     def case(data):
         kind = data.draw(st.sampled_from(sorted(files)))
@@ -140,8 +136,6 @@ def main() -> int:
             except (KeyError, IndexError, TypeError):
                 pass
             blob = forge(k, meta, payload)
-        if time.monotonic() > deadline:  # after the draws: hypothesis wants them the same every run
-            return
         stats["cases"] += 1
         per_kind[kind] += 1
         (out / "last_case.simdex").write_bytes(blob)
@@ -160,7 +154,8 @@ def main() -> int:
             print(f"{stats} {per_kind}", flush=True)
 
     t0 = time.monotonic()
-    case()
+    while stats["cases"] < args.cases and time.monotonic() < deadline:
+        case()
     print(f"done in {time.monotonic() - t0:.0f} s: {stats}; per loader {per_kind}")
     (out / "last_case.simdex").unlink(missing_ok=True)
     return 1 if stats["findings"] else 0
