@@ -9,3 +9,20 @@ namespace simdex::simd {
 float dot(const float* a, const float* b, std::int64_t d);
 
 }  // namespace simdex::simd
+
+namespace simdex::simd {
+
+/// Hamming distances of n sketches of W 64-bit words (row i: codes[i*W .. i*W+W)) to
+/// the query sketch q (W words): out[i] = popcount(codes_i XOR q). W in [1, 8].
+/// AVX-512 VPOPCNTDQ / POPCNT / portable versions, chosen at load time (same result).
+void hamming(const std::uint64_t* codes, std::int64_t n, int W, const std::uint64_t* q,
+             std::uint16_t* out);
+
+/// As hamming, for the rows rows[0..n) of codes (random access).
+void hamming_gather(const std::uint64_t* codes, const std::uint32_t* rows, std::int64_t n, int W,
+                    const std::uint64_t* q, std::uint16_t* out);
+
+/// Name of the popcount kernel in use ("avx512-vpopcntdq", "popcnt", "scalar").
+const char* popcount_kernel();
+
+}  // namespace simdex::simd

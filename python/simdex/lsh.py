@@ -185,32 +185,82 @@ class LSHIndex(Index):
     def __init__(
         self,
         dim: int,
-        num_tables: int = 16,
-        hash_bits: int = 14,
-        num_probes: int = 8,
+        num_tables: int | None = None,
+        hash_bits: int | None = None,
+        num_probes: int | None = None,
         seed: int = 0,
         metric: str = "cosine",
         refine: int = 16,
         *,
+        target_recall: float | None = None,
+        sketch_bits: int | None = None,
+        rerank: int | None = None,
+        scan: bool = False,
+        center: bool = False,
         device: str = "cpu",
     ) -> None:
         super().__init__(dim, metric)
-        self.num_probes = _positive_int(num_probes, "num_probes")
-        self.refine = _positive_int(refine, "refine", 0)
         self.device = check_device(device)
+        explicit = any(v is not None for v in (num_tables, hash_bits, num_probes, rerank, sketch_bits))
+        if target_recall is not None and explicit:
+            raise ValueError(
+                "target_recall applies to a self-configuring index: leave num_tables, hash_bits, "
+                "num_probes, sketch_bits and rerank unset (or call tune() for an explicit grid)"
+            )
+        self.auto = not explicit and self.device == "cpu"
+        self.target_recall = 0.9 if target_recall is None else float(target_recall)
+        if not 0.0 < self.target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+        self.refine = _positive_int(refine, "refine", 0)
+        if self.auto:  # placeholders until the first search configures the index
+            num_tables, hash_bits, num_probes = 1, 1, 1
+        self.num_probes = _positive_int(8 if num_probes is None else num_probes, "num_probes")
+        self.rerank = _positive_int(0 if rerank is None else rerank, "rerank", 0)
+        if sketch_bits is None:
+            sketch_bits = 128 if self.rerank else 0
+        sketch_bits = _positive_int(sketch_bits, "sketch_bits", 0, 512)
+        if sketch_bits % 64:
+            raise ValueError(f"sketch_bits must be a multiple of 64 in [0, 512], got {sketch_bits}")
+        if self.rerank and not sketch_bits:
+            raise ValueError("rerank > 0 ranks candidates by their sketches: pass sketch_bits >= 64")
+        self.scan = bool(scan)
+        if self.scan and not self.rerank:
+            raise ValueError("scan=True ranks every sketch and re-ranks the best: pass rerank >= 1")
         if self.device == "cuda":
             from simdex import gpu
 
             gpu._require()  # a clear RuntimeError now rather than at the first search
-        self.projection = RandomProjection(self.dim, num_tables, hash_bits, seed)
+            if sketch_bits or center:
+                raise ValueError("sketches and centring are CPU features; use device='cpu'")
+        self.projection = RandomProjection(
+            self.dim, 16 if num_tables is None else num_tables, 14 if hash_bits is None else hash_bits, seed
+        )
+        self.sketch_bits = sketch_bits
+        self._center: np.ndarray | None = None
+        self._center_wanted = bool(center)
+        self._configured_size = 0
+        self.autoconfig: dict[str, Any] = {}
         self._store = self._new_store(self.projection._flat)
+        if self._center_wanted and not self.auto:
+            self._center = np.zeros(self.dim, np.float32)  # set from the data at the first add
         self._last_candidates = float("nan")
+        self._last_scanned = float("nan")
         self._gpu_tables: Any = None  # GpuLSHIndex of the store's current contents
+
+    def _sketch_planes(self) -> np.ndarray | None:
+        if not self.sketch_bits:
+            return None
+        rng = np.random.default_rng([self.seed, 1])
+        return rng.standard_normal((self.sketch_bits, self.dim), dtype=np.float32)
 
     # -- GPU tables (device="cuda") -----------------------------------------------------------
     def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
         super()._backend_add(x, ids, replace)
         self._gpu_tables = None
+        if self._center_wanted and not self.auto and not self._center.any() and len(self._store):
+            # center=True: the mean direction of the first batch, fixed from then on.
+            self._center = self._store.mean_unit()
+            self._rebuild(self.num_tables, self.hash_bits)
 
     def _backend_remove(self, ids: np.ndarray) -> None:
         super()._backend_remove(ids)
@@ -258,7 +308,16 @@ class LSHIndex(Index):
 
     def _new_store(self, flat: np.ndarray) -> Any:
         rp = self.projection
-        return core().LshIndex(self.dim, rp.num_tables, rp.hash_bits, flat, self.metric)
+        return core().LshIndex(
+            self.dim,
+            rp.num_tables,
+            rp.hash_bits,
+            flat,
+            self.metric,
+            center=self._center,
+            sketch_words=self.sketch_bits // 64,
+            sketch_planes=self._sketch_planes(),
+        )
 
     @property
     def num_tables(self) -> int:
@@ -280,26 +339,148 @@ class LSHIndex(Index):
         num_probes: int | None = None,
         num_threads: int | None = None,
         refine: int | None = None,
+        rerank: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.device == "cuda":
             return self._gpu_search(q, k, num_probes)
+        if self.auto:
+            self._maybe_configure()
         probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
         ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
-        D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
+        rer = self.rerank if rerank is None else _positive_int(rerank, "rerank", 0)
+        if rer and not self.sketch_bits:
+            raise ValueError("rerank > 0 needs sketches: build the index with sketch_bits >= 64")
+        D, ids, cand, scanned = self._store.search(
+            q, k, probes, num_threads=_threads(num_threads), refine=ref, rerank=rer, scan=self.scan and rer > 0
+        )
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
+        self._last_scanned = float(scanned.mean()) if scanned.size else 0.0
         return D, ids
 
+    # -- self-configuration ---------------------------------------------------------------
+    def _rebuild(self, num_tables: int, hash_bits: int) -> None:
+        projection = RandomProjection(self.dim, num_tables, hash_bits, self.seed)
+        self._store.rebuild(
+            num_tables,
+            hash_bits,
+            projection._flat,
+            center=self._center,
+            sketch_words=self.sketch_bits // 64,
+            sketch_planes=self._sketch_planes(),
+        )
+        self.projection = projection
+
+    def _maybe_configure(self) -> None:
+        with self._lock:
+            n = len(self._store)
+            if n and (self._configured_size == 0 or n > 2 * self._configured_size or 4 * n < self._configured_size):
+                self._configure()
+
+    def _configure(self, k: int = 10) -> None:
+        """Choose tables, sketches, probes and the re-rank width for the stored data.
+
+        Deterministic (a function of the data and the seed, never of timings): the
+        bucket geometry follows from n and dim; then recall@k is measured on a sample
+        of up to 300 stored vectors used as queries (each one's own id removed from
+        its answers) against exact neighbours over the store, for probes 1..128 and
+        re-rank widths k..4096 in the bucket mode and, for n <= 400k, the sketch-scan
+        mode. The setting of least modelled cost (memory lines and popcounts per
+        query) whose sample recall reaches target_recall + 0.015 wins; if none does,
+        the highest recall.
+        """
+        t0 = time.perf_counter()
+        store = self._store
+        n, dim = len(store), self.dim
+        self.sketch_bits = 128 if dim <= 64 else 256 if dim <= 192 else 512
+        self._center = store.mean_unit()
+        bits = int(min(24, max(4, round(math.log2(max(n, 16))) - 2)))
+        tables = 16 if n >= 20_000 else 8
+        self._rebuild(tables, bits)
+        rng = np.random.default_rng([self.seed, 2])
+        all_ids = store.live_ids()
+        sample = np.sort(rng.choice(all_ids, size=min(n, 300), replace=False))
+        qs = store.get_vectors(sample)
+        kk = min(k, n - 1)
+        if kk < 1:
+            self.rerank, self.num_probes, self.scan = 1, 1, True
+            self._configured_size = n
+            return
+        _, truth = store.search_exact(qs, kk + 1)
+        truth = _drop_self(truth, sample, kk)
+        goal = min(1.0, self.target_recall + 0.015)
+        W = self.sketch_bits // 64
+        row_lines = max(1.0, dim * 4 / 64)
+
+        def measure(probes: int, rerank: int, scan: bool) -> tuple[float, float, float]:
+            _, found, cand, scanned = store.search(qs, kk + 1, probes, rerank=rerank, scan=scan)
+            rec = _recall(_drop_self(found, sample, kk), truth)
+            return rec, float(np.mean(scanned)), float(np.mean(np.minimum(cand, rerank)))
+
+        rows: list[dict[str, Any]] = []
+        reranks = [r for r in (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 4096) if r >= kk] or [kk]
+        modes: list[tuple[bool, int]] = [(False, p) for p in (1, 2, 4, 8, 16, 32, 64, 128)]
+        if n <= 400_000:
+            modes.insert(0, (True, 1))
+        best_cost_seen = math.inf
+        for scan, probes in modes:
+            for rer in reranks:
+                rec, scanned, reranked = measure(probes, rer, scan)
+                if scan:  # sequential popcounts over 8W bytes per vector + random rows
+                    cost = scanned * W * 0.35 + reranked * (20 + 8 * row_lines)
+                else:  # bucket look-ups, entries (12 bytes, one popcount), random rows
+                    cost = tables * probes * 25 + scanned * 1.2 + reranked * (20 + 8 * row_lines)
+                    if W > 1:
+                        cost += min(scanned, 4 * rer) * 8
+                rows.append(
+                    {"scan": scan, "num_probes": probes, "rerank": rer, "recall": rec, "cost": cost}
+                )
+                if rec >= goal:
+                    best_cost_seen = min(best_cost_seen, cost)
+                    break
+            if not scan and rows[-1]["recall"] >= goal and rows[-1]["cost"] > 2 * best_cost_seen:
+                break  # more probes only cost more from here
+        good = [r for r in rows if r["recall"] >= goal]
+        best = min(good, key=lambda r: r["cost"]) if good else max(rows, key=lambda r: (r["recall"], -r["cost"]))
+        self.scan, self.num_probes, self.rerank = bool(best["scan"]), int(best["num_probes"]), int(best["rerank"])
+        self._configured_size = n
+        self.autoconfig = {
+            "size": n,
+            "num_tables": tables,
+            "hash_bits": bits,
+            "sketch_bits": self.sketch_bits,
+            "scan": self.scan,
+            "num_probes": self.num_probes,
+            "rerank": self.rerank,
+            "sample_recall": float(best["recall"]),
+            "reached_target": bool(good),
+            "seconds": time.perf_counter() - t0,
+            "tried": rows,
+        }
+
     def _params(self) -> dict[str, Any]:
+        if self.auto and len(self._store):
+            self._maybe_configure()  # save the configured index, not the placeholder
         return {
             "num_tables": self.num_tables,
             "hash_bits": self.hash_bits,
             "num_probes": self.num_probes,
             "seed": self.seed,
             "refine": self.refine,
+            "sketch_bits": self.sketch_bits,
+            "rerank": self.rerank,
+            "scan": self.scan,
+            "auto": self.auto,
+            "target_recall": self.target_recall,
+            "configured_size": self._configured_size,
+            "center": self._center is not None,
+            "center_wanted": self._center_wanted,
         }
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"planes": self.projection._flat}
+        arrays = {"planes": self.projection._flat}
+        if self._center is not None:
+            arrays["center"] = self._center
+        return arrays
 
     @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> LSHIndex:
@@ -311,15 +492,29 @@ class LSHIndex(Index):
             seed=int(params["seed"]),
             metric=str(params["metric"]),
             refine=int(params.get("refine", 16)),
+            sketch_bits=int(params.get("sketch_bits", 0)),
+            rerank=int(params.get("rerank", 0)),
+            scan=bool(params.get("scan", False)),
             device=str(params.get("device", "cpu")),
         )
+        index.auto = bool(params.get("auto", False))
+        index.target_recall = float(params.get("target_recall", 0.9))
+        index._configured_size = int(params.get("configured_size", 0))
+        index._center_wanted = bool(params.get("center_wanted", False))
         planes = arrays.get("planes")
         if planes is None or planes.shape != index.projection._flat.shape or planes.dtype != np.float32:
             raise CorruptFileError("LSHIndex file has missing or mis-shaped hyperplanes")
+        center = arrays.get("center")
+        if bool(params.get("center", False)):
+            if center is None or center.shape != (index.dim,) or center.dtype != np.float32:
+                raise CorruptFileError("LSHIndex file has a missing or mis-shaped centre")
+            if not np.isfinite(center).all():
+                raise CorruptFileError("LSHIndex file has a non-finite centre")
+            index._center = np.ascontiguousarray(center)
         if not np.array_equal(planes, index.projection._flat):
             # Written by a NumPy whose generator stream differs: trust the file.
             index.projection._flat = np.ascontiguousarray(planes)
-            index._store = index._new_store(index.projection._flat)
+        index._store = index._new_store(index.projection._flat)
         index._restore_common(params, arrays)
         return index
 
@@ -332,6 +527,7 @@ class LSHIndex(Index):
         num_probes: int | None = None,
         num_threads: int | None = None,
         refine: int | None = None,
+        rerank: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate k nearest neighbours (exact distances of the candidates found).
 
@@ -341,13 +537,16 @@ class LSHIndex(Index):
             num_probes: Buckets per table for this call (default: ``self.num_probes``).
             num_threads: Threads (default: :func:`simdex.get_num_threads`).
             refine: int8 pre-filter width for this call (default: ``self.refine``).
+            rerank: Sketch-filter width for this call (default: ``self.rerank``).
 
         Returns:
             ``(distances, ids)``: float32 / int64 arrays (q, k) ((k,) for a 1-D query),
             distances ascending, ties broken by the smaller id. With ``device="cuda"``
             and device-array queries, arrays of the queries' kind.
         """
-        return super().search(queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine)
+        return super().search(
+            queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine, rerank=rerank
+        )
 
     def stats(self) -> dict[str, Any]:
         """Bucket occupancy, memory and the candidates of the last search.
@@ -356,10 +555,17 @@ class LSHIndex(Index):
             A dict with ``size``, ``num_tables``, ``hash_bits``, ``num_probes``,
             per-table lists ``nonempty_buckets``, ``mean_bucket_size``,
             ``max_bucket_size`` (live vectors only), ``memory_bytes`` (native heap,
-            approximate) and ``mean_candidates_last_search`` (distinct candidates
-            re-ranked per query in the most recent search; NaN before any search).
+            approximate), ``bytes_per_vector`` (memory_bytes / size),
+            ``mean_candidates_last_search`` (distinct candidates per query in the most
+            recent search -- with sketches, those that passed the sketch threshold; NaN
+            before any search), ``mean_scanned_last_search`` (bucket entries or
+            sketches examined per query), ``sketch_bits``, ``rerank``, ``scan``,
+            ``auto`` and ``autoconfig`` (what self-configuration chose and measured).
         """
+        if self.auto and len(self._store):
+            self._maybe_configure()
         tables = [self._store.table_stats(t) for t in range(self.num_tables)]
+        mem = int(self._store.memory_bytes())
         return {
             "size": len(self),
             "num_tables": self.num_tables,
@@ -368,8 +574,15 @@ class LSHIndex(Index):
             "nonempty_buckets": [int(t["nonempty_buckets"]) for t in tables],
             "mean_bucket_size": [float(t["mean_bucket_size"]) for t in tables],
             "max_bucket_size": [int(t["max_bucket_size"]) for t in tables],
-            "memory_bytes": int(self._store.memory_bytes()),
+            "memory_bytes": mem,
+            "bytes_per_vector": mem / max(1, len(self)),
             "mean_candidates_last_search": self._last_candidates,
+            "mean_scanned_last_search": self._last_scanned,
+            "sketch_bits": self.sketch_bits,
+            "rerank": self.rerank,
+            "scan": self.scan,
+            "auto": self.auto,
+            "autoconfig": {k: v for k, v in self.autoconfig.items() if k != "tried"},
         }
 
     def tune(
@@ -410,12 +623,9 @@ class LSHIndex(Index):
                 num_threads=num_threads,
             )
             p = result.params
-            projection = RandomProjection(self.dim, p["num_tables"], p["hash_bits"], self.seed)
-            store = core().LshIndex(
-                self.dim, projection.num_tables, projection.hash_bits, projection._flat, self.metric
-            )
-            store.add(vectors, ids, False)
-            self.projection, self._store, self.num_probes = projection, store, p["num_probes"]
+            self.auto, self.sketch_bits, self.rerank, self.scan, self._center = False, 0, 0, False, None
+            self._rebuild(p["num_tables"], p["hash_bits"])
+            self.num_probes = p["num_probes"]
         return result
 
 
@@ -444,6 +654,15 @@ class TuneResult:
     target_recall: float
     k: int
     table: list[dict[str, float]]
+
+
+def _drop_self(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Rows of k+1 ids without each query's own id (or without the last, if absent)."""
+    out = np.empty((len(found), k), dtype=found.dtype)
+    for i, (row, me) in enumerate(zip(found, own)):
+        keep = row[row != me]
+        out[i] = keep[:k]
+    return out
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
