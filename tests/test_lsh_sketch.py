@@ -172,7 +172,10 @@ def test_self_configured_reaches_target(data) -> None:
     st = index.stats()
     cfg = st["autoconfig"]
     assert cfg["size"] == len(base) and cfg["reached_target"] and cfg["sample_recall"] >= 0.9
-    assert st["sketch_bits"] > 0 and st["rerank"] > 0 and st["bytes_per_vector"] > 4 * 32
+    assert cfg["mode"] in ("scan", "buckets") and st["scan"] == (cfg["mode"] == "scan")
+    assert st["scan"] == (st["rerank"] > 0 and st["sketch_bits"] > 0)
+    assert st["bytes_per_vector"] > 4 * 32 and cfg["seconds"] > 0
+    assert {r["mode"] for r in index.autoconfig["tried"]} == {"scan", "buckets"}
     strict = simdex.LSHIndex(32, target_recall=0.98)
     strict.add(base)
     assert recall(strict.search(queries, 10)[1], truth) >= 0.95

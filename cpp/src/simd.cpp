@@ -105,7 +105,9 @@ __attribute__((target("popcnt"))) void hamming_gather_popcnt(const std::uint64_t
                                                              const std::uint32_t* rows, std::int64_t n,
                                                              int W, const std::uint64_t* q,
                                                              std::uint16_t* out) {
+  constexpr std::int64_t kAhead = 16;  // rows are read at random: overlap the misses
   for (std::int64_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) __builtin_prefetch(codes + static_cast<std::size_t>(rows[i + kAhead]) * W);
     const std::uint64_t* c = codes + static_cast<std::size_t>(rows[i]) * W;
     unsigned h = 0;
     for (int w = 0; w < W; ++w) h += static_cast<unsigned>(__builtin_popcountll(c[w] ^ q[w]));
@@ -167,6 +169,7 @@ __attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) void hamming_gather_av
   }
   const __m512i qv = _mm512_loadu_si512(q);
   for (std::int64_t i = 0; i < n; ++i) {
+    if (i + 16 < n) __builtin_prefetch(codes + static_cast<std::size_t>(rows[i + 16]) * 8);
     const __m512i x = _mm512_xor_si512(_mm512_loadu_si512(codes + static_cast<std::size_t>(rows[i]) * 8), qv);
     out[i] = static_cast<std::uint16_t>(_mm512_reduce_add_epi64(_mm512_popcnt_epi64(x)));
   }
@@ -202,5 +205,103 @@ void hamming_gather(const std::uint64_t* codes, const std::uint32_t* rows, std::
 }
 
 const char* popcount_kernel() { return g_popcount.name; }
+
+}  // namespace simdex::simd
+
+namespace simdex::simd {
+
+namespace {
+
+void hamming_planar_scalar(const std::uint64_t* planar, std::int64_t n, int W, const std::uint64_t* q,
+                           std::uint16_t* out) {
+  for (std::int64_t b = 0; b < n / 8; ++b) {
+    const std::uint64_t* blk = planar + b * 8 * W;
+    for (int j = 0; j < 8; ++j) {
+      unsigned h = 0;
+      for (int w = 0; w < W; ++w) h += static_cast<unsigned>(__builtin_popcountll(blk[w * 8 + j] ^ q[w]));
+      out[b * 8 + j] = static_cast<std::uint16_t>(h);
+    }
+  }
+}
+
+__attribute__((target("popcnt"))) void hamming_planar_popcnt(const std::uint64_t* planar, std::int64_t n, int W,
+                                                             const std::uint64_t* q, std::uint16_t* out) {
+  for (std::int64_t b = 0; b < n / 8; ++b) {
+    const std::uint64_t* blk = planar + b * 8 * W;
+    unsigned h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int w = 0; w < W; ++w)
+      for (int j = 0; j < 8; ++j) h[j] += static_cast<unsigned>(__builtin_popcountll(blk[w * 8 + j] ^ q[w]));
+    for (int j = 0; j < 8; ++j) out[b * 8 + j] = static_cast<std::uint16_t>(h[j]);
+  }
+}
+
+__attribute__((target("avx512f,avx512vpopcntdq"))) void hamming_planar_avx512(const std::uint64_t* planar,
+                                                                              std::int64_t n, int W,
+                                                                              const std::uint64_t* q,
+                                                                              std::uint16_t* out) {
+  __m512i qv[8];
+  for (int w = 0; w < W; ++w) qv[w] = _mm512_set1_epi64(static_cast<long long>(q[w]));
+  for (std::int64_t b = 0; b < n / 8; ++b) {
+    const std::uint64_t* blk = planar + b * 8 * W;
+    __m512i acc = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(blk), qv[0]));
+    for (int w = 1; w < W; ++w)
+      acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(blk + w * 8), qv[w])));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b * 8), _mm512_cvtepi64_epi16(acc));
+  }
+}
+
+std::int64_t select_le_scalar(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx) {
+  std::int64_t c = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    idx[c] = static_cast<std::uint32_t>(i);
+    c += h[i] <= t;
+  }
+  return c;
+}
+
+__attribute__((target("avx512f,avx512bw,bmi"))) std::int64_t select_le_avx512(const std::uint16_t* h,
+                                                                              std::int64_t n, std::uint16_t t,
+                                                                              std::uint32_t* idx) {
+  const __m512i tv = _mm512_set1_epi16(static_cast<short>(t));
+  std::int64_t c = 0, i = 0;
+  for (; i + 32 <= n; i += 32) {
+    std::uint32_t m = _mm512_cmple_epu16_mask(_mm512_loadu_si512(h + i), tv);
+    while (m) {
+      idx[c++] = static_cast<std::uint32_t>(i + __builtin_ctz(m));
+      m &= m - 1;
+    }
+  }
+  for (; i < n; ++i)
+    if (h[i] <= t) idx[c++] = static_cast<std::uint32_t>(i);
+  return c;
+}
+
+using PlanarFn = void (*)(const std::uint64_t*, std::int64_t, int, const std::uint64_t*, std::uint16_t*);
+using SelectFn = std::int64_t (*)(const std::uint16_t*, std::int64_t, std::uint16_t, std::uint32_t*);
+
+PlanarFn pick_planar() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) return hamming_planar_avx512;
+  if (__builtin_cpu_supports("popcnt")) return hamming_planar_popcnt;
+  return hamming_planar_scalar;
+}
+SelectFn pick_select() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return select_le_avx512;
+  return select_le_scalar;
+}
+const PlanarFn g_planar = pick_planar();
+const SelectFn g_select = pick_select();
+
+}  // namespace
+
+void hamming_planar(const std::uint64_t* planar, std::int64_t n, int W, const std::uint64_t* q,
+                    std::uint16_t* out) {
+  g_planar(planar, n, W, q, out);
+}
+
+std::int64_t select_le(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx) {
+  return g_select(h, n, t, idx);
+}
 
 }  // namespace simdex::simd

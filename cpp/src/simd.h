@@ -26,3 +26,16 @@ void hamming_gather(const std::uint64_t* codes, const std::uint32_t* rows, std::
 const char* popcount_kernel();
 
 }  // namespace simdex::simd
+
+namespace simdex::simd {
+
+/// Hamming distances for sketches in the blocked planar layout: rows come in blocks of
+/// 8, and word w of row 8b+j is planar[b*8W + w*8 + j], so eight rows are compared
+/// with one vertical popcount per word. n: rows, a multiple of 8.
+void hamming_planar(const std::uint64_t* planar, std::int64_t n, int W, const std::uint64_t* q,
+                    std::uint16_t* out);
+
+/// Positions i in [0, n) with h[i] <= t, ascending, into idx; returns their count.
+std::int64_t select_le(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx);
+
+}  // namespace simdex::simd

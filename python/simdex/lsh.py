@@ -377,78 +377,84 @@ class LSHIndex(Index):
                 self._configure()
 
     def _configure(self, k: int = 10) -> None:
-        """Choose tables, sketches, probes and the re-rank width for the stored data.
+        """Choose the structure and search knobs for the stored data (self-configuration).
 
-        Deterministic (a function of the data and the seed, never of timings): the
-        bucket geometry follows from n and dim; then recall@k is measured on a sample
-        of up to 300 stored vectors used as queries (each one's own id removed from
-        its answers) against exact neighbours over the store, for probes 1..128 and
-        re-rank widths k..4096 in the bucket mode and, for n <= 400k, the sketch-scan
-        mode. The setting of least modelled cost (memory lines and popcounts per
-        query) whose sample recall reaches target_recall + 0.015 wins; if none does,
-        the highest recall.
+        Deterministic: a function of the data and the seed, never of timings. Recall@k
+        is measured on a sample of up to 300 stored vectors used as queries (each one's
+        own id removed from its answers) against exact neighbours over the store, for
+        two structures: (1) centred hyperplane buckets, ``hash_bits = round(log2 n) - 1``
+        and 16 / 24 / 32 tables for n below 20k / 100k / above, probes 1, 2, 4, ... 256
+        with the int8 pre-rank; (2) where the sketches take at most 256 MiB, the sketch
+        scan (256 bits for dim <= 128, else 512) with re-rank widths 10 .. 4096. The
+        setting of least modelled cost (cache lines, popcounts and bucket look-ups per
+        query, constants measured on this code) whose sample recall reaches
+        ``target_recall + 0.015`` wins (else the highest recall), and the index is left
+        built that way. Cost at build: one or two re-hashes of the data plus a few
+        hundred sample searches per setting tried (``stats()["autoconfig"]["seconds"]``).
         """
         t0 = time.perf_counter()
         store = self._store
         n, dim = len(store), self.dim
-        self.sketch_bits = 128 if dim <= 64 else 256 if dim <= 192 else 512
         self._center = store.mean_unit()
-        bits = int(min(24, max(4, round(math.log2(max(n, 16))) - 2)))
-        tables = 16 if n >= 20_000 else 8
-        self._rebuild(tables, bits)
         rng = np.random.default_rng([self.seed, 2])
-        all_ids = store.live_ids()
-        sample = np.sort(rng.choice(all_ids, size=min(n, 300), replace=False))
+        sample = np.sort(rng.choice(store.live_ids(), size=min(n, 300), replace=False))
         qs = store.get_vectors(sample)
         kk = min(k, n - 1)
-        if kk < 1:
-            self.rerank, self.num_probes, self.scan = 1, 1, True
-            self._configured_size = n
-            return
-        _, truth = store.search_exact(qs, kk + 1)
-        truth = _drop_self(truth, sample, kk)
-        goal = min(1.0, self.target_recall + 0.015)
-        W = self.sketch_bits // 64
-        row_lines = max(1.0, dim * 4 / 64)
-
-        def measure(probes: int, rerank: int, scan: bool) -> tuple[float, float, float]:
-            _, found, cand, scanned = store.search(qs, kk + 1, probes, rerank=rerank, scan=scan)
-            rec = _recall(_drop_self(found, sample, kk), truth)
-            return rec, float(np.mean(scanned)), float(np.mean(np.minimum(cand, rerank)))
-
         rows: list[dict[str, Any]] = []
-        reranks = [r for r in (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 4096) if r >= kk] or [kk]
-        modes: list[tuple[bool, int]] = [(False, p) for p in (1, 2, 4, 8, 16, 32, 64, 128)]
-        if n <= 400_000:
-            modes.insert(0, (True, 1))
-        best_cost_seen = math.inf
-        for scan, probes in modes:
-            for rer in reranks:
-                rec, scanned, reranked = measure(probes, rer, scan)
-                if scan:  # sequential popcounts over 8W bytes per vector + random rows
-                    cost = scanned * W * 0.35 + reranked * (20 + 8 * row_lines)
-                else:  # bucket look-ups, entries (12 bytes, one popcount), random rows
-                    cost = tables * probes * 25 + scanned * 1.2 + reranked * (20 + 8 * row_lines)
-                    if W > 1:
-                        cost += min(scanned, 4 * rer) * 8
-                rows.append(
-                    {"scan": scan, "num_probes": probes, "rerank": rer, "recall": rec, "cost": cost}
-                )
-                if rec >= goal:
-                    best_cost_seen = min(best_cost_seen, cost)
-                    break
-            if not scan and rows[-1]["recall"] >= goal and rows[-1]["cost"] > 2 * best_cost_seen:
-                break  # more probes only cost more from here
+        goal = min(1.0, self.target_recall + 0.015)
+        row_lines = math.ceil(dim * 4 / 64)
+        int8_lines = math.ceil((dim + 4) / 64)
+        bits = int(min(24, max(4, round(math.log2(max(n, 16))) - 1)))
+        tables = 32 if n >= 100_000 else 24 if n >= 20_000 else 16
+        scan_words = 4 if dim <= 128 else 8
+        structures: list[tuple[str, int, int, int]] = []  # (mode, tables, bits, sketch words)
+        if n * scan_words * 8 <= 256 << 20:
+            structures.append(("scan", 1, 1, scan_words))
+        structures.append(("buckets", tables, bits, 0))
+        if kk < 1:
+            structures = structures[:1]
+        truth = None
+        for mode, L, K, W in structures:
+            self.sketch_bits = 64 * W
+            self._rebuild(L, K)
+            if kk < 1:
+                rows.append({"mode": mode, "num_probes": 1, "rerank": 1, "recall": 1.0, "cost": 0.0})
+                break
+            if truth is None:
+                _, truth = store.search_exact(qs, kk + 1)
+                truth = _drop_self(truth, sample, kk)
+            if mode == "scan":
+                for rer in [r for r in (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 4096) if r >= kk]:
+                    _, found, _, _ = store.search(qs, kk + 1, 1, rerank=rer, scan=True)
+                    rec = _recall(_drop_self(found, sample, kk), truth)
+                    cost = n * W * 0.12 + rer * (60 + 8 * row_lines)
+                    rows.append({"mode": mode, "num_probes": 1, "rerank": rer, "recall": rec, "cost": cost})
+                    if rec >= goal or rer >= n:
+                        break
+            else:
+                for probes in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+                    _, found, cand, _ = store.search(qs, kk + 1, probes, refine=self.refine)
+                    rec = _recall(_drop_self(found, sample, kk), truth)
+                    c = float(np.mean(cand))
+                    cost = L * probes * 90 + c * (15 + 8 * int8_lines) + min(c, self.refine * kk) * (15 + 8 * row_lines)
+                    rows.append({"mode": mode, "num_probes": probes, "rerank": 0, "recall": rec, "cost": cost})
+                    if rec >= goal:
+                        break
         good = [r for r in rows if r["recall"] >= goal]
         best = min(good, key=lambda r: r["cost"]) if good else max(rows, key=lambda r: (r["recall"], -r["cost"]))
-        self.scan, self.num_probes, self.rerank = bool(best["scan"]), int(best["num_probes"]), int(best["rerank"])
+        mode = best["mode"]
+        chosen = next(st for st in structures if st[0] == mode)
+        if chosen != structures[len(structures) - 1 if kk >= 1 else 0]:
+            self.sketch_bits = 64 * chosen[3]
+            self._rebuild(chosen[1], chosen[2])
+        self.scan, self.num_probes, self.rerank = mode == "scan", int(best["num_probes"]), int(best["rerank"])
         self._configured_size = n
         self.autoconfig = {
             "size": n,
-            "num_tables": tables,
-            "hash_bits": bits,
+            "mode": mode,
+            "num_tables": self.num_tables,
+            "hash_bits": self.hash_bits,
             "sketch_bits": self.sketch_bits,
-            "scan": self.scan,
             "num_probes": self.num_probes,
             "rerank": self.rerank,
             "sample_recall": float(best["recall"]),

@@ -159,10 +159,12 @@ struct LshSearchParams {
   /// the float32 pass (refine <= 0: every candidate in float32).
   std::int64_t refine = 16;
   /// > 0 (needs sketch_words > 0): only the rerank candidates nearest in sketch
-  /// Hamming distance get an exact distance. Bucket entries are filtered on word 0
-  /// (kept beside the entry) with a running threshold that admits only entries that
-  /// can still be among the best `rerank * (W > 1 ? 4 : 1)`; with W > 1 the survivors
-  /// are ranked again on the full 64*W bits.
+  /// Hamming distance go on. Bucket entries are filtered on word 0 (kept beside the
+  /// entry) with a running threshold that admits only entries that can still be among
+  /// the best `rerank * (W > 1 ? 4 : 1)`; with W > 1 the survivors are ranked again on
+  /// the full 64*W bits. Under kCosine with W == 1 or d <= 64 the index also keeps
+  /// the int8 copy, and the rerank survivors pass through the int8 stage (refine) as
+  /// above: one cache line per candidate for d <= 60 instead of ceil(d/16).
   std::int64_t rerank = 0;
   /// With rerank > 0: rank every stored vector's full sketch (a sequential popcount
   /// scan) instead of probing buckets. Pays for small and medium collections.
@@ -298,6 +300,7 @@ class LshIndex {
   void add_locked(const float* x, std::int64_t n, const idx_t* ids, const std::uint64_t* codes,
                   const std::uint64_t* sketches, const float* inv, int num_threads);
   void fill_table_sketch(Table& t) const;
+  void update_planar(std::size_t first_slot);  // skp_ from sk_ for slots >= first_slot
   std::int64_t size_unlocked() const { return static_cast<std::int64_t>(slot_of_.size()); }
 
   void build_prefix(Table& t) const;
@@ -326,6 +329,7 @@ class LshIndex {
   std::vector<float> center_;       // d floats or empty
   std::vector<float> offsets_;      // L*K + 64W: <center, plane> (centred hashing)
   BigVector<std::uint64_t> sk_;     // slots * W sketch words
+  BigVector<std::uint64_t> skp_;    // the same, blocked planar (simd::hamming_planar) for the scan
   BigVector<float> data_;        // slots * d
   std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
   // kCosine pre-filter: int8 copy of each unit row plus its float scale in the row's
