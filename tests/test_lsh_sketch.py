@@ -12,7 +12,9 @@ import simdex
 from simdex._runtime import core
 
 
-def clustered(n: int, d: int, centers: int, seed: int, spread: float = 0.35, offset: float = 0.0) -> np.ndarray:
+def clustered(
+    n: int, d: int, centers: int, seed: int, spread: float = 0.35, offset: float = 0.0
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     c = rng.normal(size=(centers, d)) + offset
     lab = rng.integers(0, centers, size=n)
@@ -60,7 +62,9 @@ def test_hamming_kernel_matches_numpy(words: int) -> None:
 def test_sketch_filter_wide_equals_classic_exact_rerank(data) -> None:
     base, queries, _ = data
     classic = simdex.LSHIndex(32, num_tables=6, hash_bits=9, num_probes=4, seed=3)
-    sketched = simdex.LSHIndex(32, num_tables=6, hash_bits=9, num_probes=4, seed=3, sketch_bits=128, rerank=10**6)
+    sketched = simdex.LSHIndex(
+        32, num_tables=6, hash_bits=9, num_probes=4, seed=3, sketch_bits=128, rerank=10**6
+    )
     classic.add(base)
     sketched.add(base)
     D0, I0 = classic.search(queries, 10, refine=0)
@@ -128,7 +132,9 @@ def test_results_do_not_depend_on_thread_count(data, kw) -> None:
 @pytest.mark.parametrize("scan", [False, True])
 def test_removed_ids_never_come_back_with_sketches(data, scan: bool) -> None:
     base, queries, _ = data
-    index = simdex.LSHIndex(32, num_tables=4, hash_bits=8, num_probes=16, sketch_bits=128, rerank=200, scan=scan)
+    index = simdex.LSHIndex(
+        32, num_tables=4, hash_bits=8, num_probes=16, sketch_bits=128, rerank=200, scan=scan
+    )
     index.add(base)
     rng = np.random.default_rng(5)
     gone = rng.choice(len(base), 3000, replace=False)
@@ -198,7 +204,11 @@ def test_self_configured_small_and_growing() -> None:
 
 
 @pytest.mark.parametrize(
-    "kw", [{}, {"num_tables": 6, "hash_bits": 9, "num_probes": 4, "sketch_bits": 128, "rerank": 80, "center": True}]
+    "kw",
+    [
+        {},
+        {"num_tables": 6, "hash_bits": 9, "num_probes": 4, "sketch_bits": 128, "rerank": 80, "center": True},
+    ],
 )
 def test_save_load_keeps_configuration_and_results(data, tmp_path, kw) -> None:
     base, queries, _ = data
