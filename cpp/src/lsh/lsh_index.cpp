@@ -441,10 +441,14 @@ void LshIndex::add_locked(const float* x, std::int64_t n, const idx_t* ids, cons
   sk_.insert(sk_.end(), sketches, sketches + n * W_);
   // int8 stage: classic path, 64-bit sketches, and short rows (one cache line for d <= 60
   // against 4 for the float row), where it halves the random reads of the re-rank.
+  const int nt = num_threads > 0 ? num_threads : default_num_threads();
   if (metric_ == Metric::kCosine && (W_ <= 1 || d_ <= 64)) {
     codes8_.resize(static_cast<std::size_t>((first + n) * code_stride_));
-    for (std::int64_t i = 0; i < n; ++i)
-      quantize_unit_row(x + i * d_, d_, inv[i], code_stride_, codes8_.data() + (first + i) * code_stride_);
+    constexpr std::int64_t kRows = 4096;  // blocks of rows, so the threads share the work
+    run_uninterruptible((n + kRows - 1) / kRows, nt, [&](std::int64_t b) {
+      for (std::int64_t i = b * kRows; i < std::min(n, (b + 1) * kRows); ++i)
+        quantize_unit_row(x + i * d_, d_, inv[i], code_stride_, codes8_.data() + (first + i) * code_stride_);
+    });
   }
   slot_id_.insert(slot_id_.end(), ids, ids + n);
   dead_bits_.resize((slot_id_.size() + 63) / 64, 0);
@@ -452,7 +456,6 @@ void LshIndex::add_locked(const float* x, std::int64_t n, const idx_t* ids, cons
   for (std::int64_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(first + i));
 
   update_planar(static_cast<std::size_t>(first));
-  const int nt = num_threads > 0 ? num_threads : default_num_threads();
   run_uninterruptible(L_, nt, [&](std::int64_t ti) {
     Table& t = tables_[static_cast<std::size_t>(ti)];
     const std::uint64_t* tc = codes + static_cast<std::size_t>(ti * n);
