@@ -148,21 +148,48 @@ class LSHIndex(Index):
     :func:`simdex.load_index` / ``len``); results are approximate (a true neighbour
     may be missed) but the distances returned are exact.
 
+    **Self-configuring by default.** ``LSHIndex(dim)`` (no tuning argument, or only
+    ``target_recall``) chooses its own structure at the first search after the data
+    grew (or shrank) by more than 2x: it centres the hashing on the data's mean
+    direction and measures recall@10 on up to 300 of its own vectors (as queries,
+    their own ids removed) for (a) centred buckets over a probe grid and (b) the
+    sketch scan over a re-rank grid, and keeps the cheapest setting (modelled cache
+    lines and popcounts per query) that reaches ``target_recall`` + 0.015 on that
+    sample. The choice is deterministic (no timings); ``stats()["autoconfig"]`` says
+    what was chosen, the sample recall and the seconds it took. Passing any of
+    ``num_tables``, ``hash_bits``, ``num_probes``, ``sketch_bits`` or ``rerank`` gives
+    a fixed configuration instead (unset ones take 16, 14, 8, 0, 0).
+
     Args:
         dim: Vector dimension.
         num_tables: Hash tables L (more: higher recall, more memory and time).
         hash_bits: Bits per table K in [1, 64] (more: smaller buckets, fewer candidates).
             A good start is about ``log2(n) - 4``; :meth:`tune` picks it from data.
         num_probes: Buckets probed per table by default (1 = the query's own bucket).
-        seed: Seed of the hyperplanes (see :class:`RandomProjection`).
+        seed: Seed of the hyperplanes (see :class:`RandomProjection`) and sketches.
         metric: Re-ranking distance, ``"cosine"`` (default; the hash family is built
             for it), or ``"ip"``, ``"l2"``, ``"sql2"`` (hashing stays angular, so these
             only make sense for roughly normalised data).
-        refine: Under ``"cosine"``, when a query has more than ``refine * k``
-            candidates, an int8 copy of the unit vectors (one cache line each for
-            dim <= 64) ranks them first and only the best ``refine * k`` are re-ranked
+        refine: Under ``"cosine"``, when more than ``refine * k`` candidates reach the
+            exact stage, an int8 copy of the unit vectors (one cache line each for
+            dim <= 60) ranks them first and only the best ``refine * k`` are re-ranked
             with the float32 vectors; 0 re-ranks every candidate in float32. Returned
             distances are exact either way.
+        target_recall: Recall@10 the self-configuration aims at (default 0.9); only
+            for a self-configuring index.
+        sketch_bits: Sign bits of further random projections kept per vector (a
+            multiple of 64, at most 512; default 128 when ``rerank`` is given, else 0).
+            Word 0 is also stored beside every bucket entry.
+        rerank: With sketches: only the ``rerank`` candidates nearest in sketch Hamming
+            distance go on to the int8 / exact stage (bucket entries farther than the
+            running threshold are dropped without touching their vectors); 0 = every
+            candidate (classic).
+        scan: With ``rerank``: rank the sketches of all stored vectors (a sequential,
+            batched popcount scan) instead of probing buckets; pays for small and
+            medium collections.
+        center: Hash ``x/|x| - c`` with ``c`` the mean direction of the first batch
+            added (the self-configuration always centres). Balances the buckets of
+            data that lies in one cone, e.g. word embeddings.
         device: ``"cpu"`` (default) or ``"cuda"``. With ``"cuda"`` the vectors and ids
             stay in the host store (add / remove / save work as on the CPU) and searches
             run on GPU tables (:class:`simdex.gpu.GpuLSHIndex`: same hyperplanes, CUB-sorted
@@ -376,12 +403,15 @@ class LSHIndex(Index):
         )
         self.projection = projection
 
+    def _needs_configure(self) -> bool:
+        n, done = len(self._store), self._configured_size
+        return n > 0 and (done == 0 or n > 2 * done or 4 * n < done)
+
     def _maybe_configure(self) -> None:
+        if not self._needs_configure():  # the common case: no lock taken
+            return
         with self._lock:
-            n = len(self._store)
-            if n and (
-                self._configured_size == 0 or n > 2 * self._configured_size or 4 * n < self._configured_size
-            ):
+            if self._needs_configure():
                 self._configure()
 
     def _configure(self, k: int = 10) -> None:
