@@ -28,31 +28,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError
 from simdex._runtime import core
-from simdex.index import ExactIndex, Index, _threads, as_matrix, check_device, check_k
+from simdex._validate import as_matrix, check_int, check_k, check_num_threads
+from simdex.index.base import Index
+from simdex.index.exact import ExactIndex
+from simdex.index.io import CorruptFileError
+from simdex.index.stores import new_store
 
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
-
-
-def _positive_int(value: Any, name: str, low: int = 1, high: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
 
 
 def _make_planes(dim: int, num_tables: int, hash_bits: int, seed: int) -> np.ndarray:
@@ -82,10 +71,10 @@ class RandomProjection:
     """
 
     def __init__(self, dim: int, num_tables: int = 16, hash_bits: int = 14, seed: int = 0) -> None:
-        self.dim = _positive_int(dim, "dim")
-        self.num_tables = _positive_int(num_tables, "num_tables", 1, 4096)
-        self.hash_bits = _positive_int(hash_bits, "hash_bits", 1, 64)
-        self.seed = _positive_int(seed, "seed", 0)
+        self.dim = check_int(dim, "dim", 1)
+        self.num_tables = check_int(num_tables, "num_tables", 1, 4096)
+        self.hash_bits = check_int(hash_bits, "hash_bits", 1, 64)
+        self.seed = check_int(seed, "seed", 0)
         self._flat = _make_planes(self.dim, self.num_tables, self.hash_bits, self.seed)
 
     @property
@@ -137,7 +126,7 @@ def hash_vectors(x: Any, planes: Any, *, num_threads: int | None = None) -> np.n
             raise ValueError(f"planes must have >= 1 table and 1..64 bits per table, got shape {p.shape}")
         flat, _ = as_matrix(p.reshape(L * K, p.shape[2]), "planes")
     xm, was_1d = as_matrix(x, "x", dim=flat.shape[1])
-    codes = core().lsh_hash(xm, flat, L, K, num_threads=_threads(num_threads))
+    codes = core().lsh_hash(xm, flat, L, K, num_threads=check_num_threads(num_threads))
     return codes[0] if was_1d else codes
 
 
@@ -197,7 +186,9 @@ class LSHIndex(Index):
             from the store on the first search after a change. The GPU keeps a second copy
             of the vectors. Queries may be device arrays (CuPy, PyTorch, ...): results
             come back as the same kind. ``num_probes`` is then at most
-            ``min(17, hash_bits + 1)``; ``refine`` and ``num_threads`` are ignored.
+            ``min(17, hash_bits + 1)``; ``refine`` and ``num_threads`` are ignored. A
+            CUDA index does not configure itself (no tuning argument gives the classic
+            16 tables x 14 bits x 8 probes) and has no sketches.
 
     Example:
         >>> import numpy as np
@@ -226,8 +217,7 @@ class LSHIndex(Index):
         center: bool = False,
         device: str = "cpu",
     ) -> None:
-        super().__init__(dim, metric)
-        self.device = check_device(device)
+        super().__init__(dim, metric, device)
         explicit = any(v is not None for v in (num_tables, hash_bits, num_probes, rerank, sketch_bits))
         if target_recall is not None and explicit:
             raise ValueError(
@@ -238,14 +228,14 @@ class LSHIndex(Index):
         self.target_recall = 0.9 if target_recall is None else float(target_recall)
         if not 0.0 < self.target_recall <= 1.0:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
-        self.refine = _positive_int(refine, "refine", 0)
+        self.refine = check_int(refine, "refine", 0)
         if self.auto:  # placeholders until the first search configures the index
             num_tables, hash_bits, num_probes = 1, 1, 1
-        self.num_probes = _positive_int(8 if num_probes is None else num_probes, "num_probes")
-        self.rerank = _positive_int(0 if rerank is None else rerank, "rerank", 0)
+        self.num_probes = check_int(8 if num_probes is None else num_probes, "num_probes", 1)
+        self.rerank = check_int(0 if rerank is None else rerank, "rerank", 0)
         if sketch_bits is None:
             sketch_bits = 128 if self.rerank else 0
-        sketch_bits = _positive_int(sketch_bits, "sketch_bits", 0, 512)
+        sketch_bits = check_int(sketch_bits, "sketch_bits", 0, 512)
         if sketch_bits % 64:
             raise ValueError(f"sketch_bits must be a multiple of 64 in [0, 512], got {sketch_bits}")
         if self.rerank and not sketch_bits:
@@ -254,9 +244,6 @@ class LSHIndex(Index):
         if self.scan and not self.rerank:
             raise ValueError("scan=True ranks every sketch and re-ranks the best: pass rerank >= 1")
         if self.device == "cuda":
-            from simdex import gpu
-
-            gpu._require()  # a clear RuntimeError now rather than at the first search
             if sketch_bits or center:
                 raise ValueError("sketches and centring are CPU features; use device='cpu'")
         self.projection = RandomProjection(
@@ -267,12 +254,11 @@ class LSHIndex(Index):
         self._center_wanted = bool(center)
         self._configured_size = 0
         self.autoconfig: dict[str, Any] = {}
-        self._store = self._new_store(self.projection._flat)
+        self._store = self._new_store(self.projection)
         if self._center_wanted and not self.auto:
             self._center = np.zeros(self.dim, np.float32)  # set from the data at the first add
         self._last_candidates = float("nan")
         self._last_scanned = float("nan")
-        self._gpu_tables: Any = None  # GpuLSHIndex of the store's current contents
 
     def _sketch_planes(self) -> np.ndarray | None:
         if not self.sketch_bits:
@@ -280,71 +266,26 @@ class LSHIndex(Index):
         rng = np.random.default_rng([self.seed, 1])
         return rng.standard_normal((self.sketch_bits, self.dim), dtype=np.float32)
 
-    # -- GPU tables (device="cuda") -----------------------------------------------------------
-    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
-        super()._backend_add(x, ids, replace)
-        self._gpu_tables = None
-        if self._center_wanted and not self.auto and not self._center.any() and len(self._store):
-            # center=True: the mean direction of the first batch, fixed from then on.
-            self._center = self._store.mean_unit()
-            self._rebuild(self.num_tables, self.hash_bits)
-
-    def _backend_remove(self, ids: np.ndarray) -> None:
-        super()._backend_remove(ids)
-        self._gpu_tables = None
-
-    def _backend_reset(self) -> None:
-        super()._backend_reset()
-        self._gpu_tables = None
-
-    def _device_search(
-        self,
-        queries: Any,
-        k: int,
-        num_probes: int | None = None,
-        num_threads: int | None = None,
-        refine: int | None = None,
-    ) -> tuple[Any, Any]:
-        return self._gpu_search(queries, k, num_probes)
-
-    def _gpu_search(self, queries: Any, k: int, num_probes: int | None) -> tuple[Any, Any]:
-        from simdex import gpu
-
-        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
-        top = min(gpu.MAX_PROBES, self.hash_bits + 1)
-        if probes > top:
-            raise ValueError(
-                f"num_probes={probes} is more than the GPU tables probe (at most {top}: the own "
-                f"bucket plus one single-bit flip per bit, up to {gpu.MAX_PROBES}); pass "
-                f"num_probes <= {top} or use device='cpu'"
-            )
-        with self._lock:
-            tables = self._gpu_tables
-            if tables is None:
-                vectors, ids = self._backend_export()
-                tables = gpu.GpuLSHIndex(
-                    vectors.reshape(-1, self.dim),
-                    self.projection._flat,
-                    num_tables=self.num_tables,
-                    metric=self.metric,
-                    ids=ids,
-                )
-                self._gpu_tables = tables
-        self._last_candidates = float("nan")  # the GPU kernel does not count them
-        return tables.search(queries, k, num_probes=probes)
-
-    def _new_store(self, flat: np.ndarray) -> Any:
-        rp = self.projection
-        return core().LshIndex(
+    def _new_store(self, projection: RandomProjection) -> Any:
+        return new_store(
+            "lsh",
+            self.device,
             self.dim,
-            rp.num_tables,
-            rp.hash_bits,
-            flat,
             self.metric,
+            planes=projection._flat,
+            num_tables=projection.num_tables,
+            hash_bits=projection.hash_bits,
             center=self._center,
             sketch_words=self.sketch_bits // 64,
             sketch_planes=self._sketch_planes(),
         )
+
+    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
+        super()._backend_add(x, ids, replace)
+        if self._center_wanted and self._center is not None and not self._center.any() and len(self._store):
+            # center=True: the mean direction of the first batch, fixed from then on.
+            self._center = self._store.mean_unit()
+            self._rebuild(self.num_tables, self.hash_bits)
 
     @property
     def num_tables(self) -> int:
@@ -359,36 +300,52 @@ class LSHIndex(Index):
         return self.projection.seed
 
     # -- Index hooks ----------------------------------------------------------------------
-    def _backend_search(
+    def _options(
         self,
-        q: np.ndarray,
-        k: int,
-        num_probes: int | None = None,
-        num_threads: int | None = None,
-        refine: int | None = None,
+        num_probes: int | None,
+        num_threads: int | None,
+        refine: int | None,
         rerank: int | None = None,
+    ) -> dict[str, int]:
+        return {
+            "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1),
+            "num_threads": check_num_threads(num_threads),
+            "refine": self.refine if refine is None else check_int(refine, "refine", 0),
+            "rerank": None if rerank is None else check_int(rerank, "rerank", 0),
+        }
+
+    def _backend_search(
+        self, q: np.ndarray, k: int, options: Mapping[str, Any]
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.device == "cuda":
-            return self._gpu_search(q, k, num_probes)
+            probes = self.num_probes if options["num_probes"] is None else options["num_probes"]
+            D, ids, cand = self._store.search(q, k, probes)
+            self._last_candidates = self._last_scanned = float("nan")  # the kernel does not count them
+            return D, ids
         if self.auto:
-            self._maybe_configure()
-        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
-        ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
-        rer = self.rerank if rerank is None else _positive_int(rerank, "rerank", 0)
+            self._maybe_configure()  # chooses num_probes / rerank: read them after this
+        probes = self.num_probes if options["num_probes"] is None else options["num_probes"]
+        rer = self.rerank if options["rerank"] is None else options["rerank"]
         if rer and not self.sketch_bits:
             raise ValueError("rerank > 0 needs sketches: build the index with sketch_bits >= 64")
         D, ids, cand, scanned = self._store.search(
             q,
             k,
             probes,
-            num_threads=_threads(num_threads),
-            refine=ref,
+            num_threads=options["num_threads"],
+            refine=options["refine"],
             rerank=rer,
             scan=self.scan and rer > 0,
         )
+        # Distinct candidates per query, and bucket entries (or sketches) examined.
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
         self._last_scanned = float(scanned.mean()) if scanned.size else 0.0
         return D, ids
+
+    def _device_search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
+        self._last_candidates = self._last_scanned = float("nan")
+        probes = self.num_probes if options["num_probes"] is None else options["num_probes"]
+        return self._store.search_device(queries, k, probes)
 
     # -- self-configuration ---------------------------------------------------------------
     def _rebuild(self, num_tables: int, hash_bits: int) -> None:
@@ -566,7 +523,7 @@ class LSHIndex(Index):
         if not np.array_equal(planes, index.projection._flat):
             # Written by a NumPy whose generator stream differs: trust the file.
             index.projection._flat = np.ascontiguousarray(planes)
-        index._store = index._new_store(index.projection._flat)
+        index._store = index._new_store(index.projection)
         index._restore_common(params, arrays)
         return index
 
@@ -596,9 +553,7 @@ class LSHIndex(Index):
             distances ascending, ties broken by the smaller id. With ``device="cuda"``
             and device-array queries, arrays of the queries' kind.
         """
-        return super().search(
-            queries, k, num_probes=num_probes, num_threads=num_threads, refine=refine, rerank=rerank
-        )
+        return self._search(queries, k, self._options(num_probes, num_threads, refine, rerank))
 
     def stats(self) -> dict[str, Any]:
         """Bucket occupancy, memory and the candidates of the last search.
@@ -676,8 +631,10 @@ class LSHIndex(Index):
             )
             p = result.params
             self.auto, self.sketch_bits, self.rerank, self.scan, self._center = False, 0, 0, False, None
-            self._rebuild(p["num_tables"], p["hash_bits"])
-            self.num_probes = p["num_probes"]
+            projection = RandomProjection(self.dim, p["num_tables"], p["hash_bits"], self.seed)
+            store = self._new_store(projection)
+            store.add(vectors, ids, False)
+            self.projection, self._store, self.num_probes = projection, store, p["num_probes"]
         return result
 
 
@@ -771,15 +728,15 @@ def tune_lsh(
     k = check_k(k)
     if not 0.0 < float(target_recall) <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
-    max_probes = _positive_int(max_probes, "max_probes")
+    max_probes = check_int(max_probes, "max_probes", 1)
     n, dim = x.shape
     if hash_bits is None:
         center = max(2, int(round(math.log2(max(n, 4)))) - 4)
         hash_bits = sorted({min(64, max(1, center + off)) for off in (-2, 0, 2)})
     if num_tables is None:
         num_tables = (4, 8, 16, 32)
-    bits_list = [_positive_int(b, "hash_bits", 1, 64) for b in hash_bits]
-    tables_list = [_positive_int(t, "num_tables", 1, 4096) for t in num_tables]
+    bits_list = [check_int(b, "hash_bits", 1, 64) for b in hash_bits]
+    tables_list = [check_int(t, "num_tables", 1, 4096) for t in num_tables]
 
     exact = ExactIndex(dim, metric)
     exact.add(x)
