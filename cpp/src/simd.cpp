@@ -2,7 +2,7 @@
 // at load time (same CPU -> same kernel -> same results).
 #include "simd.h"
 
-#include <immintrin.h>
+#include "arch.h"
 
 namespace simdex::simd {
 
@@ -21,6 +21,7 @@ float dot_scalar(const float* a, const float* b, std::int64_t d) {
   return (s0 + s1) + (s2 + s3);
 }
 
+#if SIMDEX_X86
 __attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, std::int64_t d) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   std::int64_t j = 0;
@@ -52,12 +53,15 @@ __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float*
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
+#endif  // SIMDEX_X86
 
 using DotFn = float (*)(const float*, const float*, std::int64_t);
 DotFn pick_dot() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return dot_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_avx2;
+#endif
   return dot_scalar;
 }
 const DotFn g_dot = pick_dot();
@@ -90,6 +94,7 @@ void hamming_gather_scalar(const std::uint64_t* codes, const std::uint32_t* rows
     out[i] = static_cast<std::uint16_t>(row_popcount_soft(codes + static_cast<std::size_t>(rows[i]) * W, q, W));
 }
 
+#if SIMDEX_X86
 // Same source compiled with the POPCNT instruction (x86-64-v2 and later).
 __attribute__((target("popcnt"))) void hamming_popcnt(const std::uint64_t* codes, std::int64_t n, int W,
                                                       const std::uint64_t* q, std::uint16_t* out) {
@@ -175,6 +180,7 @@ __attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) void hamming_gather_av
   }
 }
 
+#endif  // SIMDEX_X86
 using HammingFn = void (*)(const std::uint64_t*, std::int64_t, int, const std::uint64_t*, std::uint16_t*);
 using GatherFn = void (*)(const std::uint64_t*, const std::uint32_t*, std::int64_t, int, const std::uint64_t*,
                           std::uint16_t*);
@@ -185,10 +191,12 @@ struct PopcountKernels {
 };
 
 PopcountKernels pick_popcount() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"))
     return {hamming_avx512, hamming_gather_avx512, "avx512-vpopcntdq"};
   if (__builtin_cpu_supports("popcnt")) return {hamming_popcnt, hamming_gather_popcnt, "popcnt"};
+#endif
   return {hamming_scalar, hamming_gather_scalar, "scalar"};
 }
 const PopcountKernels g_popcount = pick_popcount();
@@ -224,6 +232,7 @@ void hamming_planar_scalar(const std::uint64_t* planar, std::int64_t n, int W, c
   }
 }
 
+#if SIMDEX_X86
 __attribute__((target("popcnt"))) void hamming_planar_popcnt(const std::uint64_t* planar, std::int64_t n, int W,
                                                              const std::uint64_t* q, std::uint16_t* out) {
   for (std::int64_t b = 0; b < n / 8; ++b) {
@@ -250,6 +259,7 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void hamming_planar_avx512(co
   }
 }
 
+#endif  // SIMDEX_X86
 std::int64_t select_le_scalar(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx) {
   std::int64_t c = 0;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -259,6 +269,7 @@ std::int64_t select_le_scalar(const std::uint16_t* h, std::int64_t n, std::uint1
   return c;
 }
 
+#if SIMDEX_X86
 __attribute__((target("avx512f,avx512bw,bmi"))) std::int64_t select_le_avx512(const std::uint16_t* h,
                                                                               std::int64_t n, std::uint16_t t,
                                                                               std::uint32_t* idx) {
@@ -276,18 +287,23 @@ __attribute__((target("avx512f,avx512bw,bmi"))) std::int64_t select_le_avx512(co
   return c;
 }
 
+#endif  // SIMDEX_X86
 using PlanarFn = void (*)(const std::uint64_t*, std::int64_t, int, const std::uint64_t*, std::uint16_t*);
 using SelectFn = std::int64_t (*)(const std::uint16_t*, std::int64_t, std::uint16_t, std::uint32_t*);
 
 PlanarFn pick_planar() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) return hamming_planar_avx512;
   if (__builtin_cpu_supports("popcnt")) return hamming_planar_popcnt;
+#endif
   return hamming_planar_scalar;
 }
 SelectFn pick_select() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return select_le_avx512;
+#endif
   return select_le_scalar;
 }
 const PlanarFn g_planar = pick_planar();

@@ -223,7 +223,7 @@ class LshIndex {
   /// @param[in]  q          nq*d floats
   /// @param[in]  num_probes buckets probed per table, >= 1 (1 = the query's bucket only)
   /// @param[out] distances  nq*k floats ascending (+inf where fewer than k candidates)
-  /// @param[out] labels     nq*k ids (-1 where fewer than k candidates)
+  /// @param[out] ids        nq*k ids (-1 where fewer than k candidates)
   /// @param[out] num_candidates  nq counts of distinct live candidates, or nullptr
   ///
   /// Under kCosine, when there are more than refine*k candidates, an int8 copy of the
@@ -231,13 +231,13 @@ class LshIndex {
   /// the best refine*k are re-ranked with the float32 vectors (refine <= 0: re-rank
   /// every candidate exactly). The returned distances are always exact.
   void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
-              float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
+              float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
               int num_threads = 0, std::int64_t refine = 16) const {
     LshSearchParams p;
     p.num_probes = num_probes;
     p.num_threads = num_threads;
     p.refine = refine;
-    search(q, nq, k, p, distances, labels, num_candidates);
+    search(q, nq, k, p, distances, ids, num_candidates);
   }
 
   /// search() with every knob (LshSearchParams). Results depend on the knobs, never on
@@ -245,11 +245,11 @@ class LshIndex {
   /// scan, sketches) examined per query; num_candidates: distinct live candidates found
   /// (classic path) or, with rerank > 0, those that passed the sketch threshold.
   void search(const float* q, std::int64_t nq, std::int64_t k, const LshSearchParams& params,
-              float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
+              float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
               std::int64_t* num_scanned = nullptr) const;
 
   /// Exact k-NN over the stored live vectors (ground truth for self-configuration).
-  void search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* labels,
+  void search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
                     int num_threads = 0) const;
 
   /// Ids of the live vectors in slot order (size() of them).

@@ -1,5 +1,4 @@
 // LshIndex: multi-table sign-projection buckets, multi-probe, exact re-rank.
-#include <immintrin.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include "simdex/lsh.h"
 #include "simdex/threading.h"
 #include "simdex/topk.h"
+#include "../arch.h"
 #include "../simd.h"
 
 namespace simdex {
@@ -37,6 +37,7 @@ float dot_i8_scalar(const float* q, const std::int8_t* c, std::int64_t n) {
   return s0 + s1;
 }
 
+#if SIMDEX_X86
 __attribute__((target("avx2,fma"))) float dot_i8_avx2(const float* q, const std::int8_t* c, std::int64_t n) {
   __m256 s = _mm256_setzero_ps();
   for (std::int64_t j = 0; j < n; j += 8) {
@@ -57,6 +58,7 @@ __attribute__((target("avx512f"))) float dot_i8_avx512(const float* q, const std
   }
   return _mm512_reduce_add_ps(s);
 }
+#endif  // SIMDEX_X86
 
 float sqdist_scalar(const float* a, const float* b, std::int64_t d) {
   float s = 0;
@@ -70,9 +72,11 @@ float sqdist_scalar(const float* a, const float* b, std::int64_t d) {
 
 using DotI8Fn = float (*)(const float*, const std::int8_t*, std::int64_t);
 DotI8Fn pick_dot_i8() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return dot_i8_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_i8_avx2;
+#endif
   return dot_i8_scalar;
 }
 const DotI8Fn g_dot_i8 = pick_dot_i8();
@@ -618,7 +622,7 @@ void select_smallest(std::vector<std::uint32_t>& cand, std::vector<std::uint16_t
 }  // namespace
 
 void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const LshSearchParams& params,
-                      float* distances, idx_t* labels, std::int64_t* num_candidates,
+                      float* distances, idx_t* ids, std::int64_t* num_candidates,
                       std::int64_t* num_scanned) const {
   SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
   SIMDEX_CHECK_ARG(params.num_probes >= 1, "num_probes must be >= 1, got ", params.num_probes);
@@ -775,7 +779,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const Lsh
           const Table& tab = tables_[static_cast<std::size_t>(t)];
           if (tab.direct)
             for (std::int64_t p = 0; p < probe_count[t]; ++p)
-              _mm_prefetch(reinterpret_cast<const char*>(tab.offs.data() + probe_code[t * P + p]), _MM_HINT_T0);
+              SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.offs.data() + probe_code[t * P + p]));
         }
         for (std::int64_t t = 0; t < L_; ++t) {
           const Table& tab = tables_[static_cast<std::size_t>(t)];
@@ -783,8 +787,8 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const Lsh
             const auto rg = main_range(tab, probe_code[t * P + p]);
             ranges[t * P + p] = rg;
             if (rg.second > rg.first) {
-              _mm_prefetch(reinterpret_cast<const char*>(tab.slots.data() + rg.first), _MM_HINT_T0);
-              if (sketch) _mm_prefetch(reinterpret_cast<const char*>(tab.sk.data() + rg.first), _MM_HINT_T0);
+              SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.slots.data() + rg.first));
+              if (sketch) SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.sk.data() + rg.first));
             }
           }
         }
@@ -882,8 +886,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const Lsh
         constexpr std::size_t kAhead8 = 24;
         for (std::size_t c = 0; c < nc; ++c) {
           if (c + kAhead8 < nc)
-            _mm_prefetch(reinterpret_cast<const char*>(codes8_.data() + cand[c + kAhead8] * code_stride_),
-                         _MM_HINT_T0);
+            SIMDEX_PREFETCH(reinterpret_cast<const char*>(codes8_.data() + cand[c + kAhead8] * code_stride_));
           const std::uint32_t s = cand[c];
           const std::int8_t* row = codes8_.data() + static_cast<std::size_t>(s) * code_stride_;
           scores[c] = row_scale(row, code_stride_) * g_dot_i8(qv, row, code_stride_);
@@ -906,7 +909,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const Lsh
       for (std::size_t c = 0; c < nc; ++c) {
         if (c + kAhead < nc) {
           const char* pf = reinterpret_cast<const char*>(data_.data() + cand[c + kAhead] * d_);
-          for (std::size_t off = 0; off < row_bytes; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+          for (std::size_t off = 0; off < row_bytes; off += 64) SIMDEX_PREFETCH(pf + off);
         }
         const std::uint32_t s = cand[c];
         const float* xv = data_.data() + static_cast<std::size_t>(s) * d_;
@@ -923,7 +926,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const Lsh
       if (nc) heap_push_block(scores.data(), static_cast<std::int64_t>(nc), cid.data(), 0, k, hv.data(), hi.data());
       heap_sort_best_first(k, hv.data(), hi.data());
       float* od = distances + qi * k;
-      idx_t* oi = labels + qi * k;
+      idx_t* oi = ids + qi * k;
       for (std::int64_t r2 = 0; r2 < k; ++r2) {
         if (hi[r2] == kEmptyId) {
           od[r2] = std::numeric_limits<float>::infinity();
@@ -943,7 +946,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const Lsh
   });
 }
 
-void LshIndex::search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* labels,
+void LshIndex::search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
                             int num_threads) const {
   SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
   std::shared_lock<std::shared_mutex> lock(mutex_);
@@ -963,11 +966,11 @@ void LshIndex::search_exact(const float* q, std::int64_t nq, std::int64_t k, flo
       const idx_t id = I[i * kk + j];
       if (id < 0) continue;  // a removed slot (id -1) or padding
       distances[i * k + w] = D[i * kk + j];
-      labels[i * k + w++] = id;
+      ids[i * k + w++] = id;
     }
     for (; w < k; ++w) {
       distances[i * k + w] = std::numeric_limits<float>::infinity();
-      labels[i * k + w] = -1;
+      ids[i * k + w] = -1;
     }
   }
 }
