@@ -351,7 +351,8 @@ class LSHIndex(Index):
                     rows.append(
                         {"mode": mode, "num_probes": probes, "rerank": 0, "recall": rec, "cost": cost}
                     )
-                    if rec >= goal:
+                    cheapest = min((r["cost"] for r in rows if r["recall"] >= goal), default=math.inf)
+                    if rec >= goal or cost > cheapest:  # more probes only cost more
                         break
         good = [r for r in rows if r["recall"] >= goal]
         best = (
