@@ -43,6 +43,8 @@ ops = keras.ops
 __all__ = ["Lookup", "SimilarityModel", "load_model"]
 
 _KIND = "SimilarityModel"
+_STATE_KIND = "SimilarityModelState"  # index, labels, data, calibration (no network)
+_KERAS_STATE_ENTRY = "simdex/state.simdex"  # where a .keras archive keeps that state
 _FORMAT = 1
 _NO_LABEL = -1
 
@@ -168,6 +170,22 @@ class SimilarityModel(keras.Model):
                 f"index must be None, 'exact', 'lsh' or an index object, got {type(index).__name__}"
             )
 
+    def _set_distance(self, distance: str) -> None:
+        from simdex.index import canonical_metric
+
+        distance = canonical_metric(distance)
+        st = self._sim
+        if distance == st.distance:
+            return
+        if st.index is not None and (len(st.index) > 0 or st.index_spec == "custom"):
+            raise ValueError(
+                f"the index already uses distance {st.distance!r}; cannot switch to {distance!r} "
+                "(call reset_index() first, or build the model with this distance)"
+            )
+        st.distance = distance
+        st.index = None  # rebuilt with the new metric on the next index() call
+        st.calibration = None
+
     # ------------------------------------------------------------------ properties / config
     @property
     def distance(self) -> str:
@@ -191,13 +209,26 @@ class SimilarityModel(keras.Model):
         return config
 
     # ------------------------------------------------------------------ training
-    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, **kwargs: Any) -> None:
+    def compile(
+        self, optimizer: Any = "rmsprop", loss: Any = None, distance: str | None = None, **kwargs: Any
+    ) -> None:
         """``keras.Model.compile``; also trains the variables of losses that have some.
 
         Losses such as :class:`simdex.losses.ArcFaceLoss` expose
         ``trainable_layers``; their variables join :attr:`trainable_variables`
         so the optimiser updates them in ``fit``.
+
+        Args:
+            optimizer, loss, **kwargs: As for ``keras.Model.compile``.
+            distance: TF Similarity's ``compile(distance=...)``: sets the index
+                metric (as the constructor's ``distance``). It must agree with
+                the index when one already holds items.
+
+        Raises:
+            ValueError: ``distance`` unknown, or different from a non-empty index's metric.
         """
+        if distance is not None:
+            self._set_distance(distance)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
         layers: list[Any] = []
         pending = [loss]
@@ -404,13 +435,14 @@ class SimilarityModel(keras.Model):
         D, ids = index.search(emb, k)
         return np.asarray(D, dtype=np.float32), np.asarray(ids, dtype=np.int64)
 
-    def lookup(self, x: Any, k: int = 5, batch_size: int = 256) -> list[list[Lookup]]:
+    def lookup(self, x: Any, k: int = 5, batch_size: int = 256, verbose: int = 0) -> list[list[Lookup]]:
         """Nearest indexed neighbours of each example of ``x``.
 
         Args:
             x: ``(n, *input_shape)`` queries.
             k: Neighbours per query (>= 1).
             batch_size: Rows per model call.
+            verbose: 1 prints a one-line summary (TF Similarity's argument).
 
         Returns:
             ``n`` lists of up to ``k`` :class:`Lookup` records, nearest first
@@ -420,7 +452,70 @@ class SimilarityModel(keras.Model):
             ValueError: ``k < 1``, bad input shape.
         """
         D, ids = self._search(x, k, batch_size)
-        return self._records(D, ids)
+        records = self._records(D, ids)
+        if verbose:
+            print(f"[simdex] looked up {len(records)} queries, k={k}")
+        return records
+
+    def index_single(self, x: Any, y: int | None = None, data: Any = None, verbose: int = 0) -> int:
+        """Index one example (TF Similarity's ``index_single``).
+
+        Args:
+            x: One example, shape ``input_shape``.
+            y: Its integer label, or None.
+            data: Data kept with it, or None.
+            verbose: 1 prints a one-line summary.
+
+        Returns:
+            The id the index gave it.
+        """
+        ids = self.index(
+            np.asarray(x)[None, ...],
+            None if y is None else np.asarray([y]),
+            data=None if data is None else [data],
+            verbose=verbose,
+        )
+        return int(ids[0])
+
+    def to_data_frame(self, num_items: int = 0) -> Any:
+        """The indexed items as a pandas DataFrame (TF Similarity's ``to_data_frame``).
+
+        Args:
+            num_items: Rows to return (the first ones by id); 0 means all.
+
+        Returns:
+            A DataFrame indexed by item id with columns ``label`` (int, -1 when
+            unlabeled), ``data`` (object, None when absent) and ``embedding``
+            (one float32 array per row).
+
+        Raises:
+            ImportError: pandas is missing (``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("to_data_frame needs pandas: pip install pandas") from e
+        if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 0:
+            raise ValueError(f"num_items must be an int >= 0, got {num_items!r}")
+        st = self._sim
+        if st.index is None or len(st.index) == 0:
+            return pd.DataFrame({"label": [], "data": [], "embedding": []})
+        ids = np.sort(np.asarray(st.index.ids if hasattr(st.index, "ids") else self._known_ids(), np.int64))
+        if num_items:
+            ids = ids[:num_items]
+        vectors = st.index.get_vectors(ids)
+        return pd.DataFrame(
+            {
+                "label": st.store.labels_of(ids),
+                "data": [st.store.data.get(i) for i in ids.tolist()],
+                "embedding": list(np.asarray(vectors)),
+            },
+            index=pd.Index(ids, name="id"),
+        )
+
+    def _known_ids(self) -> np.ndarray:
+        st = self._sim
+        return np.array(sorted(st.store.labels.keys() | st.store.data.keys()), dtype=np.int64)
 
     def _records(self, D: np.ndarray, ids: np.ndarray) -> list[list[Lookup]]:
         """Lookup records for ``(q, k)`` distances and ids (id -1: empty slot, skipped)."""
@@ -605,7 +700,16 @@ class SimilarityModel(keras.Model):
         return calibration.match(D, nl, threshold, k=k, matcher=cal.matcher, no_match_label=no_match_label)
 
     def evaluate_retrieval(
-        self, x: Any, y: Any, k: int = 5, metrics: Sequence[str] | None = None, batch_size: int = 256
+        self,
+        x: Any,
+        y: Any,
+        k: int = 5,
+        metrics: Sequence[Any] | None = None,
+        batch_size: int = 256,
+        *,
+        retrieval_metrics: Sequence[Any] | None = None,
+        distance_threshold: float | None = None,
+        verbose: int = 0,
     ) -> dict[str, float]:
         """Retrieval metrics of ``x`` against the index (:func:`simdex.metrics.evaluate_retrieval`).
 
@@ -616,21 +720,43 @@ class SimilarityModel(keras.Model):
         Args:
             x: ``(n, *input_shape)`` queries (not in the index).
             y: ``(n,)`` their integer labels.
-            k: Neighbours to retrieve.
-            metrics: Metric names (default: the module's defaults).
+            k: Neighbours to retrieve (raised to the largest cutoff a metric needs).
+            metrics: Metric names (default: the module's defaults), or objects
+                with a ``name`` (e.g. :class:`simdex.metrics.RecallAtK`).
             batch_size: Rows per model call.
+            retrieval_metrics: TF Similarity's name for ``metrics``.
+            distance_threshold: Neighbours farther than this count as not
+                retrieved (TF Similarity's argument); None keeps every neighbour.
+            verbose: 1 prints the results.
 
         Returns:
             Metric name -> float.
         """
         from simdex import metrics as _metrics
+        from simdex import retrieval_metrics as _rm
 
+        if retrieval_metrics is not None:
+            if metrics is not None:
+                raise TypeError("pass metrics or retrieval_metrics, not both")
+            metrics = retrieval_metrics
+        names = None if metrics is None else _rm.metric_names(metrics)
+        if names is not None:
+            k = max([k, *(_rm.cutoff(nm) for nm in names)])
         D, nl, labels = self._neighbours(x, y, k, batch_size)
+        if distance_threshold is not None:
+            t = float(distance_threshold)
+            if np.isnan(t):
+                raise ValueError("distance_threshold is NaN")
+            nl = np.where(D <= t, nl, _NO_LABEL)
         counts: dict[int, int] = {}
         for lab in self._sim.store.labels.values():
             counts[lab] = counts.get(lab, 0) + 1
         num_relevant = np.array([counts.get(int(v), 0) for v in labels], dtype=np.int64)
-        return _metrics.evaluate_retrieval(labels, nl, k=k, metrics=metrics, num_relevant=num_relevant)
+        result = _metrics.evaluate_retrieval(labels, nl, k=k, metrics=names, num_relevant=num_relevant)
+        if verbose:
+            for name, value in result.items():
+                print(f"{name:>16}: {value:.4f}")
+        return result
 
     def evaluate_classification(
         self,
@@ -641,6 +767,9 @@ class SimilarityModel(keras.Model):
         matcher: Any = "match_nearest",
         metrics: Sequence[str] | None = None,
         batch_size: int = 256,
+        *,
+        extra_metrics: Sequence[str] | None = None,
+        verbose: int = 0,
     ) -> dict[str, np.ndarray]:
         """Thresholded classification metrics (:func:`simdex.metrics.evaluate_classification`).
 
@@ -652,12 +781,20 @@ class SimilarityModel(keras.Model):
             matcher: Matcher name/config/instance.
             metrics: Metric names.
             batch_size: Rows per model call.
+            extra_metrics: TF Similarity's argument: metrics computed besides
+                ``f1`` (``metrics = ["f1", *extra_metrics]``).
+            verbose: Accepted for TF Similarity compatibility (nothing is printed).
 
         Returns:
             ``{"distance": (m,), <metric>: (m,)}`` float64 arrays.
         """
         from simdex import metrics as _metrics
 
+        if extra_metrics is not None:
+            if metrics is not None:
+                raise TypeError("pass metrics or extra_metrics, not both")
+            extra = [extra_metrics] if isinstance(extra_metrics, str) else list(extra_metrics)
+            metrics = list(dict.fromkeys(["f1", *extra]))
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         return _metrics.evaluate_classification(
             labels, nl, D, thresholds=thresholds, k=k, matcher=matcher, metrics=metrics
@@ -669,53 +806,124 @@ class SimilarityModel(keras.Model):
 
         The file is written atomically: if anything fails, a previous file at
         ``filepath`` is left untouched. Load it with :func:`simdex.load_model`.
-        The optimiser state and the compile settings are not saved.
+
+        * ``*.keras``: a real Keras archive (``keras.models.load_model`` reads the
+          model and its weights, compile settings and optimiser state, as for any
+          Keras model) with the index, labels, data and calibration stored in an
+          extra ``simdex/state.simdex`` entry that :func:`simdex.load_model` restores.
+        * ``*.h5`` / ``*.hdf5``: refused (Keras' legacy HDF5 format cannot hold the index).
+        * any other name (e.g. ``"model.simdex"``): simdex's own single-file format;
+          the optimiser state and the compile settings are not saved.
 
         Args:
-            filepath: Destination file (any extension, e.g. ``"model.simdex"``).
+            filepath: Destination file.
             overwrite: If False and ``filepath`` exists, raise ``FileExistsError``.
 
         Raises:
+            ValueError: an ``.h5``/``.hdf5`` name.
             TypeError: indexed data that is neither same-shape arrays nor
                 JSON-serialisable; an index that cannot be saved.
         """
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+            raise TypeError(f"SimilarityModel.save() got unexpected arguments {sorted(kwargs)}")
         path = os.fspath(filepath)
+        lower = path.lower()
+        if lower.endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"cannot save a SimilarityModel to {path!r}: Keras' legacy HDF5 format cannot hold the "
+                "index; use a '.keras' name (Keras archive + index) or '.simdex' (simdex's format)"
+            )
         if not overwrite and os.path.exists(path):
             raise FileExistsError(f"{path!r} exists and overwrite=False")
+        with tempfile.TemporaryDirectory(
+            prefix="simdex-save-", dir=os.path.dirname(os.path.abspath(path))
+        ) as tmp:
+            params, arrays = self._state_payload(tmp)
+            if lower.endswith(".keras"):
+                self._save_keras_archive(path, tmp, params, arrays)
+                return
+            try:
+                architecture = keras.saving.serialize_keras_object(self)
+                architecture.pop("compile_config", None)  # compile state is not saved (documented)
+                json.dumps(architecture)
+            except (NotImplementedError, TypeError, ValueError) as e:
+                raise TypeError(
+                    f"cannot serialise the model architecture ({e}); implement get_config()"
+                ) from e
+            params["architecture"] = architecture
+            weights_path = os.path.join(tmp, "model.weights.h5")
+            self.save_weights(weights_path)
+            arrays["weights"] = np.fromfile(weights_path, dtype=np.uint8)
+            write_container(path, _KIND, params, arrays)
+
+    def _state_payload(self, tmp: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Params and arrays of the non-Keras state: index, labels, data, calibration."""
         st = self._sim
-        try:
-            architecture = keras.saving.serialize_keras_object(self)
-            architecture.pop("compile_config", None)  # compile state is not saved (documented)
-            json.dumps(architecture)
-        except (NotImplementedError, TypeError, ValueError) as e:
-            raise TypeError(f"cannot serialise the model architecture ({e}); implement get_config()") from e
         item_ids = np.array(sorted(st.store.labels.keys() | st.store.data.keys()), dtype=np.int64)
-        labels = st.store.labels_of(item_ids)
         params: dict[str, Any] = {
             "format": _FORMAT,
-            "architecture": architecture,
             "distance": st.distance,
             "index_spec": st.index_spec,
             "keras_version": keras.__version__,
             "calibration": None if st.calibration is None else st.calibration.to_dict(),
         }
-        arrays: dict[str, np.ndarray] = {"item_ids": item_ids, "labels": labels}
+        arrays: dict[str, np.ndarray] = {"item_ids": item_ids, "labels": st.store.labels_of(item_ids)}
         data_params, data_arrays = _encode_data(st.store.data)
         params["data"] = data_params
         arrays.update(data_arrays)
+        if st.index is not None:
+            index_path = os.path.join(tmp, "index.simdex")
+            st.index.save(index_path)
+            arrays["index"] = np.fromfile(index_path, dtype=np.uint8)
+        return params, arrays
+
+    def _save_keras_archive(
+        self, path: str, tmp: str, params: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        import shutil
+        import zipfile
+
+        from simdex._io import atomic_writer
+
+        archive = os.path.join(tmp, "model.keras")
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and self.built and not getattr(optimizer, "built", True):
+            # Loading a compiled model builds its optimizer; build it now so the saved
+            # optimizer state has the variables the loader expects (a compiled, unfit model).
+            optimizer.build(self.trainable_variables)
+        keras.Model.save(self, archive)
+        state_path = os.path.join(tmp, "state.simdex")
+        write_container(state_path, _STATE_KIND, params, arrays)
+        with zipfile.ZipFile(archive, "a") as zf:
+            zf.write(state_path, _KERAS_STATE_ENTRY)
+        with open(archive, "rb") as src, atomic_writer(path) as dst:
+            shutil.copyfileobj(src, dst)
+
+    # ------------------------------------------------------------------ TF Similarity names
+    def save_index(self, filepath: str | os.PathLike[str]) -> None:
+        """Save the index with its labels, data and calibration (not the network) to one file.
+
+        TF Similarity's ``save_index``; restore with :meth:`load_index`.
+        """
+        path = os.fspath(filepath)
         with tempfile.TemporaryDirectory(
             prefix="simdex-save-", dir=os.path.dirname(os.path.abspath(path))
         ) as tmp:
-            weights_path = os.path.join(tmp, "model.weights.h5")
-            self.save_weights(weights_path)
-            arrays["weights"] = np.fromfile(weights_path, dtype=np.uint8)
-            if st.index is not None:
-                index_path = os.path.join(tmp, "index.simdex")
-                st.index.save(index_path)
-                arrays["index"] = np.fromfile(index_path, dtype=np.uint8)
-            write_container(path, _KIND, params, arrays)
+            params, arrays = self._state_payload(tmp)
+            write_container(path, _STATE_KIND, params, arrays)
+
+    def load_index(self, filepath: str | os.PathLike[str]) -> None:
+        """Replace the index, labels, data and calibration with those saved by :meth:`save_index`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            simdex.CorruptFileError: not an index file written by :meth:`save_index`.
+        """
+        path = os.fspath(filepath)
+        kind, params, arrays = read_container(path)
+        if kind != _STATE_KIND:
+            raise CorruptFileError(f"{path!r} holds a {kind!r}, not a saved SimilarityModel index")
+        _restore_state(self, path, params, arrays)
 
 
 def _encode_data(data: Mapping[int, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -762,10 +970,46 @@ def _decode_data(params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) ->
     raise ValueError(f"unknown data kind {kind!r}")
 
 
+def _restore_state(
+    model: SimilarityModel, path: str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> None:
+    """Put saved index, labels, data and calibration into ``model`` (replacing its own)."""
+    from simdex.index import load_index
+
+    if int(params.get("format", 0)) > _FORMAT:
+        raise CorruptFileError(f"{path!r} uses model format {params.get('format')}; upgrade simdex")
+    try:
+        item_ids, labels = arrays["item_ids"], arrays["labels"]
+        data = _decode_data(params.get("data", {}), arrays)
+        calibration = params.get("calibration")
+        if calibration is not None:
+            from simdex.calibration import CalibrationResult
+
+            calibration = CalibrationResult.from_dict(calibration)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
+    index = None
+    if "index" in arrays:
+        with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
+            index_path = os.path.join(tmp, "index.simdex")
+            arrays["index"].tofile(index_path)
+            index = load_index(index_path)
+    st = model._sim
+    st.index = index
+    st.distance = str(params.get("distance", st.distance))
+    st.index_spec = str(params.get("index_spec", st.index_spec))
+    st.store.clear()
+    st.store.labels.update(
+        {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != _NO_LABEL}
+    )
+    st.store.data.update(data)
+    st.calibration = calibration
+
+
 def load_model(
     filepath: str | os.PathLike[str], custom_objects: Mapping[str, Any] | None = None, safe_mode: bool = True
 ) -> SimilarityModel:
-    """Load a model written by :meth:`SimilarityModel.save`.
+    """Load a model written by :meth:`SimilarityModel.save` (``.keras`` or simdex format).
 
     Args:
         filepath: The file.
@@ -776,13 +1020,33 @@ def load_model(
 
     Returns:
         The model, with weights, index, labels, data and calibration restored
-        (not compiled).
+        (a ``.keras`` archive also restores the compile settings, as Keras does;
+        the simdex format does not).
 
     Raises:
         FileNotFoundError: no such file.
         simdex.CorruptFileError: not a simdex model file, corrupted or truncated.
     """
+    import zipfile
+
     path = os.fspath(filepath)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if zipfile.is_zipfile(path):
+        model = keras.saving.load_model(path, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode)
+        if not isinstance(model, SimilarityModel):
+            raise CorruptFileError(
+                f"{path!r} is a Keras archive of a {type(model).__name__}, not a SimilarityModel"
+            )
+        with zipfile.ZipFile(path) as zf:
+            if _KERAS_STATE_ENTRY in zf.namelist():
+                with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
+                    zf.extract(_KERAS_STATE_ENTRY, tmp)
+                    kind, params, arrays = read_container(os.path.join(tmp, _KERAS_STATE_ENTRY))
+                if kind != _STATE_KIND:
+                    raise CorruptFileError(f"{path!r} has a {kind!r} where the simdex state belongs")
+                _restore_state(model, path, params, arrays)
+        return model
     kind, params, arrays = read_container(path)
     if kind != _KIND:
         raise CorruptFileError(
@@ -793,8 +1057,6 @@ def load_model(
     try:
         architecture = params["architecture"]
         weights = arrays["weights"]
-        item_ids, labels = arrays["item_ids"], arrays["labels"]
-        data = _decode_data(params.get("data", {}), arrays)
     except (KeyError, ValueError, TypeError) as e:
         raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
     model = keras.saving.deserialize_keras_object(
@@ -802,23 +1064,9 @@ def load_model(
     )
     if not isinstance(model, SimilarityModel):
         raise CorruptFileError(f"{path!r} does not describe a SimilarityModel (got {type(model).__name__})")
-    from simdex.index import load_index
-
     with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
         weights_path = os.path.join(tmp, "model.weights.h5")
         weights.tofile(weights_path)
         model.load_weights(weights_path)
-        if "index" in arrays:
-            index_path = os.path.join(tmp, "index.simdex")
-            arrays["index"].tofile(index_path)
-            model._sim.index = load_index(index_path)
-    model._sim.distance = str(params.get("distance", model._sim.distance))
-    model._sim.index_spec = str(params.get("index_spec", model._sim.index_spec))
-    labels_d = {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != _NO_LABEL}
-    model._sim.store.labels.update(labels_d)
-    model._sim.store.data.update(data)
-    if params.get("calibration") is not None:
-        from simdex.calibration import CalibrationResult
-
-        model._sim.calibration = CalibrationResult.from_dict(params["calibration"])
+    _restore_state(model, path, params, arrays)
     return model
