@@ -153,8 +153,15 @@ def test_save_index_load_index_and_data_frame(indexed, data, tmp_path):
     assert [[(r.id, r.label, r.data) for r in row] for row in a] == [
         [(r.id, r.label, r.data) for r in row] for row in b
     ]
+    # TF Similarity's flow: save the model, load the network with Keras, then load_index(path)
+    for name in ("m.simdex", "m.keras"):
+        third = small_model()
+        third.load_index(_write_model(indexed, tmp_path / name))
+        assert third.index_size() == 40
+    indexed.save(tmp_path / "bare.keras", save_index=False, compression=True)
+    assert simdex.load_model(tmp_path / "bare.keras").index_size() == 0  # saved without the index
     with pytest.raises(simdex.CorruptFileError):
-        other.load_index(_write_model(indexed, tmp_path / "m.simdex"))
+        other.load_index(path.with_suffix(".json").write_text("{}") and path.with_suffix(".json"))
     pd = pytest.importorskip("pandas")
     df = indexed.to_data_frame()
     assert isinstance(df, pd.DataFrame) and len(df) == 40

@@ -818,12 +818,16 @@ class SimilarityModel(keras.Model):
         Args:
             filepath: Destination file.
             overwrite: If False and ``filepath`` exists, raise ``FileExistsError``.
+            **kwargs: TF Similarity's ``save_index`` (False: leave the index, labels,
+                data and calibration out) and ``compression`` (ignored).
 
         Raises:
             ValueError: an ``.h5``/``.hdf5`` name.
             TypeError: indexed data that is neither same-shape arrays nor
                 JSON-serialisable; an index that cannot be saved.
         """
+        save_index = bool(kwargs.pop("save_index", True))  # TF Similarity's arguments
+        kwargs.pop("compression", None)  # the index is stored as is
         if kwargs:
             raise TypeError(f"SimilarityModel.save() got unexpected arguments {sorted(kwargs)}")
         path = os.fspath(filepath)
@@ -838,7 +842,7 @@ class SimilarityModel(keras.Model):
         with tempfile.TemporaryDirectory(
             prefix="simdex-save-", dir=os.path.dirname(os.path.abspath(path))
         ) as tmp:
-            params, arrays = self._state_payload(tmp)
+            params, arrays = self._state_payload(tmp, with_index=save_index)
             if lower.endswith(".keras"):
                 self._save_keras_archive(path, tmp, params, arrays)
                 return
@@ -856,9 +860,17 @@ class SimilarityModel(keras.Model):
             arrays["weights"] = np.fromfile(weights_path, dtype=np.uint8)
             write_container(path, _KIND, params, arrays)
 
-    def _state_payload(self, tmp: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _state_payload(
+        self, tmp: str, with_index: bool = True
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Params and arrays of the non-Keras state: index, labels, data, calibration."""
         st = self._sim
+        if not with_index:
+            empty = np.zeros(0, dtype=np.int64)
+            return (
+                {"format": _FORMAT, "distance": st.distance, "index_spec": st.index_spec, "data": {}},
+                {"item_ids": empty, "labels": empty},
+            )
         item_ids = np.array(sorted(st.store.labels.keys() | st.store.data.keys()), dtype=np.int64)
         params: dict[str, Any] = {
             "format": _FORMAT,
@@ -913,15 +925,27 @@ class SimilarityModel(keras.Model):
             write_container(path, _STATE_KIND, params, arrays)
 
     def load_index(self, filepath: str | os.PathLike[str]) -> None:
-        """Replace the index, labels, data and calibration with those saved by :meth:`save_index`.
+        """Replace the index, labels, data and calibration with those saved by :meth:`save_index`
+        (or by :meth:`save`: TF Similarity's ``reloaded.load_index(save_path)``).
 
         Raises:
             FileNotFoundError: no such file.
             simdex.CorruptFileError: not an index file written by :meth:`save_index`.
         """
+        import zipfile
+
         path = os.fspath(filepath)
-        kind, params, arrays = read_container(path)
-        if kind != _STATE_KIND:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        if zipfile.is_zipfile(path):  # a model saved as .keras: its state entry
+            with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
+                if _KERAS_STATE_ENTRY not in zf.namelist():
+                    raise CorruptFileError(f"{path!r} is a Keras archive without a simdex index")
+                zf.extract(_KERAS_STATE_ENTRY, tmp)
+                kind, params, arrays = read_container(os.path.join(tmp, _KERAS_STATE_ENTRY))
+        else:
+            kind, params, arrays = read_container(path)
+        if kind not in (_STATE_KIND, _KIND):
             raise CorruptFileError(f"{path!r} holds a {kind!r}, not a saved SimilarityModel index")
         _restore_state(self, path, params, arrays)
 

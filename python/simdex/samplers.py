@@ -110,6 +110,27 @@ class Sampler(keras.utils.PyDataset):
 
 
 def select_examples(
+    x: Any, y: Any, class_list: Sequence[int] | None = None, num_examples_per_class: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of ``class_list`` (all classes by default), at most ``num_examples_per_class`` each.
+
+    TF Similarity's ``select_examples``: keeps the first examples of each class,
+    in their original order.
+
+    Returns:
+        ``(x_selected, y_selected)``.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or x.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same length, got shapes {x.shape} and {y.shape}")
+    rows, _ = _select_rows(y.astype(np.int64), class_list, num_examples_per_class)
+    return x[rows], y[rows]
+
+
+def _select_rows(
     y: np.ndarray, class_list: Sequence[int] | None, total_examples_per_class: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``y`` to sample from, and the classes.
@@ -236,7 +257,7 @@ class MultiShotMemorySampler(Sampler):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = int(seed)
 
-        rows, classes = select_examples(y, class_list, total_examples_per_class)
+        rows, classes = _select_rows(y, class_list, total_examples_per_class)
         if self.classes_per_batch > classes.size:
             raise ValueError(
                 f"classes_per_batch={self.classes_per_batch} exceeds the {classes.size} available classes"
