@@ -784,6 +784,26 @@ class CosFaceLoss(_MarginSoftmaxLoss):
         return cos - self.margin
 
 
+# ----------------------------------------------------------------------------- PML-style losses
+# Composable losses (miners, reducers, distance objects) live in simdex.losses_pml; their
+# names are part of this module too (simdex.losses.ProxyAnchorLoss...).
+from simdex.losses_pml import (  # noqa: E402
+    ComposableLoss,
+    GeneralizedLiftedStructureLoss,
+    LiftedStructureLoss,
+    NPairAngularLoss,
+    NPairLoss,
+    ProxyAnchorLoss,
+    ProxyNCALoss,
+    SoftTripleLoss,
+    SphereFaceLoss,
+    SupConLoss,
+    TripletMarginLoss,
+)
+
+#: TF Similarity's name of the lifted structure loss.
+LiftedStructLoss = LiftedStructureLoss
+
 # ----------------------------------------------------------------------------- lookup
 _BY_NAME: dict[str, type] = {
     "triplet": TripletLoss,
@@ -796,6 +816,16 @@ _BY_NAME: dict[str, type] = {
     "angular": AngularLoss,
     "arcface": ArcFaceLoss,
     "cosface": CosFaceLoss,
+    "triplet_margin": TripletMarginLoss,
+    "supcon": SupConLoss,
+    "lifted_structure": LiftedStructureLoss,
+    "generalized_lifted_structure": GeneralizedLiftedStructureLoss,
+    "npair_pairs": NPairLoss,
+    "npair_angular": NPairAngularLoss,
+    "proxy_anchor": ProxyAnchorLoss,
+    "proxy_nca": ProxyNCALoss,
+    "soft_triple": SoftTripleLoss,
+    "sphereface": SphereFaceLoss,
 }
 for _cls in set(_BY_NAME.values()):
     _BY_NAME[_cls.__name__.lower()] = _cls
@@ -831,13 +861,25 @@ __all__ = [
     "ArcFaceLoss",
     "CircleLoss",
     "ClassCenters",
+    "ComposableLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "GeneralizedLiftedStructureLoss",
+    "LiftedStructLoss",
+    "LiftedStructureLoss",
     "MetricLoss",
     "MultiClassNPairLoss",
     "MultiSimilarityLoss",
+    "NPairAngularLoss",
+    "NPairLoss",
     "PNLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "SoftTripleLoss",
+    "SphereFaceLoss",
+    "SupConLoss",
     "TripletLoss",
+    "TripletMarginLoss",
     "check_angle_radians",
     "get",
     "pairwise_distances",

@@ -11,8 +11,7 @@ against it) and are ``keras.losses.Loss`` objects called as
   :class:`NPairAngularLoss` (N-pair + lambda * angular, Wang et al. 2017);
 * proxy / classifier losses with trainable state: :class:`ProxyAnchorLoss`,
   :class:`ProxyNCALoss`, :class:`SoftTripleLoss`, :class:`SphereFaceLoss`.
-  Their variables live in ``loss.centers`` (a
-  :class:`simdex.losses.ClassCenters`);
+  Their variables live in ``loss.centers`` (a :class:`ProxyCenters` layer);
   :meth:`simdex.SimilarityModel.compile` adds them to the trained variables.
 
 Keras reduces a loss's per-example output by its mean; losses here compute
@@ -35,17 +34,18 @@ from simdex import distances as _distances
 from simdex import miners as _miners
 from simdex import reducers as _reducers
 from simdex.layers import import_keras, l2_normalize
-from simdex.losses import ClassCenters
 
 keras = import_keras()
 ops = keras.ops
 
 __all__ = [
+    "ComposableLoss",
     "GeneralizedLiftedStructureLoss",
     "LiftedStructureLoss",
     "NPairAngularLoss",
     "NPairLoss",
     "ProxyAnchorLoss",
+    "ProxyCenters",
     "ProxyNCALoss",
     "SoftTripleLoss",
     "SphereFaceLoss",
@@ -380,6 +380,43 @@ class NPairAngularLoss(NPairLoss):
 
 
 # ----------------------------------------------------------------------------- proxy / classifier losses
+@keras.saving.register_keras_serializable(package="simdex")
+class ProxyCenters(keras.layers.Layer):
+    """Trainable proxies / class weights ``(rows, embedding_dim)`` of a proxy loss (raw, not normalised).
+
+    Built at construction, so the variable exists before ``model.fit`` traces.
+    """
+
+    def __init__(self, rows: int, embedding_dim: int, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for nm, v in (("rows", rows), ("embedding_dim", embedding_dim)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{nm} must be an int, got {type(v).__name__}")
+            if v <= 0:
+                raise ValueError(f"{nm} must be positive, got {v}")
+        self.rows = int(rows)
+        self.embedding_dim = int(embedding_dim)
+        self.seed = seed
+        self.centers = self.add_weight(
+            shape=(self.rows, self.embedding_dim),
+            initializer=keras.initializers.GlorotUniform(seed=seed),
+            trainable=True,
+            name="centers",
+        )
+        self.built = True
+
+    def call(self, inputs: Any = None) -> Any:
+        return self.centers
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "rows": self.rows,
+            "embedding_dim": self.embedding_dim,
+            "seed": self.seed,
+        }
+
+
 class _ProxyLoss(keras.losses.Loss):
     """Shared code: trainable class centres in ``self.centers`` (raw, not normalised)."""
 
@@ -403,7 +440,7 @@ class _ProxyLoss(keras.losses.Loss):
         self._num_classes = int(num_classes)
         self.seed = seed
         rows = num_classes if num_centers is None else num_centers
-        self.centers = ClassCenters(rows, embedding_dim, seed=seed, name=f"{self.name}_centers")
+        self.centers = ProxyCenters(rows, embedding_dim, seed=seed, name=f"{self.name}_centers")
 
     @property
     def num_classes(self) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_neighbours",
     "plot_lookup_neighbours",
+    "confusion_matrix",
     "project_embeddings",
     "projector",
     "viz_neigbors_imgs",
@@ -429,3 +430,6 @@ def plot_neighbours(
 
 # Neighbour grids from lookups and the embedding projector live in simdex.viz.
 from simdex.viz import plot_lookup_neighbours, project_embeddings, projector, viz_neigbors_imgs  # noqa: E402
+
+#: TF Similarity's name (``tfsim.visualization.confusion_matrix``); keyword-only labels here.
+confusion_matrix = plot_confusion_matrix
