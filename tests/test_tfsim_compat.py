@@ -206,3 +206,20 @@ def test_load_model_rejects_plain_keras_archive(tmp_path):
     plain.save(path)
     with pytest.raises(simdex.CorruptFileError, match="not a SimilarityModel"):
         simdex.load_model(path)
+
+
+def test_generalized_mean_pooling():
+    from simdex.layers import GeneralizedMeanPooling1D, GeneralizedMeanPooling2D
+
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 4, 5, 3)).astype("float32")
+    got = np.asarray(GeneralizedMeanPooling2D(p=3.0)(x))
+    np.testing.assert_allclose(got, np.mean(x**3, axis=(1, 2)) ** (1 / 3), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(GeneralizedMeanPooling2D(p=1.0)(x)), x.mean(axis=(1, 2)), rtol=1e-5)
+    assert GeneralizedMeanPooling2D(keepdims=True)(x).shape == (2, 1, 1, 3)
+    seq = x[:, 0]
+    np.testing.assert_allclose(
+        np.asarray(GeneralizedMeanPooling1D(p=2.0)(seq)), np.sqrt(np.mean(seq**2, axis=1)), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="p must be"):
+        GeneralizedMeanPooling2D(p=0)
