@@ -6,8 +6,9 @@ balanced batches (7 classes x 6 examples, 100 steps x 5 epochs); for each
 seed, half of the digits 7-9 (never seen in training) are indexed and the
 other half are queried; the figure is the 1-NN accuracy, averaged over seeds.
 The same seeds and splits are used on both sides. Losses that TF Similarity
-has (triplet, PN, multi-similarity, circle, ArcFace, lifted structure) run
-there too, with the same hyper-parameters, in its own venv (bench/tfsim_env.sh).
+has (triplet, PN, multi-similarity, circle: 0.17.1 exports no ArcFace or
+lifted-structure loss) run there too, with the same hyper-parameters, in its
+own venv (bench/tfsim_env.sh).
 
     KERAS_BACKEND=tensorflow .venv/bin/python bench/loss_quality.py --seeds 3 \
         [--tfsim-python /tmp/tfsim-venv/bin/python] [--out bench/results/loss_quality.json]
@@ -36,8 +37,10 @@ def make_losses():
     from simdex import losses, miners
 
     return {
-        "triplet": lambda: losses.TripletLoss(distance="cosine"),
-        "pn": lambda: losses.PNLoss(distance="cosine"),
+        # TF Similarity's triplet and PN defaults are the soft margin (its margin=None)
+        "triplet": lambda: losses.TripletLoss(distance="cosine", soft_margin=True),
+        "pn": lambda: losses.PNLoss(distance="cosine", soft_margin=True),
+        "triplet_hinge": lambda: losses.TripletLoss(distance="cosine", margin=0.2),
         "multi_similarity": lambda: losses.MultiSimilarityLoss(distance="cosine"),
         "circle": lambda: losses.CircleLoss(distance="cosine", gamma=80.0, margin=0.4),
         "arcface": lambda: losses.ArcFaceLoss(
