@@ -325,3 +325,19 @@ def test_confusion_matrix_with_no_match_row():
         confusion_matrix(true, pred[:-1])
     with pytest.raises(ValueError, match="duplicates"):
         confusion_matrix(true, pred, labels=[0, 1, 2, 2])
+
+
+def test_retrieval_metric_objects():
+    from simdex.metrics import MapAtK, MRRAtK, PrecisionAtK, RecallAtK, RPrecision
+
+    got = evaluate_retrieval(
+        Q,
+        NL,
+        num_relevant=R,
+        metrics=[RecallAtK(k=1), PrecisionAtK(k=3), MapAtK(k=5), MRRAtK(k=5), RPrecision()],
+    )
+    assert list(got) == ["recall@1", "precision@3", "map@5", "mrr@5", "r_precision"]
+    assert got["precision@3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert got["mrr@5"] == pytest.approx((1 + 1 / 2) / 2)
+    with pytest.raises(ValueError, match="k must be"):
+        RecallAtK(k=0)

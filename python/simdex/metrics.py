@@ -70,10 +70,28 @@ __all__ = [
     "evaluate_classification",
     "evaluate_retrieval",
     "confusion_matrix",
+    "MapAtK",
+    "MRRAtK",
+    "NDCGAtK",
+    "PrecisionAtK",
+    "RPrecision",
+    "RecallAtK",
+    "RetrievalMetric",
 ]
 
 MISSING_LABEL = _matchers.MISSING_LABEL
 
+# TF Similarity's retrieval-metric objects (RecallAtK(k=5)...) name metrics evaluate_retrieval computes.
+from simdex.retrieval_metrics import (  # noqa: E402
+    MapAtK,
+    MRRAtK,
+    NDCGAtK,
+    PrecisionAtK,
+    RecallAtK,
+    RetrievalMetric,
+    RPrecision,
+    metric_names,
+)
 
 # --------------------------------------------------------------------------- input checks
 
@@ -533,6 +551,8 @@ def evaluate_retrieval(
     q, nl, _ = _prepare(query_labels, neighbour_labels, None)
     k = nl.shape[1] if k is None else _check_k(k, nl.shape[1])
     nl = nl[:, :k]
+    if metrics is not None and not isinstance(metrics, str):
+        metrics = metric_names(metrics)  # RecallAtK(5) objects -> "recall@5"
     R = None
     if num_relevant is not None:
         R = _as_labels(num_relevant, "num_relevant", 1)
