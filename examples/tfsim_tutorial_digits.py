@@ -58,7 +58,9 @@ def build_model(embedding_size: int = 32) -> Any:
     return tfsim.models.SimilarityModel(inputs, outputs)
 
 
-def main(out_dir: str, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0, verbose: int = 1) -> dict[str, Any]:
+def main(
+    out_dir: str, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0, verbose: int = 1
+) -> dict[str, Any]:
     """Run the tutorial; write its figures to ``out_dir``; return the figures' numbers."""
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -107,7 +109,12 @@ def main(out_dir: str, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0
     nns = model.lookup(x_display, k=5)
     for idx in range(len(x_display)):
         fig = tfsim.visualization.viz_neigbors_imgs(
-            x_display[idx], y_display[idx], nns[idx], class_mapping=CLASS_MAPPING, fig_size=(8, 1.8), cmap="Greys"
+            x_display[idx],
+            y_display[idx],
+            nns[idx],
+            class_mapping=CLASS_MAPPING,
+            fig_size=(8, 1.8),
+            cmap="Greys",
         )
         fig.savefig(os.path.join(out_dir, f"neighbours_{y_display[idx]}.png"))
     results["lookup_labels"] = [[r.label for r in row] for row in nns]
@@ -150,7 +157,11 @@ def main(out_dir: str, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0
     except ImportError:
         html = None
     fig = tfsim.visualization.projector(
-        model.predict(x_test, verbose=0), labels=y_test, class_mapping=CLASS_MAPPING, html_path=html, seed=seed
+        model.predict(x_test, verbose=0),
+        labels=y_test,
+        class_mapping=CLASS_MAPPING,
+        html_path=html,
+        seed=seed,
     )
     fig.savefig(os.path.join(out_dir, "projector.png"))
 
@@ -160,7 +171,9 @@ def main(out_dir: str, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0
     reloaded = keras.models.load_model(save_path)
     reloaded.load_index(save_path)
     results["reloaded_index"] = reloaded.index_summary(print_fn=print if verbose else None)
-    same = [[r.id for r in row] for row in reloaded.lookup(x_display, k=5)] == [[r.id for r in row] for row in nns]
+    same = [[r.id for r in row] for row in reloaded.lookup(x_display, k=5)] == [
+        [r.id for r in row] for row in nns
+    ]
     results["reloaded_lookups_equal"] = same
     if verbose:
         print(f"retrieval on the test split: {results['retrieval']}")
