@@ -59,7 +59,13 @@ def build_model(embedding_size: int = 32) -> Any:
 
 
 def main(
-    out_dir: str, epochs: int = 8, steps_per_epoch: int = 60, seed: int = 0, verbose: int = 1
+    out_dir: str,
+    epochs: int = 8,
+    steps_per_epoch: int = 60,
+    seed: int = 0,
+    verbose: int = 1,
+    projector_method: str = "auto",
+    projector_points: int | None = None,
 ) -> dict[str, Any]:
     """Run the tutorial; write its figures to ``out_dir``; return the figures' numbers."""
     os.makedirs(out_dir, exist_ok=True)
@@ -156,11 +162,13 @@ def main(
         import plotly  # noqa: F401
     except ImportError:
         html = None
+    x_proj, y_proj = x_test[:projector_points], y_test[:projector_points]
     fig = tfsim.visualization.projector(
-        model.predict(x_test, verbose=0),
-        labels=y_test,
+        model.predict(x_proj, verbose=0),
+        labels=y_proj,
         class_mapping=CLASS_MAPPING,
         html_path=html,
+        method=projector_method,
         seed=seed,
     )
     fig.savefig(os.path.join(out_dir, "projector.png"))

@@ -720,7 +720,8 @@ class SimilarityModel(keras.Model):
         Args:
             x: ``(n, *input_shape)`` queries (not in the index).
             y: ``(n,)`` their integer labels.
-            k: Neighbours to retrieve (raised to the largest cutoff a metric needs).
+            k: Neighbours to retrieve (raised to the largest cutoff a metric needs,
+                and to the largest indexed class for ``map@r`` / ``r_precision``).
             metrics: Metric names (default: the module's defaults), or objects
                 with a ``name`` (e.g. :class:`simdex.metrics.RecallAtK`).
             batch_size: Rows per model call.
@@ -740,17 +741,20 @@ class SimilarityModel(keras.Model):
                 raise TypeError("pass metrics or retrieval_metrics, not both")
             metrics = retrieval_metrics
         names = None if metrics is None else _rm.metric_names(metrics)
+        counts: dict[int, int] = {}
+        for lab in self._sim.store.labels.values():
+            counts[lab] = counts.get(lab, 0) + 1
         if names is not None:
             k = max([k, *(_rm.cutoff(nm) for nm in names)])
+            whole_class = {"map@r", "r_precision", "mean_average_precision_at_r"}
+            if counts and any(nm.strip().lower() in whole_class for nm in names):
+                k = max(k, max(counts.values()))  # MAP@R and R-precision look at R neighbours
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         if distance_threshold is not None:
             t = float(distance_threshold)
             if np.isnan(t):
                 raise ValueError("distance_threshold is NaN")
             nl = np.where(D <= t, nl, _NO_LABEL)
-        counts: dict[int, int] = {}
-        for lab in self._sim.store.labels.values():
-            counts[lab] = counts.get(lab, 0) + 1
         num_relevant = np.array([counts.get(int(v), 0) for v in labels], dtype=np.int64)
         result = _metrics.evaluate_retrieval(labels, nl, k=k, metrics=names, num_relevant=num_relevant)
         if verbose:
