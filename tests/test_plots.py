@@ -106,9 +106,7 @@ def test_confusion_matrix_keywords_names_and_no_match_row(tmp_path):
     fig = plots.plot_confusion_matrix(y_true=y_true, y_pred=y_pred)
     assert _cells(fig) == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]
     # string class names as labels, with None / -1 as "no match"
-    fig = plots.plot_confusion_matrix(
-        y_true=["cat", "cat", "dog", "dog"], y_pred=["cat", None, "cat", "dog"]
-    )
+    fig = plots.plot_confusion_matrix(y_true=["cat", "cat", "dog", "dog"], y_pred=["cat", None, "cat", "dog"])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "no match"]

@@ -17,8 +17,9 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from simdex import distances, losses_pml, miners, reducers, regularizers  # noqa: E402
-from simdex.accuracy import AccuracyCalculator, cluster_scores  # noqa: E402
+from simdex import distances, miners, reducers, regularizers  # noqa: E402
+from simdex.evaluate.accuracy import AccuracyCalculator, cluster_scores  # noqa: E402
+from simdex.learn import losses_pml  # noqa: E402
 
 REF_PATH = os.path.join(os.path.dirname(__file__), "data", "pml_reference.npz")
 if not os.path.exists(REF_PATH):  # pragma: no cover - depends on the checkout

@@ -13,7 +13,7 @@ pytest.importorskip("tensorflow")
 
 import simdex  # noqa: E402
 from simdex import losses  # noqa: E402
-from simdex.retrieval_metrics import PrecisionAtK, RecallAtK  # noqa: E402
+from simdex.metrics import PrecisionAtK, RecallAtK  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- losses

@@ -8,7 +8,8 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
-from simdex import plots, viz  # noqa: E402
+from simdex import plots  # noqa: E402
+from simdex.evaluate import viz  # noqa: E402
 from simdex.models import Lookup  # noqa: E402
 
 
