@@ -298,7 +298,7 @@ def projector(
         page = go.Figure()
         for g in groups:
             sel = np.flatnonzero(np.ones(n, bool) if g is None else lab == g)
-            text = [tooltips[i] for i in sel] if tooltips is not None else None
+            text = [tooltips[int(i)] for i in sel] if tooltips is not None else None
             page.add_trace(
                 go.Scattergl(
                     x=xy[sel, 0],

@@ -156,7 +156,7 @@ class EvalCallback(keras.callbacks.Callback):
         from simdex.evaluate import metrics as _metrics
         from simdex.index.exact import ExactIndex
 
-        distance = self.distance or getattr(self.model, "distance", "cosine")
+        distance = str(self.distance or getattr(self.model, "distance", None) or "cosine")
         t_emb = self._embed(self.targets)
         q_emb = self._embed(self.queries)
         index = ExactIndex(t_emb.shape[1], metric=distance)
