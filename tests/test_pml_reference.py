@@ -222,3 +222,44 @@ def test_cluster_scores_and_calculator_errors():
         AccuracyCalculator().get_accuracy(np.full((3, 2), np.nan), [0, 1, 2])
     with pytest.raises(ValueError, match="labels"):
         AccuracyCalculator().get_accuracy(x, y[:5])
+
+
+def test_configs_round_trip_and_keras_archive(tmp_path):
+    import simdex
+
+    cases = [
+        losses_pml.TripletMarginLoss(
+            margin=0.3,
+            swap=True,
+            miner=miners.TripletMarginMiner(0.1, "semihard", distance=distances.CosineSimilarity()),
+            reducer=reducers.ThresholdReducer(low=0.01, high=2.0),
+            embedding_regularizer=regularizers.LpRegularizer(power=2),
+            embedding_reg_weight=0.5,
+        ),
+        losses_pml.SupConLoss(temperature=0.2, miner=miners.MultiSimilarityMiner(0.2)),
+        losses_pml.LiftedStructureLoss(neg_margin=0.8, distance=distances.LpDistance(power=2)),
+        losses_pml.GeneralizedLiftedStructureLoss(pos_margin=0.1),
+        losses_pml.NPairLoss(distance=distances.DotProductSimilarity(normalize_embeddings=False)),
+        losses_pml.NPairAngularLoss(alpha=36, lambda_=1.5),
+        losses_pml.ProxyAnchorLoss(4, 6, margin=0.2, alpha=16, seed=3),
+        losses_pml.ProxyNCALoss(4, 6, softmax_scale=5),
+        losses_pml.SoftTripleLoss(4, 6, centers_per_class=2, la=10, gamma=0.2, margin=0.02),
+        losses_pml.SphereFaceLoss(4, 6, margin=3, scale=2.0),
+    ]
+    for loss in cases:
+        config = loss.get_config()
+        again = type(loss).from_config(config)
+        assert again.get_config() == config, type(loss).__name__
+        v1, _ = value_and_grad(type(loss).from_config({**config, "dtype": "float64"}))
+        assert np.isfinite(v1)
+    # a model compiled with a composed loss saves as .keras and Keras loads it back, loss included
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    model = simdex.SimilarityModel(inputs, simdex.MetricEmbedding(4)(inputs))
+    model.compile(optimizer="adam", loss=cases[0])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.loss.get_config() == cases[0].get_config()
+    model.compile(optimizer="adam", loss=losses_pml.ProxyAnchorLoss(4, 4, seed=0))
+    model.save(tmp_path / "p.keras")
+    assert isinstance(keras.models.load_model(tmp_path / "p.keras").loss, losses_pml.ProxyAnchorLoss)

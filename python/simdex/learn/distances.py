@@ -34,6 +34,7 @@ __all__ = [
     "LpDistance",
     "get",
     "label_masks",
+    "serialize",
 ]
 
 _EPS = 1e-12
@@ -171,8 +172,17 @@ _BY_NAME = {
 }
 
 
-def get(identifier: str | BaseDistance | None, default: type[BaseDistance] = LpDistance) -> BaseDistance:
-    """A distance from a name (``"l2"``, ``"cosine"``, ``"dot"``), an instance, or None (``default()``).
+_CLASSES = {c.__name__: c for c in (LpDistance, DotProductSimilarity, CosineSimilarity)}
+
+
+def serialize(obj: Any) -> dict[str, Any] | None:
+    """``{"class_name", "config"}`` of a distance, miner, reducer or regularizer (None stays None)."""
+    return None if obj is None else {"class_name": type(obj).__name__, "config": obj.get_config()}
+
+
+def get(identifier: Any, default: type[BaseDistance] = LpDistance) -> BaseDistance:
+    """A distance from a name (``"l2"``, ``"cosine"``, ``"dot"``), a :func:`serialize` dict,
+    an instance, or None (``default()``).
 
     Raises:
         ValueError: unknown name.
@@ -182,6 +192,11 @@ def get(identifier: str | BaseDistance | None, default: type[BaseDistance] = LpD
         return default()
     if isinstance(identifier, BaseDistance):
         return identifier
+    if isinstance(identifier, dict):  # serialize() output
+        cls = _CLASSES.get(str(identifier.get("class_name")))
+        if cls is None:
+            raise ValueError(f"unknown distance class {identifier.get('class_name')!r}")
+        return cls(**dict(identifier.get("config", {})))
     if isinstance(identifier, str):
         cls = _BY_NAME.get(identifier.lower())
         if cls is None:

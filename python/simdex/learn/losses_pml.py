@@ -34,6 +34,7 @@ from simdex._optional import import_keras
 from simdex.learn import distances as _distances
 from simdex.learn import miners as _miners
 from simdex.learn import reducers as _reducers
+from simdex.learn import regularizers as _regularizers
 from simdex.learn.layers import l2_normalize
 
 if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 _NEG_INF = -1e30
+_register = keras.saving.register_keras_serializable(package="simdex")
 
 
 def _number(name: str, value: Any, minimum: float | None = None, strict: bool = False) -> float:
@@ -99,6 +101,7 @@ def _labels(y_true: Any, y_pred: Any) -> Any:
     return labels
 
 
+@_register
 class ComposableLoss(keras.losses.Loss):
     """Base class: a distance, optional miner, reducer and embedding regularizer.
 
@@ -119,15 +122,30 @@ class ComposableLoss(keras.losses.Loss):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
+        # each also accepts its simdex.distances.serialize() dict (what get_config stores)
         self.distance = _distances.get(distance, self.default_distance)
+        miner = _miners.get(miner)
         if miner is not None and not callable(miner):
             raise TypeError(f"miner must be a simdex.miners object, got {type(miner).__name__}")
         self.miner = miner
         self.reducer = _reducers.get(reducer, self.default_reducer)
+        if isinstance(embedding_regularizer, dict):
+            embedding_regularizer = _regularizers.get(embedding_regularizer)
         if embedding_regularizer is not None and not callable(embedding_regularizer):
             raise TypeError("embedding_regularizer must be a simdex.regularizers object")
         self.embedding_regularizer = embedding_regularizer
         self.embedding_reg_weight = _number("embedding_reg_weight", embedding_reg_weight, 0.0)
+
+    def get_config(self) -> dict[str, Any]:
+        ser = _distances.serialize
+        return {
+            **super().get_config(),
+            "distance": ser(self.distance),
+            "miner": ser(self.miner),
+            "reducer": ser(self.reducer),
+            "embedding_regularizer": ser(self.embedding_regularizer),
+            "embedding_reg_weight": self.embedding_reg_weight,
+        }
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         labels = _labels(y_true, y_pred)
@@ -143,6 +161,7 @@ class ComposableLoss(keras.losses.Loss):
         return None if self.miner is None else self.miner(ops.stop_gradient(embeddings), labels)
 
 
+@_register
 class TripletMarginLoss(ComposableLoss):
     """Triplet margin loss over mined triplets: ``max(d(a,p) - d(a,n) + margin, 0)``.
 
@@ -169,6 +188,14 @@ class TripletMarginLoss(ComposableLoss):
         self.swap = bool(swap)
         self.smooth_loss = bool(smooth_loss)
 
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "margin": self.margin,
+            "swap": self.swap,
+            "smooth_loss": self.smooth_loss,
+        }
+
     def compute(self, labels: Any, embeddings: Any) -> Any:
         mat = self.distance(embeddings)
         mined = self._mined(labels, embeddings)
@@ -183,6 +210,7 @@ class TripletMarginLoss(ComposableLoss):
         return self.reducer(per, t)
 
 
+@_register
 class SupConLoss(ComposableLoss):
     """Supervised contrastive loss (Khosla et al., NeurIPS 2020).
 
@@ -202,6 +230,9 @@ class SupConLoss(ComposableLoss):
         super().__init__(**kwargs)
         self.temperature = _number("temperature", temperature, 0.0, strict=True)
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperature": self.temperature}
+
     def compute(self, labels: Any, embeddings: Any) -> Any:
         mat = self.distance(embeddings)
         if not self.distance.is_inverted:
@@ -217,6 +248,7 @@ class SupConLoss(ComposableLoss):
         return ops.where(has_both, self.reducer(per), ops.zeros_like(ops.sum(per)))
 
 
+@_register
 class LiftedStructureLoss(ComposableLoss):
     """Lifted structured loss (Oh Song et al., CVPR 2016), per positive pair.
 
@@ -233,6 +265,9 @@ class LiftedStructureLoss(ComposableLoss):
         super().__init__(**kwargs)
         self.neg_margin = _number("neg_margin", neg_margin)
         self.pos_margin = _number("pos_margin", pos_margin)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "neg_margin": self.neg_margin, "pos_margin": self.pos_margin}
 
     def compute(self, labels: Any, embeddings: Any) -> Any:
         mat = self.distance(embeddings)
@@ -260,6 +295,7 @@ class LiftedStructureLoss(ComposableLoss):
         return ops.where(has_neg, self.reducer(per, pos), ops.zeros_like(ops.sum(per)))
 
 
+@_register
 class GeneralizedLiftedStructureLoss(ComposableLoss):
     """Generalised lifted structure loss (Hermans et al., 2017), per anchor.
 
@@ -271,6 +307,9 @@ class GeneralizedLiftedStructureLoss(ComposableLoss):
         super().__init__(**kwargs)
         self.neg_margin = _number("neg_margin", neg_margin)
         self.pos_margin = _number("pos_margin", pos_margin)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "neg_margin": self.neg_margin, "pos_margin": self.pos_margin}
 
     def compute(self, labels: Any, embeddings: Any) -> Any:
         mat = self.distance(embeddings)
@@ -291,6 +330,7 @@ def _first_two_of_class(labels: Any) -> tuple[Any, Any]:
     return ops.equal(count_before, 0), ops.equal(count_before, 1)
 
 
+@_register
 class NPairLoss(ComposableLoss):
     """Multi-class N-pair loss in Sohn's (NeurIPS 2016) form: one pair per class.
 
@@ -343,6 +383,7 @@ class NPairLoss(ComposableLoss):
         return self.reducer(per, anchor)
 
 
+@_register
 class NPairAngularLoss(NPairLoss):
     """N-pair loss plus ``lambda_`` times the angular loss on the same pairs (Wang et al., ICCV 2017).
 
@@ -367,6 +408,9 @@ class NPairAngularLoss(NPairLoss):
             )
         self.alpha = alpha
         self.lambda_ = _number("lambda_", lambda_, 0.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "alpha": self.alpha, "lambda_": self.lambda_}
 
     def compute(self, labels: Any, embeddings: Any) -> Any:
         per_npair, anchor = self.npair_per_anchor(labels, embeddings)
@@ -459,6 +503,15 @@ class _ProxyLoss(keras.losses.Loss):
         """Layers whose variables the model must train with this loss."""
         return [self.centers]
 
+    def get_config(self) -> dict[str, Any]:
+        """Hyper-parameters (the centres themselves are training state, not configuration)."""
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "embedding_dim": self.embedding_dim,
+            "seed": self.seed,
+        }
+
     def set_centers(self, values: Any) -> None:
         """Set the centres (``(rows, embedding_dim)``), e.g. to start from another run's."""
         self.centers.centers.assign(np.asarray(values, dtype=self.centers.centers.dtype))
@@ -477,6 +530,7 @@ class _ProxyLoss(keras.losses.Loss):
         raise NotImplementedError
 
 
+@_register
 class ProxyAnchorLoss(_ProxyLoss):
     """Proxy-Anchor loss (Kim et al., CVPR 2020) with cosine similarity to trainable proxies.
 
@@ -506,6 +560,9 @@ class ProxyAnchorLoss(_ProxyLoss):
         self.margin = _number("margin", margin, 0.0)
         self.alpha = _number("alpha", alpha, 0.0, strict=True)
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "margin": self.margin, "alpha": self.alpha}
+
     def compute(self, labels: Any, x: Any, centers: Any) -> Any:
         cos = ops.matmul(l2_normalize(x, axis=1), ops.transpose(l2_normalize(centers, axis=1)))
         onehot = ops.cast(ops.one_hot(labels, self.num_classes), "bool")
@@ -515,6 +572,7 @@ class ProxyAnchorLoss(_ProxyLoss):
         return ops.sum(pos_term) / ops.maximum(present, 1.0) + ops.sum(neg_term) / self.num_classes
 
 
+@_register
 class ProxyNCALoss(_ProxyLoss):
     """Proxy-NCA loss (Movshovitz-Attias et al., ICCV 2017).
 
@@ -539,6 +597,9 @@ class ProxyNCALoss(_ProxyLoss):
         super().__init__(num_classes, embedding_dim, seed=seed, name=name, **kwargs)
         self.softmax_scale = _number("softmax_scale", softmax_scale, 0.0, strict=True)
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "softmax_scale": self.softmax_scale}
+
     def compute(self, labels: Any, x: Any, centers: Any) -> Any:
         d2 = _distances.LpDistance(power=2)(x, centers)
         logp = ops.log_softmax(-self.softmax_scale * d2, axis=1)
@@ -546,6 +607,7 @@ class ProxyNCALoss(_ProxyLoss):
         return ops.mean(-ops.sum(onehot * logp, axis=1))
 
 
+@_register
 class SoftTripleLoss(_ProxyLoss):
     """SoftTriple loss (Qian et al., ICCV 2019): several centres per class.
 
@@ -592,6 +654,15 @@ class SoftTripleLoss(_ProxyLoss):
         self.gamma = _number("gamma", gamma, 0.0, strict=True)
         self.margin = _number("margin", margin, 0.0)
 
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "centers_per_class": self.centers_per_class,
+            "la": self.la,
+            "gamma": self.gamma,
+            "margin": self.margin,
+        }
+
     def compute(self, labels: Any, x: Any, centers: Any) -> Any:
         s = ops.matmul(l2_normalize(x, axis=1), ops.transpose(l2_normalize(centers, axis=1)))
         s = ops.reshape(s, (-1, self.num_classes, self.centers_per_class))
@@ -602,6 +673,7 @@ class SoftTripleLoss(_ProxyLoss):
         return ops.mean(-ops.sum(onehot * logp, axis=1))
 
 
+@_register
 class SphereFaceLoss(_ProxyLoss):
     """SphereFace / A-Softmax (Liu et al., CVPR 2017): multiplicative angular margin.
 
@@ -639,6 +711,9 @@ class SphereFaceLoss(_ProxyLoss):
         super().__init__(num_classes, embedding_dim, seed=seed, name=name, **kwargs)
         self.margin = int(margin)
         self.scale = _number("scale", scale, 0.0, strict=True)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "margin": self.margin, "scale": self.scale}
 
     def _cos_m_theta(self, c: Any) -> Any:
         # cos(m theta) = sum_n (-1)^n C(m, 2n) cos^(m-2n) sin^(2n): a polynomial in cos, smooth in c

@@ -40,6 +40,7 @@ __all__ = [
     "MultiSimilarityMiner",
     "PairMasks",
     "TripletMarginMiner",
+    "get",
     "to_pairs",
     "to_triplets",
 ]
@@ -96,6 +97,9 @@ class BaseMiner:
 
     def mine(self, mat: Any, labels: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {"distance": _distances.serialize(self.distance)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(distance={self.distance!r})"
@@ -172,6 +176,9 @@ class TripletMarginMiner(BaseMiner):
                 cond = ops.logical_and(cond, m > 0)
         return ops.logical_and(valid, cond)
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "margin": self.margin, "type_of_triplets": self.type_of_triplets}
+
     def __repr__(self) -> str:
         return (
             f"TripletMarginMiner(margin={self.margin}, type_of_triplets={self.type_of_triplets!r}, "
@@ -213,5 +220,27 @@ class MultiSimilarityMiner(BaseMiner):
             keep_neg = ops.logical_and(neg, mat - self.epsilon < hardest_pos[:, None])
         return PairMasks(keep_pos, keep_neg)
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
     def __repr__(self) -> str:
         return f"MultiSimilarityMiner(epsilon={self.epsilon}, distance={self.distance!r})"
+
+
+_CLASSES = {
+    c.__name__: c for c in (AllTripletsMiner, BatchHardMiner, TripletMarginMiner, MultiSimilarityMiner)
+}
+
+
+def get(identifier: Any) -> BaseMiner | None:
+    """A miner from an instance, a ``{"class_name", "config"}`` dict, or None.
+
+    Raises:
+        ValueError: unknown class name.
+    """
+    if identifier is None or not isinstance(identifier, dict):
+        return identifier
+    cls = _CLASSES.get(str(identifier.get("class_name")))
+    if cls is None:
+        raise ValueError(f"unknown miner class {identifier.get('class_name')!r}")
+    return cls(**dict(identifier.get("config", {})))

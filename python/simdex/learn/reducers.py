@@ -94,9 +94,10 @@ class AvgNonZeroReducer(ThresholdReducer):
 
 
 _BY_NAME = {"mean": MeanReducer, "avg_non_zero": AvgNonZeroReducer}
+_CLASSES = {c.__name__: c for c in (MeanReducer, AvgNonZeroReducer, ThresholdReducer)}
 
 
-def get(identifier: str | BaseReducer | None, default: type[BaseReducer] = MeanReducer) -> BaseReducer:
+def get(identifier: Any, default: type[BaseReducer] = MeanReducer) -> BaseReducer:
     """A reducer from a name (``"mean"``, ``"avg_non_zero"``), an instance, or None (``default()``)."""
     if identifier is None:
         return default()
@@ -104,4 +105,8 @@ def get(identifier: str | BaseReducer | None, default: type[BaseReducer] = MeanR
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
+    if isinstance(identifier, dict):  # simdex.distances.serialize() output
+        cls = _CLASSES.get(str(identifier.get("class_name")))
+        if cls is not None:
+            return cls(**dict(identifier.get("config", {})))
     raise ValueError(f"unknown reducer {identifier!r}; use {sorted(_BY_NAME)} or a simdex.reducers object")

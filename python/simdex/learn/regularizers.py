@@ -17,7 +17,7 @@ else:
     keras = import_keras()
 ops = keras.ops
 
-__all__ = ["BaseRegularizer", "LpRegularizer", "ZeroMeanRegularizer"]
+__all__ = ["BaseRegularizer", "LpRegularizer", "ZeroMeanRegularizer", "get"]
 
 
 class BaseRegularizer:
@@ -28,6 +28,9 @@ class BaseRegularizer:
 
     def __call__(self, embeddings: Any) -> Any:
         return ops.mean(self.per_row(embeddings))
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -57,6 +60,9 @@ class LpRegularizer(BaseRegularizer):
         norm = ops.where(sq > 1e-24, ops.sqrt(ops.maximum(sq, 1e-24)), ops.zeros_like(sq))
         return norm if self.power == 1.0 else norm**self.power
 
+    def get_config(self) -> dict[str, Any]:
+        return {"p": self.p, "power": self.power}
+
     def __repr__(self) -> str:
         return f"LpRegularizer(p=2, power={self.power})"
 
@@ -66,3 +72,23 @@ class ZeroMeanRegularizer(BaseRegularizer):
 
     def per_row(self, embeddings: Any) -> Any:
         return ops.abs(ops.sum(embeddings, axis=1))
+
+
+_CLASSES = {c.__name__: c for c in (LpRegularizer, ZeroMeanRegularizer)}
+
+
+def get(identifier: Any) -> BaseRegularizer | None:
+    """A regularizer from an instance, a ``{"class_name", "config"}`` dict, or None.
+
+    Raises:
+        ValueError: unknown class name.
+        TypeError: anything else.
+    """
+    if identifier is None or isinstance(identifier, BaseRegularizer):
+        return identifier
+    if isinstance(identifier, dict):
+        cls = _CLASSES.get(str(identifier.get("class_name")))
+        if cls is None:
+            raise ValueError(f"unknown regularizer class {identifier.get('class_name')!r}")
+        return cls(**dict(identifier.get("config", {})))
+    raise TypeError(f"expected a simdex.regularizers object, got {type(identifier).__name__}")
