@@ -172,7 +172,9 @@ _BY_NAME = {
 }
 
 
-_CLASSES = {c.__name__: c for c in (LpDistance, DotProductSimilarity, CosineSimilarity)}
+_CLASSES: dict[str, type[BaseDistance]] = {
+    c.__name__: c for c in (LpDistance, DotProductSimilarity, CosineSimilarity)
+}
 
 
 def serialize(obj: Any) -> dict[str, Any] | None:
@@ -193,10 +195,10 @@ def get(identifier: Any, default: type[BaseDistance] = LpDistance) -> BaseDistan
     if isinstance(identifier, BaseDistance):
         return identifier
     if isinstance(identifier, dict):  # serialize() output
-        cls = _CLASSES.get(str(identifier.get("class_name")))
-        if cls is None:
+        found = _CLASSES.get(str(identifier.get("class_name")))
+        if found is None:
             raise ValueError(f"unknown distance class {identifier.get('class_name')!r}")
-        return cls(**dict(identifier.get("config", {})))
+        return found(**dict(identifier.get("config", {})))
     if isinstance(identifier, str):
         cls = _BY_NAME.get(identifier.lower())
         if cls is None:
