@@ -59,6 +59,26 @@ def test_eval_callback_logs_into_history(split, tmp_path):
     assert metrics.classification_metric_info("binary_accuracy")["name"] == "binary_accuracy"
 
 
+def test_eval_callback_fixed_thresholds(split):
+    xtr, ytr, xq, yq, xt, yt = split
+    model = make_model()
+    model.compile(optimizer="adam", loss=losses.MultiSimilarityLoss())
+    one = EvalCallback(xq, yq, xt, yt, retrieval_metrics=[], distance_thresholds=[np.inf], metrics=["f1"])
+    two = EvalCallback(xq, yq, xt, yt, retrieval_metrics=[], distance_thresholds=[0.1, 0.5], metrics=["f1"])
+    one.set_model(model)
+    two.set_model(model)
+    logs: dict = {}
+    one.on_epoch_end(0, logs)
+    two.on_epoch_end(0, logs)
+    assert set(logs) == {"val_f1", "val_f1@0.1", "val_f1@0.5"}
+    # at an infinite threshold every query is matched: F1 of the nearest-neighbour labels
+    model.index(xt, yt, verbose=0)
+    out = model.evaluate_classification(xq, yq, thresholds=[np.inf], metrics=["f1"])
+    assert logs["val_f1"] == pytest.approx(float(out["f1"][0]))
+    with pytest.raises(ValueError, match="distance_thresholds"):
+        EvalCallback(xq, yq, xt, yt, distance_thresholds=[])
+
+
 def test_eval_callback_errors(split):
     xtr, ytr, xq, yq, xt, yt = split
     with pytest.raises(ValueError, match="query_labels"):

@@ -68,6 +68,9 @@ class EvalCallback(keras.callbacks.Callback):
             "map@r"]``); ``[]`` for none.
         known_classes: If given, queries of other classes are "unknown" (label
             -1): the right answer for them is no match.
+        distance_thresholds: TF Similarity's argument: log the classification
+            metrics at these fixed distances (``"f1"`` for one threshold,
+            ``"f1@0.3"``... for several) instead of at the calibrated optimum.
         tb_logdir: Also write the metrics as TensorBoard scalars there (needs the
             ``tensorboard`` package). A ``keras.callbacks.TensorBoard`` placed
             after this callback in ``callbacks=[...]`` records them too.
@@ -93,6 +96,7 @@ class EvalCallback(keras.callbacks.Callback):
         calibration_metric: str = "f1",
         retrieval_metrics: Sequence[Any] | None = None,
         known_classes: Sequence[int] | None = None,
+        distance_thresholds: Sequence[float] | None = None,
         tb_logdir: str | None = None,
         prefix: str = "val_",
         every: int = 1,
@@ -116,6 +120,13 @@ class EvalCallback(keras.callbacks.Callback):
             known = np.isin(self.query_labels, np.asarray(list(known_classes)))
             self.query_labels = np.where(known, self.query_labels, -1)
         self.distance = None if distance is None else canonical_metric(distance)
+        if distance_thresholds is None:
+            self.distance_thresholds = None
+        else:
+            t = np.atleast_1d(np.asarray(distance_thresholds, dtype=np.float64))
+            if t.ndim != 1 or t.size == 0 or np.isnan(t).any():
+                raise ValueError(f"distance_thresholds must be a non-empty 1-D list of numbers, got {t}")
+            self.distance_thresholds = t
         self.metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         self.k = check_positive_int(k, "k")
         self.matcher = matcher
@@ -175,6 +186,21 @@ class EvalCallback(keras.callbacks.Callback):
                     num_relevant=self._num_relevant,
                 )
             )
+        if self.distance_thresholds is not None:  # TF Similarity's fixed thresholds instead of calibrating
+            fixed = _metrics.evaluate_classification(
+                self.query_labels,
+                nl,
+                np.asarray(D, dtype=np.float64),
+                thresholds=self.distance_thresholds,
+                k=self.k,
+                matcher=self.matcher,
+                metrics=self.metrics,
+            )
+            single = len(self.distance_thresholds) == 1
+            for m in self.metrics:
+                for t, v in zip(self.distance_thresholds.tolist(), fixed[m].tolist()):
+                    out[m if single else f"{m}@{t:g}"] = float(v)
+            return out
         try:
             cal = calibration.calibrate(
                 np.asarray(D, dtype=np.float64),
