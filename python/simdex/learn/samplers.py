@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simdex._optional import import_keras
-from simdex._validate import check_positive_int
+from simdex._validate import as_labels, check_int, check_positive_int
 
 if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
     import keras
@@ -79,9 +79,7 @@ class Sampler(keras.utils.PyDataset):
     def __init__(self, warmup: int = -1, **kwargs: Any) -> None:
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(**kwargs)
-        if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)):
-            raise TypeError(f"warmup must be an int (epochs; -1 for none), got {type(warmup).__name__}")
-        self.warmup = int(warmup)
+        self.warmup = check_int(warmup, "warmup")  # epochs; -1 for none
         self._epoch = 0
 
     @property
@@ -95,11 +93,10 @@ class Sampler(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``index`` as ``(x, y)``."""
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"batch index must be an int, got {type(index).__name__}")
+        index = check_int(index, "batch index")
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range [0, {len(self)})")
-        return self.generate_batch(int(index))
+        return self.generate_batch(index)
 
     def on_epoch_end(self) -> None:
         """Move to the next epoch's batches."""
@@ -230,21 +227,11 @@ class MultiShotMemorySampler(Sampler):
     ) -> None:
         super().__init__(warmup=warmup, **kwargs)
         x = np.asarray(x)
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D labels, got shape {y.shape}")
+        y = as_labels(y, "y", column_ok=True)
         if x.ndim == 0 or x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y must have the same length, got {x.shape[:1]} and {y.shape[0]}")
         if y.shape[0] == 0:
             raise ValueError("x and y are empty")
-        if not (
-            np.issubdtype(y.dtype, np.integer)
-            or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))
-        ):
-            raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
-        y = y.astype(np.int64)
         self.classes_per_batch = _positive_int("classes_per_batch", classes_per_batch)
         self.examples_per_class_per_batch = _positive_int(
             "examples_per_class_per_batch", examples_per_class_per_batch
@@ -253,9 +240,7 @@ class MultiShotMemorySampler(Sampler):
         if augmenter is not None and not callable(augmenter):
             raise TypeError(f"augmenter must be callable, got {type(augmenter).__name__}")
         self.augmenter = augmenter
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed")
 
         rows, classes = _select_rows(y, class_list, total_examples_per_class)
         if self.classes_per_batch > classes.size:
@@ -327,9 +312,8 @@ class MultiShotMemorySampler(Sampler):
         TF Similarity's name; ``sampler[i]`` is the same for ``0 <= i < len(sampler)``,
         and any ``batch_id >= 0`` gives a reproducible batch.
         """
-        if isinstance(batch_id, bool) or not isinstance(batch_id, (int, np.integer)) or batch_id < 0:
-            raise ValueError(f"batch_id must be an int >= 0, got {batch_id!r}")
-        rows = self._batch_indices(int(batch_id))
+        batch_id = check_int(batch_id, "batch_id", low=0)
+        rows = self._batch_indices(batch_id)
         xb, yb = self.x[rows], self.y[rows]
         if self.augmenter is not None:
             if self._augmenter_arity >= 4:
@@ -352,9 +336,7 @@ class MultiShotMemorySampler(Sampler):
         Raises:
             ValueError: ``begin`` outside ``[0, num_examples)`` or ``size`` is 0 or < -1.
         """
-        for nm, v in (("begin", begin), ("size", size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{nm} must be an int, got {type(v).__name__}")
+        begin, size = check_int(begin, "begin"), check_int(size, "size")
         if not 0 <= begin < self.num_examples:
             raise ValueError(f"begin={begin} is outside [0, {self.num_examples})")
         if size == 0 or size < -1:
@@ -418,8 +400,7 @@ class SingleShotMemorySampler(Sampler):
             )
         if augmenter is not None and not callable(augmenter):
             raise TypeError(f"augmenter must be callable, got {type(augmenter).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        seed = check_int(seed, "seed")
         self.x = x
         self.augmenter = augmenter
         self.seed = int(seed)
@@ -437,9 +418,8 @@ class SingleShotMemorySampler(Sampler):
         """Views of batch ``batch_id``: ``x`` ``(batch_size, ...)``, ``y`` ``(batch_size,)`` int64
         (example positions; the views of an example are consecutive blocks of
         ``examples_per_batch`` rows apart)."""
-        if isinstance(batch_id, bool) or not isinstance(batch_id, (int, np.integer)) or batch_id < 0:
-            raise ValueError(f"batch_id must be an int >= 0, got {batch_id!r}")
-        rng = np.random.default_rng([self.seed, self._epoch, int(batch_id)])
+        batch_id = check_int(batch_id, "batch_id", low=0)
+        rng = np.random.default_rng([self.seed, self._epoch, batch_id])
         rows = rng.choice(self.x.shape[0], size=self.examples_per_batch, replace=False)
         xb, yb = self.x[rows], rows.astype(np.int64)
         a = self.num_augmentations_per_example
