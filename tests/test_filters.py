@@ -237,3 +237,90 @@ def test_similarity_model_lookup_restricted_to_labels():
     assert model.lookup(q, k=3, labels=[99]) == [[], [], [], []]
     with pytest.raises(TypeError):
         model.lookup(q, k=3, labels=["a"])
+
+
+# The sketch pipelines of LSHIndex (sketch-filtered buckets, sketch scan, self-configured)
+# admit candidates at the same point as the classic one: the filter must hold on all of them.
+def _sketch_indexes(dim, metric, n):
+    return {
+        # every bucket probed and a re-rank budget above n: the candidates are all data
+        "sketch_buckets": simdex.LSHIndex(
+            dim,
+            num_tables=2,
+            hash_bits=3,
+            num_probes=8,
+            metric=metric,
+            refine=0,
+            sketch_bits=128,
+            rerank=4 * n,
+        ),
+        "scan": simdex.LSHIndex(dim, metric=metric, refine=0, sketch_bits=128, rerank=4 * n, scan=True),
+    }
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_lsh_sketch_paths_filter_and_range_equal_oracles_with_full_budget(metric):
+    x, ids, q = _data(n=400)
+    for mode, index in _sketch_indexes(x.shape[1], metric, len(x)).items():
+        index.add(x, ids=ids)
+        index.remove(ids[:5])
+        xs, ids_s = x[5:], ids[5:]
+        for name, flt, allowed in _filters(ids_s, np.random.default_rng(4)):
+            D, I = index.search(q, 10, filter=flt)
+            oD, oI = _post_filtered(q, xs, ids_s, allowed, metric, 10)
+            msg = f"{mode}/{name}"
+            np.testing.assert_array_equal(I == -1, oI == -1, err_msg=msg)
+            np.testing.assert_allclose(
+                np.where(I >= 0, D, 0), np.where(oI >= 0, oD, 0), atol=2e-4, err_msg=msg
+            )
+        radius = _radius_between(q, xs, metric, 0.05)
+        _check_csr(*index.range_search(q, radius), _range_oracle(q, xs, ids_s, radius, metric))
+        denied = frozenset(ids_s[:100].tolist())
+        _check_csr(
+            *index.range_search(q, radius, filter=simdex.IdFilter.deny(ids_s[:100])),
+            _range_oracle(q, xs, ids_s, radius, metric, lambda i, s=denied: i not in s),
+        )
+
+
+def test_lsh_scan_counts_candidates_after_the_filter():
+    x, ids, q = _data(n=400)
+    index = simdex.LSHIndex(x.shape[1], sketch_bits=64, rerank=1000, scan=True)
+    index.add(x, ids=ids)
+    index.search(q, 5, filter=ids[:40])
+    assert index.stats()["mean_candidates_last_search"] == 40
+
+
+def test_self_configured_lsh_filter_and_range_search():
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((40, 16)).astype(np.float32)
+    x = (centers[rng.integers(0, 40, 3000)] + 0.3 * rng.standard_normal((3000, 16))).astype(np.float32)
+    ids = np.arange(3000, dtype=np.int64) * 3
+    q = x[:20] + 0.05 * rng.standard_normal((20, 16)).astype(np.float32)
+    index = simdex.LSHIndex(16)  # no tuning argument: configures itself at the first search
+    index.add(x, ids=ids)
+    allowed = ids[ids % 2 == 0]
+    aset = set(allowed.tolist())
+    D, I = index.search(q, 10, filter=allowed)
+    assert index.stats()["autoconfig"], "the filtered search configured the index"
+    assert all(i in aset for i in I[I >= 0].tolist())
+    oD, oI = _post_filtered(q, x, ids, lambda i: i in aset, "cosine", 10)
+    recall = np.mean([len(set(I[r].tolist()) & set(oI[r].tolist())) / 10 for r in range(len(q))])
+    assert recall >= 0.8, recall
+    # Returned distances are exact.
+    pos = {int(i): j for j, i in enumerate(ids.tolist())}
+    exact = _oracle_dist(q, x, "cosine")
+    for r in range(len(q)):
+        for dist, i in zip(D[r], I[r]):
+            if i >= 0:
+                assert abs(exact[r, pos[int(i)]] - dist) < 2e-4
+    radius = _radius_between(q, x, "cosine", 0.002)
+    lims, RD, RI = index.range_search(q, radius, filter=allowed)
+    truth = _range_oracle(q, x, ids, radius, "cosine", lambda i: i in aset)
+    found = total = 0
+    for r in range(len(q)):
+        got = set(RI[lims[r] : lims[r + 1]].tolist())
+        want = {e[1] for e in truth[r]}
+        assert got <= want
+        found, total = found + len(got), total + len(want)
+    assert np.all(RD <= radius)
+    assert total > 0 and found / total >= 0.8, (found, total)

@@ -12,6 +12,7 @@
 #include "simdex/exact_knn.h"
 #include "simdex/flat_index.h"
 #include "simdex/id_filter.h"
+#include "simdex/lsh.h"
 #include "simdex/topk.h"
 #include "../src/fp16.h"
 
@@ -263,16 +264,68 @@ void test_filters_range_view() {
   }
 }
 
+// LshIndex: the id filter is applied where candidates are admitted on all three paths
+// (classic buckets, sketch-filtered buckets, sketch scan), and range search keeps only
+// admitted candidates within the radius.
+void test_lsh_filter_range() {
+  const std::int64_t n = 500, d = 16, nq = 6, L = 2, K = 3, k = 10;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g;
+  std::vector<float> x(n * d), q(nq * d), planes(L * K * d);
+  for (auto& v : x) v = g(rng);
+  for (auto& v : q) v = g(rng);
+  for (auto& v : planes) v = g(rng);
+  std::vector<simdex::idx_t> ids(n);
+  for (std::int64_t i = 0; i < n; ++i) ids[i] = 3 * i + 1;
+  std::vector<simdex::idx_t> allow;
+  for (std::int64_t i = 0; i < n; i += 7) allow.push_back(ids[i]);
+  simdex::IdFilter f{allow.data(), static_cast<std::int64_t>(allow.size()), false};
+  simdex::LshOptions opt;
+  opt.sketch_words = 2;
+  opt.sketch_planes.resize(static_cast<std::size_t>(64 * opt.sketch_words * d));
+  for (auto& v : opt.sketch_planes) v = g(rng);
+  simdex::LshIndex index(d, L, K, planes.data(), simdex::Metric::kL2, opt);
+  index.add(x.data(), n, ids.data(), false);
+  for (int mode = 0; mode < 3; ++mode) {  // classic, sketch buckets, scan
+    simdex::LshSearchParams p;
+    p.num_probes = 8;  // every bucket of K = 3
+    p.refine = 0;
+    p.rerank = mode == 0 ? 0 : 4 * n;
+    p.scan = mode == 2;
+    p.filter = &f;
+    std::vector<float> D(nq * k);
+    std::vector<simdex::idx_t> I(nq * k);
+    std::vector<std::int64_t> C(nq);
+    index.search(q.data(), nq, k, p, D.data(), I.data(), C.data());
+    for (std::int64_t i = 0; i < nq; ++i) EXPECT(C[i] == static_cast<std::int64_t>(allow.size()));
+    for (auto id : I) EXPECT(id >= 0 && std::binary_search(allow.begin(), allow.end(), id));
+    simdex::RangeResult r;
+    const float radius = D[k / 2];  // query 0: at least k/2 + 1 hits
+    index.range_search(q.data(), nq, radius, p, r);
+    EXPECT(static_cast<std::int64_t>(r.lims.size()) == nq + 1);
+    EXPECT(r.lims[1] - r.lims[0] >= k / 2 + 1);
+    for (std::size_t j = 0; j < r.labels.size(); ++j) {
+      EXPECT(r.distances[j] <= radius);
+      EXPECT(std::binary_search(allow.begin(), allow.end(), r.labels[j]));
+    }
+    // The same candidates as the k-NN search: its best k/2 + 1 of query 0 are all in range.
+    for (std::int64_t j = 0; j <= k / 2; ++j)
+      EXPECT(std::find(r.labels.begin() + r.lims[0], r.labels.begin() + r.lims[1], I[j]) !=
+             r.labels.begin() + r.lims[1]);
+  }
+}
+
 int main() {
   test_knn();
   test_flat_index();
   test_heap_ties();
   test_prefilter();
   test_filters_range_view();
+  test_lsh_filter_range();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
   }
-  std::printf("simdex native tests: 5 passed, 0 failed\n");
+  std::printf("simdex native tests: 6 passed, 0 failed\n");
   return 0;
 }

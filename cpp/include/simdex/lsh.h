@@ -138,6 +138,45 @@ struct LshTableStats {
   std::int64_t max_bucket_size = 0;
 };
 
+/// Options of an LshIndex beyond its hash tables. The defaults give classic
+/// hyperplane LSH (codes as lsh_hash computes them, no sketches).
+struct LshOptions {
+  /// Centre for hashing: when not empty (d floats), tables and sketches hash the unit
+  /// vector minus the centre, x/|x| - c, instead of x. Centring balances the bits of
+  /// data that sits in one cone (e.g. word embeddings), so buckets are even in size.
+  std::vector<float> center;
+  /// Sketch words per vector W in [0, 8]: 64*W further sign bits per vector, stored
+  /// contiguously per slot, plus a copy of word 0 beside every bucket entry so that
+  /// bucket members are filtered by Hamming distance without touching their rows.
+  int sketch_words = 0;
+  /// 64*W*d floats, row-major: the sketch hyperplanes (bit j of word w from row 64w+j).
+  std::vector<float> sketch_planes;
+};
+
+/// Search knobs of LshIndex::search.
+struct LshSearchParams {
+  std::int64_t num_probes = 1;  ///< buckets probed per table, >= 1
+  /// Classic path (rerank == 0), kCosine: int8 pre-rank keeps refine*k candidates for
+  /// the float32 pass (refine <= 0: every candidate in float32).
+  std::int64_t refine = 16;
+  /// > 0 (needs sketch_words > 0): only the rerank candidates nearest in sketch
+  /// Hamming distance go on. Bucket entries are filtered on word 0 (kept beside the
+  /// entry) with a running threshold that admits only entries that can still be among
+  /// the best `rerank * (W > 1 ? 4 : 1)`; with W > 1 the survivors are ranked again on
+  /// the full 64*W bits. Under kCosine with W == 1 or d <= 64 the index also keeps
+  /// the int8 copy, and the rerank survivors pass through the int8 stage (refine) as
+  /// above: one cache line per candidate for d <= 60 instead of ceil(d/16).
+  std::int64_t rerank = 0;
+  /// With rerank > 0: rank every stored vector's full sketch (a sequential popcount
+  /// scan) instead of probing buckets. Pays for small and medium collections.
+  bool scan = false;
+  int num_threads = 0;  ///< <= 0: simdex::default_num_threads()
+  /// Ids that may (deny: may not) be returned, or nullptr (caller-owned). Checked per
+  /// candidate where removed slots are dropped, so filtered-out vectors are neither
+  /// counted nor re-ranked.
+  const IdFilter* filter = nullptr;
+};
+
 /// Multi-table LSH index with exact re-ranking.
 ///
 /// Storage: the vectors once, row-major, in "slots" (append order); per table a
@@ -147,7 +186,17 @@ struct LshTableStats {
 /// remove() marks slots dead (they are skipped at once and never returned) and the
 /// index compacts itself (no re-hashing) once more than half of the slots are dead.
 ///
-/// Concurrent search() calls are safe; add/remove/reset take an exclusive lock.
+/// Candidate pipeline of a query (search): probe buckets (or scan all sketches) ->
+/// de-duplicate (visited bitmap, O(candidates) to clear) -> admit (one place: drops
+/// removed slots; a per-candidate predicate such as an id filter belongs there) ->
+/// [sketch filter] -> exact distance -> top-k with ties to the smaller id.
+///
+/// Cost floor with sketches (per query, L tables, P probes, E bucket entries read,
+/// R re-ranked rows): L*P bucket look-ups (~1-2 cache misses each), E * 12 bytes read
+/// sequentially (slot + word-0 sketch) with one popcount each, R random rows of 4*d
+/// bytes and 2*R*d flops. Scan mode: n * 8W bytes read sequentially + R rows.
+///
+/// Concurrent search() calls are safe; add/remove/reset/rebuild take an exclusive lock.
 class LshIndex {
  public:
   /// @param d          dimension >= 1
@@ -155,8 +204,14 @@ class LshIndex {
   /// @param hash_bits  K in [1, 64]
   /// @param planes     L*K*d floats, copied
   /// @param metric     re-ranking distance (hashing is always angular)
+  /// @param options    centring and sketches (see LshOptions), copied
   LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const float* planes,
-           Metric metric);
+           Metric metric, const LshOptions& options = LshOptions());
+
+  /// Replace the hash configuration (tables, centring, sketches) and re-hash every live
+  /// vector (removed slots are dropped). Ids and vectors are unchanged.
+  void rebuild(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options,
+               int num_threads = 0);
 
   /// Add n vectors (x: n*d floats, finite; ids: n distinct ids >= 0). With replace,
   /// an existing id is removed first; otherwise an existing id is an error.
@@ -186,14 +241,51 @@ class LshIndex {
   ///                        vectors are neither counted nor re-ranked
   void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
               float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
-              int num_threads = 0, std::int64_t refine = 16, const IdFilter* filter = nullptr) const;
+              int num_threads = 0, std::int64_t refine = 16, const IdFilter* filter = nullptr) const {
+    LshSearchParams p;
+    p.num_probes = num_probes;
+    p.num_threads = num_threads;
+    p.refine = refine;
+    p.filter = filter;
+    search(q, nq, k, p, distances, ids, num_candidates);
+  }
 
-  /// Range search over the same candidates as search(): every candidate within exact
-  /// distance radius (<=) of its query (approximate: a vector in range that shares no
-  /// probed bucket with the query is missed). num_candidates, filter as for search().
+  /// search() with every knob (LshSearchParams). Results depend on the knobs, never on
+  /// the thread count. num_scanned (nq counts or nullptr): bucket entries (or, with
+  /// scan, sketches) examined per query; num_candidates: distinct live candidates found
+  /// (classic path) or, with rerank > 0, those that passed the sketch threshold.
+  void search(const float* q, std::int64_t nq, std::int64_t k, const LshSearchParams& params,
+              float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
+              std::int64_t* num_scanned = nullptr) const;
+
+  /// Range search over the same candidates as search() (params.filter applied where
+  /// they are admitted): every candidate within exact distance radius (<=) of its
+  /// query, into result (CSR, sorted by distance then id). Approximate: a vector in
+  /// range that is not a candidate (no shared probed bucket; with rerank > 0, not among
+  /// the rerank nearest in sketch distance) is missed. The int8 stage is not used.
+  void range_search(const float* q, std::int64_t nq, float radius, const LshSearchParams& params,
+                    RangeResult& result, std::int64_t* num_candidates = nullptr,
+                    std::int64_t* num_scanned = nullptr) const;
+
+  /// range_search() with the classic knobs only.
   void range_search(const float* q, std::int64_t nq, float radius, std::int64_t num_probes,
                     RangeResult& result, std::int64_t* num_candidates = nullptr,
-                    int num_threads = 0, const IdFilter* filter = nullptr) const;
+                    int num_threads = 0, const IdFilter* filter = nullptr) const {
+    LshSearchParams p;
+    p.num_probes = num_probes;
+    p.num_threads = num_threads;
+    p.filter = filter;
+    range_search(q, nq, radius, p, result, num_candidates);
+  }
+
+  /// Exact k-NN over the stored live vectors (ground truth for self-configuration).
+  void search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
+                    int num_threads = 0) const;
+
+  /// Ids of the live vectors in slot order (size() of them).
+  void live_ids(idx_t* out) const;
+  /// Mean of the stored live unit vectors x/|x| (d floats, summed in double in slot order).
+  void mean_unit(float* out) const;
 
   /// Copy n stored vectors into out (n*d floats). @throws UnknownId.
   void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
@@ -206,6 +298,7 @@ class LshIndex {
   std::int64_t dim() const { return d_; }
   std::int64_t num_tables() const { return L_; }
   int hash_bits() const { return K_; }
+  int sketch_words() const { return W_; }
   Metric metric() const { return metric_; }
 
   /// Occupancy of table t (0 <= t < L).
@@ -226,14 +319,25 @@ class LshIndex {
     std::vector<std::uint32_t> prefix;   // 2^prefix_bits + 1 positions into keys
     // Delta: (code, slot) pairs sorted ascending.
     std::vector<std::pair<std::uint64_t, std::uint32_t>> delta;
+    // With sketches: word 0 of the sketch of slots[i], beside it (same order).
+    BigVector<std::uint64_t> sk;
   };
 
-  /// search() and range_search(): k-NN into distances/labels, or, with range set,
-  /// the candidates within radius into (*range)[query].
-  void search_impl(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
-                   float* distances, idx_t* labels, std::int64_t* num_candidates, int num_threads,
-                   std::int64_t refine, const IdFilter* filter, float radius,
-                   std::vector<std::vector<std::pair<float, idx_t>>>* range) const;
+  /// search() and range_search(): k-NN into distances/ids, or, with range set, the
+  /// admitted candidates within radius into (*range)[query].
+  void search_impl(const float* q, std::int64_t nq, std::int64_t k, const LshSearchParams& params,
+                   float* distances, idx_t* ids, std::int64_t* num_candidates, std::int64_t* num_scanned,
+                   float radius, std::vector<std::vector<std::pair<float, idx_t>>>* range) const;
+  void configure(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options);
+  /// Codes (table-major, n per table) and sketches (n*W words) of n rows; inv: 1/|x|.
+  void hash_rows(const float* x, std::int64_t n, const float* inv, std::uint64_t* codes,
+                 std::uint64_t* sketches, int num_threads) const;
+  void add_locked(const float* x, std::int64_t n, const idx_t* ids, const std::uint64_t* codes,
+                  const std::uint64_t* sketches, const float* inv, int num_threads);
+  void fill_table_sketch(Table& t) const;
+  void update_planar(std::size_t first_slot);  // skp_ from sk_ for slots >= first_slot
+  std::int64_t size_unlocked() const { return static_cast<std::int64_t>(slot_of_.size()); }
+
   void build_prefix(Table& t) const;
   void merge_delta(Table& t) const;
   /// Counting-sort merge of main + delta + n_new codes (slots first_slot + i).
@@ -255,6 +359,12 @@ class LshIndex {
   int K_;
   Metric metric_;
   std::vector<float> planes_;
+  int W_ = 0;                       // sketch words per vector
+  std::vector<float> all_planes_;   // (L*K + 64W) * d: table planes, then sketch planes
+  std::vector<float> center_;       // d floats or empty
+  std::vector<float> offsets_;      // L*K + 64W: <center, plane> (centred hashing)
+  BigVector<std::uint64_t> sk_;     // slots * W sketch words
+  BigVector<std::uint64_t> skp_;    // the same, blocked planar (simd::hamming_planar) for the scan
   BigVector<float> data_;        // slots * d
   std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
   // kCosine pre-filter: int8 copy of each unit row plus its float scale in the row's

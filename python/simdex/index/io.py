@@ -551,6 +551,26 @@ def read_container(source: Source) -> tuple[str, dict[str, Any], dict[str, np.nd
     return c.kind, c.params, c.arrays
 
 
+def pack_container(kind: str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The bytes :func:`write_container` would write (to nest a container inside another
+    file); the same as :func:`container_bytes`."""
+    return container_bytes(kind, params, arrays)
+
+
+def unpack_container(
+    data: bytes | bytearray | memoryview, name: str = "container"
+) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Parse and validate container bytes (:func:`pack_container`): ``(kind, params, arrays)``.
+
+    The same checks as :func:`load_container`; ``name`` appears in error messages.
+
+    Raises:
+        CorruptFileError: truncated, corrupted or not a simdex container.
+    """
+    c = parse_container(data, name)
+    return c.kind, c.params, c.arrays
+
+
 # --------------------------------------------------------------------------- field checks
 _MISSING = object()
 
