@@ -34,6 +34,12 @@ DESCRIPTIONS = {
     "model": "SimilarityModel index / lookup / single_lookup vs NumPy brute force and TF Similarity 0.17.1.",
     "embed": "Embedding throughput: Keras predict vs direct call vs onnxruntime; near-duplicate pipeline.",
     "gpu": "GPU path (CUDA).",
+    "service": (
+        "HTTP service (`simdex serve`, uvicorn, 127.0.0.1) over a 100k x 128 ExactIndex with a fsync'ed "
+        "write-ahead log: single-vector searches, k=10, from a separate asyncio keep-alive load process. "
+        "`vs_in_process_single` = searches/s over the in-process one-query-per-call rate of the same run; "
+        "`client_cpu_share` = the load generator's CPU seconds per wall second (2 cores shared by both)."
+    ),
 }
 
 

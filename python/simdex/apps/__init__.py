@@ -1,0 +1,1 @@
+"""Applications built on the index: the HTTP service (``simdex.apps.service``)."""
