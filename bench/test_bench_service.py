@@ -63,6 +63,7 @@ def _server(path: str, data: str, *extra: str):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+        proc.stderr.close()
 
 
 def _load(url: str, mode: str, concurrency: int, seconds: float, writers: int = 0) -> dict:
