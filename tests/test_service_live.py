@@ -303,7 +303,10 @@ def fuzz_server(tmp_path_factory):
     index.save(tmp / "base.simdex")
     key = tmp / "key"
     key.write_text(FUZZ_KEY)
-    with serve([str(tmp / "base.simdex"), "--wal", str(tmp / "data"), "--api-key-file", str(key)]) as (url, _):
+    with serve([str(tmp / "base.simdex"), "--wal", str(tmp / "data"), "--api-key-file", str(key)]) as (
+        url,
+        _,
+    ):
         yield url
 
 
@@ -320,6 +323,7 @@ def test_openapi_fuzz(fuzz_schema, fuzz_server):
 
     operations = [r.ok() for r in fuzz_schema.get_all_operations()]
     assert len(operations) >= 10
+
     def fuzz_operation(op, mode, examples: int) -> None:
         label = op.label
 

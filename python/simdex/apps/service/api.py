@@ -40,8 +40,15 @@ from typing import Annotated, Any, Optional, Union
 import numpy as np
 
 from simdex.apps.service.batcher import MicroBatcher
-from simdex.apps.service.collection import MAX_ID, Collection, IdConflictError, UnknownIdError
-from simdex.index import Index, as_matrix
+from simdex.apps.service.collection import (
+    MAX_ABS,
+    MAX_ID,
+    Collection,
+    IdConflictError,
+    UnknownIdError,
+    as_vectors,
+)
+from simdex.index import Index
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
@@ -132,6 +139,17 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     size: int
+
+
+def _validation_errors(e: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [x if isinstance(x, int) else str(x) for x in err.get("loc", ())],
+            "msg": str(err.get("msg")),
+            "type": str(err.get("type")),
+        }
+        for err in e.errors()
+    ]
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -266,9 +284,11 @@ def _route_class(state: ServiceState) -> type:
                 except HTTPException as e:
                     status = e.status_code
                     raise
-                except RequestValidationError:
+                except RequestValidationError as e:
+                    # Answered here, not by the host app's handler, which would echo the
+                    # offending input back (and fail on NaN, which JSON cannot carry).
                     status = 422
-                    raise
+                    return JSONResponse({"detail": _validation_errors(e)}, status_code=422)
                 finally:
                     state.requests.labels(route, request.method, str(status)).inc()
                     state.latency.labels(route).observe(time.perf_counter() - t0)
@@ -375,7 +395,7 @@ def _check_queries(arr: Any, dim: int, max_rows: int, name: str = "vectors") -> 
     if isinstance(arr, np.ndarray) and arr.ndim not in (1, 2):
         raise _bad(422, f"{name} must be (n, {dim}) or ({dim},), got shape {arr.shape}")
     try:
-        q, _ = as_matrix(arr, name, dim=dim)
+        q = as_vectors(arr, name, dim)
     except (TypeError, ValueError) as e:
         raise _bad(422, str(e)) from None
     if q.shape[0] > max_rows:
@@ -411,7 +431,12 @@ def _search_json_schema(dim: int, max_rows: int, max_k: int, max_filter: int) ->
                 "type": "array",
                 "minItems": 1,
                 "maxItems": max_rows,
-                "items": {"type": "array", "minItems": dim, "maxItems": dim, "items": {"type": "number"}},
+                "items": {
+                    "type": "array",
+                    "minItems": dim,
+                    "maxItems": dim,
+                    "items": {"type": "number", "minimum": -MAX_ABS, "maximum": MAX_ABS},
+                },
                 "description": f"Query vectors, each of dimension {dim}.",
             },
             "k": {"type": "integer", "minimum": 1, "maximum": max_k, "default": 10},
@@ -497,7 +522,11 @@ def create_router(
     errors = {400: err, 401: err, 413: err, 415: err, 422: err}
     secured = [Depends(state.check_key), Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]
 
-    Vector = Annotated[list[float], Field(min_length=dim, max_length=dim, description=f"{dim} numbers")]
+    Component = Annotated[float, Field(ge=-MAX_ABS, le=MAX_ABS, allow_inf_nan=False)]
+    Vector = Annotated[
+        list[Component],
+        Field(min_length=dim, max_length=dim, description=f"{dim} numbers within +-{MAX_ABS:g}"),
+    ]
 
     class AddRequest(BaseModel):
         model_config = ConfigDict(title="AddRequest")
@@ -531,6 +560,9 @@ def create_router(
         return WriteResponse(ids=ids, lsn=lsn)
 
     def _results(D: np.ndarray, I: np.ndarray) -> dict[str, Any]:
+        if not np.isfinite(D).all():  # JSON has no infinity (only from oversized vectors in a base file)
+            big = float(np.finfo(np.float32).max)
+            D = np.nan_to_num(D, nan=big, posinf=big, neginf=-big)
         out = []
         for d_row, i_row in zip(D.tolist(), I.tolist()):
             n = len(i_row)

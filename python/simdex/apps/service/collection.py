@@ -48,6 +48,26 @@ __all__ = ["Collection", "UnknownIdError", "IdConflictError"]
 log = logging.getLogger("simdex")
 
 MAX_ID = (1 << 63) - 1
+# Largest |component| the service accepts: with it every norm stays below 2**63 for
+# any d < 8.5e7, so inner products and squared distances stay finite in float32
+# (larger values overflow and give infinite or meaningless distances).
+MAX_ABS = 1e15
+
+
+def as_vectors(x: Any, name: str, dim: int) -> np.ndarray:
+    """The index's own checks (shape, dimension, dtype, NaN/inf) plus the
+    :data:`MAX_ABS` bound; returns C-contiguous float32 (n, dim)."""
+    out, _ = as_matrix(x, name, dim=dim)
+    big = np.abs(out) > MAX_ABS
+    if big.any():
+        r, c = np.argwhere(big)[0]
+        raise ValueError(
+            f"{name} has {float(out[r, c]):.3g} at row {r}, column {c}; values must lie within "
+            f"+-{MAX_ABS:g} so that distances stay finite in float32 (scale the vectors down)"
+        )
+    return out
+
+
 _SNAPSHOT_FORMAT = "simdex-service-snapshot"
 
 
@@ -350,7 +370,7 @@ class Collection:
         payloads: Sequence[Any] | None,
         replace: bool,
     ) -> _WriteOp:
-        x, _ = as_matrix(vectors, "vectors", dim=self.index.dim)
+        x = as_vectors(vectors, "vectors", self.index.dim)
         ids_arr = _check_ids(ids, x.shape[0])
         n = x.shape[0]
         for name, seq in (("labels", labels), ("payloads", payloads)):
@@ -435,7 +455,7 @@ class Collection:
 
     def search(self, queries: Any, k: int = 10, *, filter_ids: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The index's search, or :func:`filtered_search` when ``filter_ids`` is given."""
-        q, _ = as_matrix(queries, "queries", dim=self.index.dim)
+        q = as_vectors(queries, "queries", self.index.dim)
         if filter_ids is None:
             return self.index.search(q, k)
         return filtered_search(
