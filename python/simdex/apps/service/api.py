@@ -52,7 +52,6 @@ from simdex.index import Index
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from fastapi.routing import APIRoute
@@ -185,6 +184,9 @@ class ServiceState:
 
         self.collection = collection
         self.api_key = api_key.encode() if api_key else None
+        self.key_header = APIKeyHeader(
+            name="X-API-Key", auto_error=False, description="The API key, if one is set."
+        )
         self.max_body_bytes = int(max_body_bytes)
         self.max_vectors = int(max_vectors)
         self.max_k = int(max_k)
@@ -220,11 +222,14 @@ class ServiceState:
         Gauge("simdex_lsn", "Last durable log sequence number", registry=r).set_function(
             lambda: collection.lsn
         )
-        self.batcher: Optional[MicroBatcher] = None
-        if batching:
-            self.batcher = MicroBatcher(
-                collection.index.search, window=batch_window, max_batch=max_batch, on_batch=self._on_batch
-            )
+        self.batching = bool(batching)
+        self.batcher = MicroBatcher(
+            collection.index.search,
+            window=batch_window,
+            max_batch=max_batch,
+            coalesce=self.batching,
+            on_batch=self._on_batch,
+        )
         self.batch_window = batch_window
 
     def _on_batch(self, rows: int, requests: int, seconds: float) -> None:
@@ -249,8 +254,7 @@ class ServiceState:
 
     def close(self) -> None:
         """Stop the batcher, and the collection if this state opened it."""
-        if self.batcher is not None:
-            self.batcher.close()
+        self.batcher.close()
         if self.owns_collection:
             self.collection.close()
 
@@ -264,13 +268,15 @@ def _route_class(state: ServiceState) -> type:
             route = self.path_format
             accepted = (self.openapi_extra or {}).get("x-simdex-content-types", _JSON_TYPES)
             takes_body = self.body_field is not None or "requestBody" in (self.openapi_extra or {})
-            secured = any(getattr(d, "dependency", None) == state.check_key for d in self.dependencies)
+            # The APIKeyHeader dependency documents the key in OpenAPI; the check itself
+            # runs here, before the body is read, so strangers learn nothing about it.
+            secured = any(getattr(d, "dependency", None) is state.key_header for d in self.dependencies)
 
             async def handler(request: Request) -> Response:
                 t0 = time.perf_counter()
                 status = 500
                 try:
-                    if secured:  # before reading the body: strangers learn nothing about it
+                    if secured:
                         state.check_key(request)
                     if takes_body:
                         response = await _buffer_body(request, state.max_body_bytes, accepted)
@@ -519,8 +525,8 @@ def create_router(
     router = APIRouter(prefix=prefix, route_class=_route_class(state), tags=["simdex"])
     router.state = state  # type: ignore[attr-defined]
     err = {"model": ErrorResponse}
-    errors = {400: err, 401: err, 413: err, 415: err, 422: err}
-    secured = [Depends(state.check_key), Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]
+    errors = {400: err, 401: err, 413: err, 415: err, 422: err, 503: err}
+    secured = [Depends(state.key_header)]
 
     Component = Annotated[float, Field(ge=-MAX_ABS, le=MAX_ABS, allow_inf_nan=False)]
     Vector = Annotated[
@@ -632,12 +638,15 @@ def create_router(
                 if not isinstance(fids, list) or len(fids) > max_filter_ids:
                     raise _bad(422, f"filter_ids must be a list of at most {max_filter_ids} ids")
                 filter_ids = np.array([_as_int(v, "filter_ids[]", 0, MAX_ID) for v in fids], dtype=np.int64)
-        if filter_ids is not None:
-            D, I = await run_in_threadpool(col.search, q, k, filter_ids=filter_ids)
-        elif state.batcher is not None:
-            D, I = await state.batcher.search(q, k)
-        else:
-            D, I = await run_in_threadpool(index.search, q, k)
+        # All searches run on the batcher's one worker thread, never side by side:
+        # a write waits for at most one native call.
+        try:
+            if filter_ids is not None:
+                D, I = await state.batcher.run(lambda: col.search(q, k, filter_ids=filter_ids))
+            else:
+                D, I = await state.batcher.search(q, k)
+        except RuntimeError as e:
+            raise HTTPException(503, str(e)) from None
         return JSONResponse(_results(D, I))
 
     @router.post(
@@ -770,7 +779,7 @@ def create_router(
             snapshot_lsn=col.snapshot_lsn,
             wal_lag=col.wal_lag,
             durable=col.wal is not None,
-            batching=state.batcher is not None,
+            batching=state.batching,
             batch_window_ms=state.batch_window * 1e3,
             filter=filter_mode,
         )

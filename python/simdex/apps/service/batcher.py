@@ -28,13 +28,19 @@ log = logging.getLogger("simdex")
 
 
 class _Item:
-    __slots__ = ("q", "k", "future", "loop", "t")
+    __slots__ = ("q", "k", "fn", "future", "loop", "t")
 
     def __init__(
-        self, q: np.ndarray, k: int, future: asyncio.Future, loop: asyncio.AbstractEventLoop
+        self,
+        q: np.ndarray | None,
+        k: int,
+        future: asyncio.Future,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[[], Any] | None = None,
     ) -> None:
         self.q = q
         self.k = k
+        self.fn = fn
         self.future = future
         self.loop = loop
         self.t = time.perf_counter()
@@ -53,10 +59,15 @@ def _deliver(results: list[tuple[asyncio.Future, Any, BaseException | None]]) ->
 class MicroBatcher:
     """Coalesce concurrent searches within ``window`` seconds into one call.
 
+    Every search runs on the one worker thread, so searches never overlap each
+    other: a write waits for at most one native call.
+
     Args:
         search: ``search(queries (n, d) float32, k) -> (D, I)`` of shape (n, k).
         window: Seconds to wait for more requests after the oldest arrived.
         max_batch: Most query rows per native call (a larger request runs alone).
+        coalesce: False runs each request in its own native call (still on the
+            worker thread, in arrival order): the "no micro-batching" mode.
         on_batch: Optional ``callback(rows, requests, seconds)`` for metrics.
     """
 
@@ -66,6 +77,7 @@ class MicroBatcher:
         *,
         window: float = 0.001,
         max_batch: int = 256,
+        coalesce: bool = True,
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
         if window < 0:
@@ -73,6 +85,7 @@ class MicroBatcher:
         self._search = search
         self.window = float(window)
         self.max_batch = int(max_batch)
+        self.coalesce = bool(coalesce)
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -81,11 +94,24 @@ class MicroBatcher:
 
     async def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search ``q`` (n, d) float32 (already validated) through the next batch."""
+        if self._closed:
+            raise RuntimeError("the search worker is stopped (the service is shutting down)")
         if self._thread is None:
             self._start()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.put(_Item(q, k, fut, loop))
+        return await fut
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` alone on the worker thread (a search that cannot be batched)."""
+        if self._closed:
+            raise RuntimeError("the search worker is stopped (the service is shutting down)")
+        if self._thread is None:
+            self._start()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put(_Item(None, 0, fut, loop, fn))
         return await fut
 
     def _start(self) -> None:
@@ -97,12 +123,33 @@ class MicroBatcher:
                 self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # a bug here must not leave requests waiting forever
+            log.exception("simdex batcher stopped")
+            with self._lock:
+                self._closed = True
+            while True:
+                try:
+                    it = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if it is not None:
+                    it.loop.call_soon_threadsafe(
+                        _deliver, [(it.future, None, RuntimeError("batcher stopped"))]
+                    )
+            raise
+
+    def _loop(self) -> None:
         carry: _Item | None = None
         while True:
             first = carry if carry is not None else self._queue.get()
             carry = None
             if first is None:
                 return
+            if first.fn is not None or not self.coalesce:
+                self._run_alone(first)
+                continue
             batch = [first]
             rows = first.q.shape[0]
             deadline = first.t + self.window
@@ -116,7 +163,7 @@ class MicroBatcher:
                 if nxt is None:
                     stop = True
                     break
-                if rows + nxt.q.shape[0] > self.max_batch:
+                if nxt.fn is not None or rows + nxt.q.shape[0] > self.max_batch:
                     carry = nxt
                     break
                 batch.append(nxt)
@@ -124,6 +171,23 @@ class MicroBatcher:
             self._run_batch(batch, rows)
             if stop:
                 return
+
+    def _run_alone(self, it: _Item) -> None:
+        t0 = time.perf_counter()
+        try:
+            if it.fn is not None:
+                result: tuple[Any, Any, BaseException | None] = (it.future, it.fn(), None)
+            else:
+                assert it.q is not None
+                result = (it.future, self._search(it.q, it.k), None)
+        except BaseException as e:  # noqa: BLE001 - handed to the request
+            result = (it.future, None, e)
+        try:
+            it.loop.call_soon_threadsafe(_deliver, [result])
+        except RuntimeError:
+            pass
+        if self._on_batch is not None and it.q is not None:
+            self._on_batch(it.q.shape[0], 1, time.perf_counter() - t0)
 
     def _run_batch(self, batch: list[_Item], rows: int) -> None:
         t0 = time.perf_counter()
