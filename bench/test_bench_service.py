@@ -140,6 +140,7 @@ def test_service_throughput(tmp_path, record):
             p50_ms=r["p50_ms"],
             p99_ms=r["p99_ms"],
             errors=r["errors"] + r["write_errors"],
+            load_avg_1m=os.getloadavg()[0],  # the machine is shared: how busy it was
             client_cpu_share=r["client_cpu_s"] / r["wall_s"],
         )
         if writers:

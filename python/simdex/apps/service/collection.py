@@ -272,6 +272,22 @@ class Collection:
                     self._writer.start()
 
     def _write_loop(self) -> None:
+        try:
+            self._write_loop_inner()
+        except BaseException:  # a bug here must not leave writers waiting forever
+            log.exception("simdex writer thread stopped")
+            self._closed = True
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                fut = item.future if isinstance(item, _WriteOp) else item[0] if item is not None else None
+                if fut is not None and fut.set_running_or_notify_cancel():
+                    fut.set_exception(RuntimeError("the writer thread stopped; see the log"))
+            raise
+
+    def _write_loop_inner(self) -> None:
         carry = None
         while True:
             item = carry if carry is not None else self._queue.get()
@@ -280,6 +296,8 @@ class Collection:
                 return
             if not isinstance(item, _WriteOp):  # a snapshot request: (future,)
                 fut = item[0]
+                if not fut.set_running_or_notify_cancel():
+                    continue
                 try:
                     fut.set_result(self._snapshot_now())
                 except BaseException as e:  # noqa: BLE001 - handed to the caller
@@ -301,6 +319,8 @@ class Collection:
         overlay: dict[int, bool] = {}
         accepted: list[_WriteOp] = []
         for op in group:
+            if not op.future.set_running_or_notify_cancel():
+                continue  # its caller went away before it started: never written, never acknowledged
             try:
                 present = np.asarray(self.index.contains(op.ids), dtype=bool)
                 for j, id_ in enumerate(op.ids.tolist()):
