@@ -58,12 +58,19 @@ def _server(path: str, data: str, *extra: str):
             if line is None:
                 raise RuntimeError("server exited")
             if "listening on " in line:
-                yield line.rsplit("listening on ", 1)[1].strip()
+                yield line.rsplit("listening on ", 1)[1].strip(), proc.pid
                 break
     finally:
         proc.kill()
         proc.wait(timeout=30)
         proc.stderr.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load(url: str, mode: str, concurrency: int, seconds: float, writers: int = 0) -> dict:
@@ -102,11 +109,14 @@ def test_service_throughput(tmp_path, record):
     index.save(path)
     q = rng.normal(size=(2000, D)).astype(np.float32)
 
+    cpu_per_query: dict[int, float] = {}
+
     def in_process(batch: int, seconds: float = 2.0) -> float:
-        done, t0 = 0, time.perf_counter()
+        done, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             index.search(q[done % 1900 : done % 1900 + batch], K)
             done += batch
+        cpu_per_query[batch] = (time.process_time() - c0) / done
         return done / (time.perf_counter() - t0)
 
     # The machine is shared and its load drifts: every HTTP row is compared with the
@@ -119,6 +129,7 @@ def test_service_throughput(tmp_path, record):
         concurrency=1,
         searches_per_s=single,
         vs_in_process_single=1.0,
+        cpu_ms_per_search=cpu_per_query[1] * 1e3,
     )
     record(
         "service",
@@ -126,11 +137,15 @@ def test_service_throughput(tmp_path, record):
         concurrency=1,
         searches_per_s=batch64,
         vs_in_process_single=batch64 / single,
+        cpu_ms_per_search=cpu_per_query[64] * 1e3,
     )
 
-    def row(config: str, url: str, mode: str, c: int, seconds: float, writers: int = 0) -> None:
+    def row(config: str, server: tuple, mode: str, c: int, seconds: float, writers: int = 0) -> None:
+        url, pid = server
         ref = in_process(1, 1.5)
+        cpu0 = _cpu_seconds(pid)
         r = _load(url, mode, c, seconds, writers)
+        server_cpu = _cpu_seconds(pid) - cpu0
         fields = dict(
             config=config,
             concurrency=c,
@@ -140,6 +155,10 @@ def test_service_throughput(tmp_path, record):
             p50_ms=r["p50_ms"],
             p99_ms=r["p99_ms"],
             errors=r["errors"] + r["write_errors"],
+            # CPU per search does not depend on how busy the shared machine is: the
+            # server's (all threads, HTTP included) beside the in-process single query's.
+            cpu_ms_per_search=server_cpu / max(r["requests"], 1) * 1e3,
+            in_process_cpu_ms_per_search=cpu_per_query[1] * 1e3,
             load_avg_1m=os.getloadavg()[0],  # the machine is shared: how busy it was
             client_cpu_share=r["client_cpu_s"] / r["wall_s"],
         )
@@ -150,11 +169,11 @@ def test_service_throughput(tmp_path, record):
     for batching in (True, False):
         extra = () if batching else ("--no-batching",)
         tag = "batching 1 ms" if batching else "batching off"
-        with _server(path, str(tmp_path / f"data-{batching}"), *extra) as url:
-            _load(url, "json", 4, 1.0)  # warm-up
+        with _server(path, str(tmp_path / f"data-{batching}"), *extra) as server:
+            _load(server[0], "json", 4, 1.0)  # warm-up
             for mode in ("json", "raw", "npy"):
                 for c in (1, 16, 64):
-                    row(f"HTTP {mode}, {tag}", url, mode, c, SECONDS)
-            row(f"HTTP json, {tag}, + 1 writer (add, fsync)", url, "json", 16, SECONDS * 2, writers=1)
+                    row(f"HTTP {mode}, {tag}", server, mode, c, SECONDS)
+            row(f"HTTP json, {tag}, + 1 writer (add, fsync)", server, "json", 16, SECONDS * 2, writers=1)
             if batching:
-                row(f"HTTP raw, {tag}, {LONG:.0f} s", url, "raw", 200, LONG)
+                row(f"HTTP raw, {tag}, {LONG:.0f} s", server, "raw", 200, LONG)
