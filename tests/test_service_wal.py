@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from simdex._io import CorruptFileError
 from simdex.apps.service import Collection, IdConflictError, UnknownIdError, WriteAheadLog
 from simdex.apps.service.wal import OP_DELETE, OP_UPSERT, encode_delete, encode_upsert
 from simdex.index import ExactIndex
+from simdex.index.io import CorruptFileError
 
 DIM = 8
 

@@ -328,7 +328,7 @@ async def _buffer_body(request: Request, limit: int, accepted: tuple[str, ...]) 
     sent = False
     receive = request.receive
 
-    async def replay() -> dict[str, Any]:
+    async def replay() -> Any:
         nonlocal sent
         if not sent:
             sent = True
@@ -524,8 +524,15 @@ def create_router(
     filter_mode = "index" if search_supports_filter(index) else "exact-subset"
     router = APIRouter(prefix=prefix, route_class=_route_class(state), tags=["simdex"])
     router.state = state  # type: ignore[attr-defined]
-    err = {"model": ErrorResponse}
-    errors = {400: err, 401: err, 413: err, 415: err, 422: err, 503: err}
+    err: dict[str, Any] = {"model": ErrorResponse}
+    errors: dict[Union[int, str], dict[str, Any]] = {
+        400: err,
+        401: err,
+        413: err,
+        415: err,
+        422: err,
+        503: err,
+    }
     secured = [Depends(state.key_header)]
 
     Component = Annotated[float, Field(ge=-MAX_ABS, le=MAX_ABS, allow_inf_nan=False)]

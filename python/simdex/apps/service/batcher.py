@@ -147,7 +147,7 @@ class MicroBatcher:
             carry = None
             if first is None:
                 return
-            if first.fn is not None or not self.coalesce:
+            if first.q is None or not self.coalesce:
                 self._run_alone(first)
                 continue
             batch = [first]
@@ -163,7 +163,7 @@ class MicroBatcher:
                 if nxt is None:
                     stop = True
                     break
-                if nxt.fn is not None or rows + nxt.q.shape[0] > self.max_batch:
+                if nxt.q is None or rows + nxt.q.shape[0] > self.max_batch:
                     carry = nxt
                     break
                 batch.append(nxt)
@@ -193,12 +193,13 @@ class MicroBatcher:
         t0 = time.perf_counter()
         k = max(it.k for it in batch)
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        queries = [it.q for it in batch if it.q is not None]  # batched items always carry queries
         try:
-            q = batch[0].q if len(batch) == 1 else np.concatenate([it.q for it in batch])
+            q = queries[0] if len(queries) == 1 else np.concatenate(queries)
             D, I = self._search(q, k)
             off = 0
-            for it in batch:
-                n = it.q.shape[0]
+            for it, qi in zip(batch, queries):
+                n = qi.shape[0]
                 by_loop.setdefault(it.loop, []).append(
                     (it.future, (D[off : off + n, : it.k], I[off : off + n, : it.k]), None)
                 )

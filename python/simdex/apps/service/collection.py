@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError, atomic_writer
+from simdex._validate import as_matrix
 from simdex.apps.service.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, encode_delete, encode_upsert
-from simdex.index import Index, as_matrix, knn, load_index
+from simdex.index import Index, knn, load_index
+from simdex.index.io import CorruptFileError, atomic_writer
 
 __all__ = ["Collection", "UnknownIdError", "IdConflictError"]
 
@@ -121,7 +122,8 @@ def filtered_search(index: Index, q: np.ndarray, k: int, allow: np.ndarray) -> t
     kind and costs O(len(allow) * d) per query. Unknown ids in ``allow`` are ignored.
     """
     if search_supports_filter(index):
-        return index.search(q, k, filter=allow)
+        search: Any = index.search  # a backend whose search takes filter=
+        return search(q, k, filter=allow)
     allowed = np.unique(allow)  # ascending, so row-order ties break by smaller id
     allowed = allowed[np.asarray(index.contains(allowed), dtype=bool)] if allowed.size else allowed
     nq = q.shape[0]
@@ -345,7 +347,9 @@ class Collection:
         try:
             if self.wal is not None:
                 bodies = [
-                    encode_upsert(op.ids, op.vectors, op.meta) if op.kind == "add" else encode_delete(op.ids)
+                    encode_upsert(op.ids, op.vectors, op.meta)
+                    if op.vectors is not None
+                    else encode_delete(op.ids)
                     for op in accepted
                 ]
                 self.wal.append_group(bodies)

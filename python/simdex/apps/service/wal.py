@@ -18,7 +18,7 @@ fails its checksum or breaks the LSN sequence *in the last segment*, and truncat
 segment there: that record and anything after it belong to a group whose ``fsync``
 never returned, so none of them was acknowledged. The same damage in an earlier
 segment (segments are only closed after a successful ``fsync``) is real corruption and
-raises :class:`simdex._io.CorruptFileError`.
+raises :class:`simdex.index.io.CorruptFileError`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError
+from simdex.index.io import CorruptFileError
 
 __all__ = ["WriteAheadLog", "Record", "OP_UPSERT", "OP_DELETE", "encode_upsert", "encode_delete"]
 
