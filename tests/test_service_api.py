@@ -13,7 +13,7 @@ pytest.importorskip("httpx")
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from simdex.apps.service import Collection, create_app, create_router  # noqa: E402
+from simdex.apps.service import DurableCollection, create_app, create_router  # noqa: E402
 from simdex.index import ExactIndex  # noqa: E402
 
 DIM = 16
@@ -34,7 +34,7 @@ def _index(data):
 
 @pytest.fixture(params=[True, False], ids=["batched", "unbatched"])
 def client(request, data, tmp_path):
-    col = Collection.open(tmp_path / "data", _index(data))
+    col = DurableCollection.open(tmp_path / "data", _index(data))
     app = create_app(col, batching=request.param, max_vectors=64, max_body_bytes=1 << 20)
     try:
         with TestClient(app) as c:

@@ -1,4 +1,4 @@
-"""Write-ahead log and Collection durability (no HTTP): records, torn tails, snapshots, replay."""
+"""Write-ahead log and DurableCollection durability (no HTTP): records, torn tails, snapshots, replay."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from simdex.apps.service import Collection, IdConflictError, UnknownIdError, WriteAheadLog
+from simdex.apps.service import DurableCollection, IdConflictError, UnknownIdError, WriteAheadLog
 from simdex.apps.service.wal import OP_DELETE, OP_UPSERT, encode_delete, encode_upsert
 from simdex.index import ExactIndex
 from simdex.index.io import CorruptFileError
@@ -19,10 +19,11 @@ def _vecs(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
 
 
-def _state(col: Collection) -> dict[int, tuple[bytes, tuple]]:
+def _state(col: DurableCollection) -> dict[int, tuple[bytes, tuple]]:
     ids = np.sort(col.index.ids)
     vecs = col.index.get_vectors(ids) if ids.size else np.zeros((0, DIM), np.float32)
-    return {int(i): (v.tobytes(), col.meta.get(int(i), (None, None))) for i, v in zip(ids, vecs)}
+    labels, data = col.collection.labels, col.collection.data
+    return {int(i): (v.tobytes(), labels.get(int(i)), data.get(int(i))) for i, v in zip(ids, vecs)}
 
 
 def test_records_round_trip(tmp_path):
@@ -97,7 +98,7 @@ def test_damage_in_an_older_segment_raises(tmp_path):
 def test_collection_replays_and_snapshots(tmp_path):
     base = ExactIndex(DIM)
     base.add(_vecs(4, 9), [100, 101, 102, 103])
-    col = Collection.open(tmp_path / "data", base)
+    col = DurableCollection.open(tmp_path / "data", base)
     x = _vecs(10)
     assert col.add(list(range(10)), x, labels=list("abcdefghij"), payloads=[{"i": i} for i in range(10)]) == 1
     with pytest.raises(IdConflictError, match="id 3 is already present"):
@@ -112,13 +113,13 @@ def test_collection_replays_and_snapshots(tmp_path):
 
     fresh = ExactIndex(DIM)
     fresh.add(_vecs(4, 9), [100, 101, 102, 103])
-    col = Collection.open(tmp_path / "data", fresh)  # same base + the log = the same state
+    col = DurableCollection.open(tmp_path / "data", fresh)  # same base + the log = the same state
     assert _state(col) == before
-    assert 3 not in col.meta  # replaced with no label and no payload
-    assert col.meta[2] == ("c", {"i": 2})
+    assert 3 not in col.collection.labels and 3 not in col.collection.data  # replaced without them
+    assert col.collection.labels[2] == "c" and col.collection.data[2] == {"i": 2}
     col.close()
     with pytest.raises(FileNotFoundError, match="no snapshot"):
-        Collection.open(tmp_path / "data")
+        DurableCollection.open(tmp_path / "data")
 
 
 def test_collection_restart_from_log_and_snapshot(tmp_path):
@@ -127,12 +128,12 @@ def test_collection_restart_from_log_and_snapshot(tmp_path):
     base.add(_vecs(2, 9), [100, 101])
     base.save(base_path)
     data = tmp_path / "data"
-    col = Collection.open(data, base_path)
+    col = DurableCollection.open(data, base_path)
     col.add([1, 2], _vecs(2), payloads=[{"a": 1}, None])
     col.remove([100])
     expected = _state(col)
     col.close()
-    col = Collection.open(data, base_path)
+    col = DurableCollection.open(data, base_path)
     assert _state(col) == expected and col.lsn == 2
     snap = col.snapshot()
     assert snap["lsn"] == 2 and col.wal_lag == 0
@@ -140,7 +141,7 @@ def test_collection_restart_from_log_and_snapshot(tmp_path):
     expected = _state(col)
     col.close()
     os.unlink(base_path)  # the data directory is self-contained after a snapshot
-    col = Collection.open(data)
+    col = DurableCollection.open(data)
     assert _state(col) == expected and col.lsn == 3 and col.snapshot_lsn == 2
     col.close()
 
@@ -149,7 +150,7 @@ def test_crash_between_snapshot_and_log_truncation(tmp_path):
     """A snapshot whose log was not yet truncated: replay skips what it holds (or reapplies
     it idempotently), and the state is exactly the acknowledged one."""
     data = tmp_path / "data"
-    col = Collection.open(data, ExactIndex(DIM))
+    col = DurableCollection.open(data, ExactIndex(DIM))
     col.add([1, 2, 3], _vecs(3))
     col.remove([2])
     col.add([2], _vecs(1, 5), labels=["again"])
@@ -162,11 +163,11 @@ def test_crash_between_snapshot_and_log_truncation(tmp_path):
             os.unlink(data / p)
     for p, b in saved_log.items():
         (data / p).write_bytes(b)
-    col = Collection.open(data)
+    col = DurableCollection.open(data)
     assert _state(col) == expected and col.lsn == 3
     col.add([4], _vecs(1, 4))  # and the log continues with contiguous numbers
     col.close()
-    col = Collection.open(data)
+    col = DurableCollection.open(data)
     assert col.lsn == 4 and 4 in col.index
     col.close()
 
@@ -174,7 +175,7 @@ def test_crash_between_snapshot_and_log_truncation(tmp_path):
 def test_idempotent_replay_from_an_older_snapshot(tmp_path):
     """Replaying records onto a state that already holds some of them gives the same state."""
     data = tmp_path / "data"
-    col = Collection.open(data, ExactIndex(DIM))
+    col = DurableCollection.open(data, ExactIndex(DIM))
     col.add([1], _vecs(1))
     col.snapshot()  # snapshot at lsn 1
     snap_files = {p: (data / p).read_bytes() for p in os.listdir(data) if not p.startswith("wal-")}
@@ -183,14 +184,14 @@ def test_idempotent_replay_from_an_older_snapshot(tmp_path):
     col.add([1], _vecs(1, 3), replace=False)
     expected = _state(col)
     col.close()
-    col = Collection.open(data)
+    col = DurableCollection.open(data)
     assert _state(col) == expected
     col.close()
     assert snap_files  # CURRENT + snapshot files existed
 
 
 def test_bad_writes_write_nothing(tmp_path):
-    col = Collection.open(tmp_path, ExactIndex(DIM))
+    col = DurableCollection.open(tmp_path, ExactIndex(DIM))
     for args, err in [
         (([1], np.full((1, DIM), np.nan)), ValueError),
         (([1], _vecs(1)[:, :3]), ValueError),
@@ -210,13 +211,32 @@ def test_bad_writes_write_nothing(tmp_path):
 def test_group_commit_of_concurrent_writers(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    col = Collection.open(tmp_path, ExactIndex(DIM))
+    col = DurableCollection.open(tmp_path, ExactIndex(DIM))
     x = _vecs(200)
     with ThreadPoolExecutor(8) as ex:
         lsns = list(ex.map(lambda i: col.add([i], x[i : i + 1]), range(200)))
     assert sorted(lsns) == list(range(1, 201))
     assert col.write_groups <= 200
     col.close()
-    col = Collection.open(tmp_path, ExactIndex(DIM))
+    col = DurableCollection.open(tmp_path, ExactIndex(DIM))
     np.testing.assert_array_equal(col.index.get_vectors(np.arange(200)), x)
     col.close()
+
+
+def test_snapshot_without_data_dir_round_trips(tmp_path):
+    from simdex.apps.service.durable import load_collection
+    from simdex.index.collection import Collection
+
+    path = tmp_path / "served.simdex"
+    index = ExactIndex(DIM)
+    index.save(path)
+    col = DurableCollection(load_collection(path)[0], snapshot_path=str(path))
+    col.add([4, 5], _vecs(2), labels=["x", 9], payloads=[{"p": [1, 2]}, None])
+    assert col.snapshot()["lsn"] == 1
+    expected = _state(col)
+    col.close()
+    loaded, lsn = load_collection(path)  # a service snapshot now, with labels and payloads
+    assert isinstance(loaded, Collection) and lsn == 1
+    again = DurableCollection.open(tmp_path / "data", path)  # and a base for a data directory
+    assert _state(again) == expected
+    again.close()

@@ -13,19 +13,26 @@ Example:
     >>> app = FastAPI()
     >>> app.include_router(create_router(index), prefix="/similar")
 
-Guarantees (with a data directory, ``Collection.open`` or ``simdex serve --wal DIR``):
+Guarantees (with a data directory, ``DurableCollection.open`` or ``simdex serve --wal DIR``):
 an acknowledged write survives a crash of the process or machine (its write-ahead log
 record was ``fsync``'ed before the reply); an unacknowledged one is applied completely
 or not at all; a rejected request (4xx) writes nothing. See
-:mod:`simdex.apps.service.collection` for the full contract.
+:mod:`simdex.apps.service.durable` for the full contract.
 """
 
 from __future__ import annotations
 
-from simdex.apps.service.collection import Collection, IdConflictError, UnknownIdError
+from simdex.apps.service.durable import DurableCollection, IdConflictError, UnknownIdError
 from simdex.apps.service.wal import WriteAheadLog
 
-__all__ = ["Collection", "IdConflictError", "UnknownIdError", "WriteAheadLog", "create_app", "create_router"]
+__all__ = [
+    "DurableCollection",
+    "IdConflictError",
+    "UnknownIdError",
+    "WriteAheadLog",
+    "create_app",
+    "create_router",
+]
 
 
 def __getattr__(name: str):  # the HTTP layer needs the serve extra: import it on first use

@@ -24,7 +24,7 @@ Endpoints (all JSON unless noted; errors are ``{"detail": ...}`` with a 4xx stat
 ==========================  ==========================================================
 
 Writes return after their write-ahead log record is durable (see
-:mod:`simdex.apps.service.collection` for the exact guarantee).
+:mod:`simdex.apps.service.durable` for the exact guarantee).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the endpoint annotations,
@@ -40,15 +40,16 @@ from typing import Annotated, Any, Optional, Union
 import numpy as np
 
 from simdex.apps.service.batcher import MicroBatcher
-from simdex.apps.service.collection import (
+from simdex.apps.service.durable import (
     MAX_ABS,
     MAX_ID,
-    Collection,
+    DurableCollection,
     IdConflictError,
     UnknownIdError,
     as_vectors,
 )
 from simdex.index import Index
+from simdex.index.collection import Collection
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
@@ -168,7 +169,7 @@ class ServiceState:
 
     def __init__(
         self,
-        collection: Collection,
+        collection: DurableCollection,
         *,
         api_key: Optional[str],
         batching: bool,
@@ -463,7 +464,7 @@ def _search_json_schema(dim: int, max_rows: int, max_k: int, max_filter: int) ->
 
 # --------------------------------------------------------------------------- router
 def create_router(
-    target: Union[Collection, Index],
+    target: Union[DurableCollection, Collection, Index],
     *,
     api_key: Optional[str] = None,
     batching: bool = True,
@@ -475,14 +476,15 @@ def create_router(
     max_filter_ids: int = 100_000,
     prefix: str = "",
 ) -> APIRouter:
-    """A FastAPI router serving an index (or a :class:`Collection`) over HTTP.
+    """A FastAPI router serving an index (or a :class:`DurableCollection`) over HTTP.
 
     Mount it in your own app with ``app.include_router(router)``; call
     ``router.state.close()`` when your app stops (``create_app`` does this).
 
     Args:
-        target: A :class:`Collection` (durable when opened with a data directory)
-            or a bare index (wrapped in an in-memory collection).
+        target: A :class:`DurableCollection` (durable when opened with a data
+            directory), or a :class:`simdex.index.collection.Collection` or an index
+            (served from memory: writes last until the process ends).
         api_key: If set, every endpoint but ``/health`` and ``/ready`` needs it in
             the ``X-API-Key`` header (compared in constant time); else 401.
         batching: Coalesce concurrent searches into one native call.
@@ -498,10 +500,10 @@ def create_router(
         The router; ``router.state`` is its :class:`ServiceState`.
     """
     owns = False
-    if isinstance(target, Index):
-        target, owns = Collection(target), True
-    if not isinstance(target, Collection):
-        raise TypeError(f"create_router needs a Collection or an Index, got {type(target).__name__}")
+    if isinstance(target, (Index, Collection)):
+        target, owns = DurableCollection(target), True
+    if not isinstance(target, DurableCollection):
+        raise TypeError(f"create_router needs a DurableCollection or an Index, got {type(target).__name__}")
     if not 0 <= batch_window <= 1:
         raise ValueError(f"batch_window is in seconds and must be in [0, 1], got {batch_window}")
     state = ServiceState(
@@ -519,7 +521,7 @@ def create_router(
     col = target
     index = col.index
     dim = index.dim
-    from simdex.apps.service.collection import search_supports_filter
+    from simdex.apps.service.durable import search_supports_filter
 
     filter_mode = "index" if search_supports_filter(index) else "exact-subset"
     router = APIRouter(prefix=prefix, route_class=_route_class(state), tags=["simdex"])
@@ -826,7 +828,9 @@ def create_router(
     return router
 
 
-def create_app(target: Union[Collection, Index], *, title: str = "simdex", **router_kwargs: Any) -> FastAPI:
+def create_app(
+    target: Union[DurableCollection, Collection, Index], *, title: str = "simdex", **router_kwargs: Any
+) -> FastAPI:
     """A FastAPI app serving ``target`` (see :func:`create_router` for the options).
 
     The app closes the router's batcher (and a collection it wrapped) on shutdown.

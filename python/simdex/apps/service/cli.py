@@ -5,10 +5,11 @@ Usage::
     simdex serve PATH [--wal DIR] [--host 127.0.0.1] [--port 8000] [--api-key-file FILE]
                       [--batch-window-ms 1] [--no-batching] [--model MODEL]
 
-``PATH`` is a file written by ``Index.save``. With ``--wal DIR`` writes are durable
+``PATH`` is a file written by ``Index.save`` (or a service snapshot). With ``--wal DIR`` writes are durable
 (write-ahead log + snapshots in ``DIR``; ``PATH`` is read only while ``DIR`` holds no
 snapshot yet); without it writes live in memory until ``POST /snapshot`` saves them to
-``PATH``. The server binds 127.0.0.1 unless ``--host`` says otherwise, and prints
+``PATH`` (as a service snapshot: index, labels, payloads). The server binds 127.0.0.1
+unless ``--host`` says otherwise, and prints
 ``simdex serve: listening on http://HOST:PORT`` to stderr once it accepts connections.
 """
 
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None, prog: str = "simdex serve") -> int:
     try:
         import uvicorn
 
-        from simdex.apps.service import Collection
+        from simdex.apps.service import DurableCollection
         from simdex.apps.service.api import create_app
-        from simdex.index import load_index
+        from simdex.apps.service.durable import load_collection
     except ImportError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
@@ -66,9 +67,9 @@ def main(argv: list[str] | None = None, prog: str = "simdex serve") -> int:
             return 2
     if args.wal:
         base = args.path if os.path.exists(args.path) else None
-        collection = Collection.open(args.wal, base, fsync=not args.no_fsync)
+        collection = DurableCollection.open(args.wal, base, fsync=not args.no_fsync)
     else:
-        collection = Collection(load_index(args.path), snapshot_path=args.path)
+        collection = DurableCollection(load_collection(args.path)[0], snapshot_path=args.path)
     app = create_app(
         collection,
         api_key=api_key,

@@ -1,5 +1,5 @@
-"""A served collection: an index plus per-id labels and payloads, made durable by a
-write-ahead log and snapshots.
+"""A durable collection: a :class:`simdex.index.collection.Collection` (an index plus
+labels and payloads by id) behind a write-ahead log and snapshots.
 
 Durability contract (with a data directory; see also the README's "Service" section):
 
@@ -12,11 +12,11 @@ Durability contract (with a data directory; see also the README's "Service" sect
   record is checksummed, and a torn or damaged final record is dropped on restart.
   (An operation whose reply was lost in a crash *after* its ``fsync`` may be present.)
 * A rejected operation (4xx) writes nothing.
-* Snapshots are the index's atomic ``save`` plus an atomically written metadata file
-  carrying the log sequence number (LSN) they include; a file ``CURRENT`` names the
-  newest complete snapshot and is replaced atomically last. Restart loads that
-  snapshot and replays the log records with a larger LSN. Replay applies upserts and
-  removals idempotently, so a crash anywhere between snapshot, ``CURRENT`` and log
+* A snapshot is one atomic container write (temporary file, ``fsync``, rename) of the
+  collection's state (index, labels, payloads) and the log sequence number (LSN) it
+  includes; only after it is complete is the log up to that LSN deleted. Restart loads
+  the snapshot and replays the log records with a larger LSN. Replay applies upserts
+  and removals idempotently, so a crash anywhere between the snapshot and the log
   truncation loses nothing and applies nothing twice in effect.
 * Without a data directory nothing is durable between explicit snapshots.
 
@@ -42,9 +42,10 @@ import numpy as np
 from simdex._validate import as_matrix
 from simdex.apps.service.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, encode_delete, encode_upsert
 from simdex.index import Index, knn, load_index
-from simdex.index.io import CorruptFileError, atomic_writer
+from simdex.index.collection import Collection
+from simdex.index.io import CorruptFileError, read_container, write_container
 
-__all__ = ["Collection", "UnknownIdError", "IdConflictError"]
+__all__ = ["DurableCollection", "UnknownIdError", "IdConflictError", "SNAPSHOT_KIND"]
 
 log = logging.getLogger("simdex")
 
@@ -69,7 +70,8 @@ def as_vectors(x: Any, name: str, dim: int) -> np.ndarray:
     return out
 
 
-_SNAPSHOT_FORMAT = "simdex-service-snapshot"
+SNAPSHOT_KIND = "ServiceSnapshot"  # container kind: a Collection's state plus the LSN it includes
+SNAPSHOT_NAME = "snapshot.simdex"
 
 
 class UnknownIdError(KeyError):
@@ -149,22 +151,23 @@ class _WriteOp:
         self.future: Future = Future()
 
 
-class Collection:
-    """An index with labels and payloads per id, a write-ahead log and snapshots.
+class DurableCollection:
+    """A :class:`simdex.index.collection.Collection` (index, labels, data by id) made
+    durable by a write-ahead log and snapshots, with one writer thread.
 
-    Use :meth:`open` to start from a data directory (durable); the constructor
-    wraps an index in memory (writes are lost unless :meth:`snapshot` is called
+    Use :meth:`open` to start from a data directory (durable); the constructor wraps
+    a collection or index in memory (writes are lost unless :meth:`snapshot` is called
     with ``snapshot_path`` set).
 
     Args:
-        index: Any simdex index (``ExactIndex``, ``LSHIndex``...).
+        target: A ``Collection`` or an index (wrapped in a new ``Collection``).
         snapshot_path: Where :meth:`snapshot` saves when there is no data directory.
         max_group: Most write operations committed with one ``fsync``.
 
     Example:
         >>> import numpy as np
         >>> from simdex.index import ExactIndex
-        >>> c = Collection(ExactIndex(dim=3))
+        >>> c = DurableCollection(ExactIndex(dim=3))
         >>> c.add([1, 2], np.eye(3)[:2], labels=["a", "b"])
         2
         >>> c.get([2])[0]["label"]
@@ -173,12 +176,19 @@ class Collection:
     """
 
     def __init__(
-        self, index: Index, *, snapshot_path: str | os.PathLike[str] | None = None, max_group: int = 256
+        self,
+        target: Collection | Index,
+        *,
+        snapshot_path: str | os.PathLike[str] | None = None,
+        max_group: int = 256,
     ) -> None:
-        if not isinstance(index, Index):
-            raise TypeError(f"index must be a simdex Index, got {type(index).__name__}")
-        self.index = index
-        self.meta: dict[int, tuple[Any, Any]] = {}  # id -> (label, payload), only non-null ones
+        if isinstance(target, Index):
+            target = Collection(target)
+        if not isinstance(target, Collection) or target.index is None:
+            raise TypeError(
+                f"expected a simdex Index or a Collection with an index, got {type(target).__name__}"
+            )
+        self.collection = target
         self.data_dir: str | None = None
         self.snapshot_path = None if snapshot_path is None else os.fspath(snapshot_path)
         self.wal: WriteAheadLog | None = None
@@ -192,23 +202,31 @@ class Collection:
         self.write_groups = 0
         self.last_snapshot_time: float | None = None
 
+    @property
+    def index(self) -> Index:
+        """The served index."""
+        index = self.collection.index
+        assert index is not None
+        return index
+
     # -- opening ------------------------------------------------------------------------
     @classmethod
     def open(
         cls,
         data_dir: str | os.PathLike[str],
-        base: str | os.PathLike[str] | Index | None = None,
+        base: str | os.PathLike[str] | Collection | Index | None = None,
         *,
         fsync: bool = True,
         max_group: int = 256,
-    ) -> Collection:
-        """Open a durable collection: load the newest snapshot in ``data_dir`` (or
-        ``base`` when there is none yet) and replay the write-ahead log.
+    ) -> DurableCollection:
+        """Open a durable collection: load the snapshot in ``data_dir`` (or ``base``
+        when there is none yet) and replay the write-ahead log.
 
         Args:
-            data_dir: Directory for snapshots and the log (created if missing).
-            base: The starting index (a path written by ``Index.save``, or an
-                index) used only while ``data_dir`` holds no snapshot.
+            data_dir: Directory for the snapshot and the log (created if missing).
+            base: The starting point (a file written by ``Index.save`` or by a
+                snapshot, an index or a collection), used only while ``data_dir``
+                holds no snapshot.
             fsync: False voids the durability guarantee (tests, benchmarks).
             max_group: Most write operations per group commit.
 
@@ -218,35 +236,16 @@ class Collection:
         """
         data_dir = os.fspath(data_dir)
         os.makedirs(data_dir, exist_ok=True)
-        current = os.path.join(data_dir, "CURRENT")
-        meta_rows: list = []
+        snap_path = os.path.join(data_dir, SNAPSHOT_NAME)
         snap_lsn = 0
-        if os.path.exists(current):
-            with open(current, encoding="utf-8") as f:
-                try:
-                    name = json.load(f)["snapshot"]
-                    with open(os.path.join(data_dir, name), encoding="utf-8") as g:
-                        snap = json.load(g)
-                    if snap.get("format") != _SNAPSHOT_FORMAT:
-                        raise ValueError("not a service snapshot")
-                    index = load_index(os.path.join(data_dir, snap["index"]))
-                    snap_lsn = int(snap["lsn"])
-                    meta_rows = snap["meta"]
-                except (KeyError, TypeError, ValueError, OSError) as e:
-                    if isinstance(e, CorruptFileError):
-                        raise
-                    raise CorruptFileError(f"snapshot named by {current!r} is unreadable: {e}") from e
-        elif isinstance(base, Index):
-            index = base
-        elif base is not None:
-            index = load_index(base)
-            meta_rows = _read_sidecar(os.fspath(base))
-        else:
+        if os.path.exists(snap_path):
+            collection, snap_lsn = _read_snapshot(snap_path)
+        elif base is None:
             raise FileNotFoundError(f"{data_dir!r} holds no snapshot yet; pass the starting index as base")
-        self = cls(index, max_group=max_group)
+        else:
+            collection, _ = load_collection(base)
+        self = cls(collection, max_group=max_group)
         self.data_dir = data_dir
-        for id_, label, payload in meta_rows:
-            self.meta[int(id_)] = (label, payload)
         self.wal = WriteAheadLog(data_dir, fsync=fsync)
         self.lsn = self.snapshot_lsn = snap_lsn
         replayed = 0
@@ -370,20 +369,26 @@ class Collection:
 
     def _apply(self, op: int, ids: np.ndarray, vectors: np.ndarray | None, meta: list | None) -> None:
         """Apply one operation idempotently (upsert, remove-if-present)."""
+        labels, data = self.collection.labels, self.collection.data
         if op == OP_UPSERT:
             self.index.add(vectors, ids, replace=True)
             for j, id_ in enumerate(ids.tolist()):
-                m = None if meta is None else meta[j]
-                if m is None or (m[0] is None and m[1] is None):
-                    self.meta.pop(id_, None)
+                label, payload = (None, None) if meta is None else meta[j]
+                if label is None:
+                    labels.pop(id_, None)
                 else:
-                    self.meta[id_] = (m[0], m[1])
+                    labels[id_] = label
+                if payload is None:
+                    data.pop(id_, None)
+                else:
+                    data[id_] = payload
         else:
             present = np.asarray(self.index.contains(ids), dtype=bool)
             if present.any():
                 self.index.remove(ids[present])
             for id_ in ids.tolist():
-                self.meta.pop(id_, None)
+                labels.pop(id_, None)
+                data.pop(id_, None)
 
     # -- public writes --------------------------------------------------------------------
     def _prepare_add(
@@ -467,15 +472,16 @@ class Collection:
             vecs = self.index.get_vectors(arr)
         except KeyError as e:  # removed in between
             raise UnknownIdError(f"an id is not in the index: {e}") from None
-        out = []
-        for j, id_ in enumerate(arr.tolist()):
-            label, payload = self.meta.get(id_, (None, None))
-            out.append({"id": id_, "vector": vecs[j].tolist(), "label": label, "payload": payload})
-        return out
+        labels, data = self.collection.labels, self.collection.data
+        return [
+            {"id": id_, "vector": vecs[j].tolist(), "label": labels.get(id_), "payload": data.get(id_)}
+            for j, id_ in enumerate(arr.tolist())
+        ]
 
     def labels_of(self, ids: np.ndarray) -> list:
-        meta = self.meta
-        return [meta[i][0] if i in meta else None for i in ids.tolist()]
+        """Labels of ``ids`` (None where an id has none)."""
+        get = self.collection.labels.get
+        return [get(i) for i in ids.tolist()]
 
     def search(self, queries: Any, k: int = 10, *, filter_ids: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The index's search, or :func:`filtered_search` when ``filter_ids`` is given."""
@@ -507,45 +513,25 @@ class Collection:
         self._queue.put((fut,))
         return fut
 
-    def _meta_rows(self) -> list:
-        return [[id_, label, payload] for id_, (label, payload) in sorted(self.meta.items())]
-
     def _snapshot_now(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         lsn = self.lsn
+        params, arrays = self.collection.state()
         if self.data_dir is None:
             if self.snapshot_path is None:
                 raise RuntimeError("no data directory and no snapshot path: nowhere to save a snapshot")
-            self.index.save(self.snapshot_path)
-            with atomic_writer(self.snapshot_path + ".meta.json") as f:
-                f.write(json.dumps({"format": _SNAPSHOT_FORMAT, "meta": self._meta_rows()}).encode())
             path = self.snapshot_path
+            write_container(path, SNAPSHOT_KIND, {"lsn": lsn, "collection": params}, arrays)
         else:
             assert self.wal is not None
-            index_name = f"snap-{lsn:020d}.index"
-            meta_name = f"snap-{lsn:020d}.json"
-            self.index.save(os.path.join(self.data_dir, index_name))
-            snap = {
-                "format": _SNAPSHOT_FORMAT,
-                "version": 1,
-                "lsn": lsn,
-                "index": index_name,
-                "meta": self._meta_rows(),
-            }
-            with atomic_writer(os.path.join(self.data_dir, meta_name)) as f:
-                f.write(json.dumps(snap).encode())
-            with atomic_writer(os.path.join(self.data_dir, "CURRENT")) as f:
-                f.write(json.dumps({"snapshot": meta_name}).encode())
-            # Only now may the log before lsn go: a crash before this point replays it.
+            path = os.path.join(self.data_dir, SNAPSHOT_NAME)
+            # One atomic write (temporary file, fsync, rename): the old snapshot stays
+            # whole until the new one is complete.
+            write_container(path, SNAPSHOT_KIND, {"lsn": lsn, "collection": params}, arrays)
+            # Only now may the log up to lsn go; a crash before this replays it onto
+            # the new snapshot, skipping records <= lsn.
             self.wal.rotate(lsn)
             self.wal.drop_through(lsn)
-            for name in os.listdir(self.data_dir):
-                if name.startswith("snap-") and name not in (index_name, meta_name):
-                    try:
-                        os.unlink(os.path.join(self.data_dir, name))
-                    except OSError:
-                        pass
-            path = os.path.join(self.data_dir, index_name)
         self.snapshot_lsn = lsn
         self.last_snapshot_time = time.time()
         return {"lsn": lsn, "path": path, "seconds": time.perf_counter() - t0}
@@ -574,19 +560,34 @@ class Collection:
         if self.wal is not None:
             self.wal.close()
 
-    def __enter__(self) -> Collection:
+    def __enter__(self) -> DurableCollection:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def _read_sidecar(path: str) -> list:
-    side = path + ".meta.json"
-    if not os.path.exists(side):
-        return []
+def _read_snapshot(path: str) -> tuple[Collection, int]:
+    kind, params, arrays = read_container(path)
+    if kind != SNAPSHOT_KIND:
+        raise CorruptFileError(f"{path!r} holds a {kind!r}, not a service snapshot")
     try:
-        with open(side, encoding="utf-8") as f:
-            return json.load(f)["meta"]
+        return Collection.from_state(params["collection"], arrays), int(params["lsn"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CorruptFileError(f"{side!r} is unreadable: {e}") from e
+        if isinstance(e, CorruptFileError):
+            raise
+        raise CorruptFileError(f"{path!r} is a damaged service snapshot: {e}") from e
+
+
+def load_collection(source: str | os.PathLike[str] | Collection | Index) -> tuple[Collection, int]:
+    """A collection from an index, a collection, or a file written by ``Index.save`` or
+    by a snapshot; returns ``(collection, lsn it includes)`` (0 for an index file)."""
+    if isinstance(source, Collection):
+        return source, 0
+    if isinstance(source, Index):
+        return Collection(source), 0
+    path = os.fspath(source)
+    kind, _, _ = read_container(path)
+    if kind == SNAPSHOT_KIND:
+        return _read_snapshot(path)
+    return Collection(load_index(path)), 0
