@@ -44,6 +44,19 @@ def client(request, data, tmp_path):
         col.close()
 
 
+@pytest.fixture(scope="module")
+def shared_client(data, tmp_path_factory):
+    """One server for the many bad-input cases (they must not change it)."""
+    col = DurableCollection.open(tmp_path_factory.mktemp("shared") / "data", _index(data))
+    app = create_app(col, max_vectors=64, max_body_bytes=1 << 20)
+    try:
+        with TestClient(app) as c:
+            c.collection = col
+            yield c
+    finally:
+        col.close()
+
+
 def _npy(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a)
@@ -204,7 +217,8 @@ BAD_SEARCHES = [
 
 
 @pytest.mark.parametrize("kwargs,status,words", BAD_SEARCHES)
-def test_bad_search_is_a_named_4xx(client, kwargs, status, words):
+def test_bad_search_is_a_named_4xx(shared_client, kwargs, status, words):
+    client = shared_client
     r = client.post("/search", **kwargs)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
@@ -253,7 +267,8 @@ def test_npy_wrong_dtype_and_shape(client):
         ("post", "/vectors/delete", {"json": {"ids": []}}, 422),
     ],
 )
-def test_bad_writes_are_4xx_and_write_nothing(client, method, url, kwargs, status):
+def test_bad_writes_are_4xx_and_write_nothing(shared_client, method, url, kwargs, status):
+    client = shared_client
     lsn = client.collection.lsn
     size = len(client.collection)
     r = getattr(client, method)(url, **kwargs) if method != "post" or kwargs else client.post(url)
