@@ -475,6 +475,7 @@ def create_router(
     max_k: int = 1000,
     max_filter_ids: int = 100_000,
     prefix: str = "",
+    embedder: Any = None,
 ) -> APIRouter:
     """A FastAPI router serving an index (or a :class:`DurableCollection`) over HTTP.
 
@@ -495,6 +496,9 @@ def create_router(
         max_k: Largest ``k``.
         max_filter_ids: Longest ``filter_ids`` allow-list.
         prefix: Path prefix of every endpoint.
+        embedder: A :class:`simdex.SimilarityModel`, :class:`simdex.OnnxEmbedder` or
+            anything with ``embed(x) -> (n, dim) array``: adds ``POST /lookup``,
+            which embeds raw inputs and searches with the vectors.
 
     Returns:
         The router; ``router.state`` is its :class:`ServiceState`.
@@ -657,6 +661,76 @@ def create_router(
         except RuntimeError as e:
             raise HTTPException(503, str(e)) from None
         return JSONResponse(_results(D, I))
+
+    if embedder is not None:
+        if not callable(getattr(embedder, "embed", None)):
+            raise TypeError(f"embedder must have an embed(x) method, got {type(embedder).__name__}")
+
+        @router.post(
+            "/lookup",
+            summary="embed raw inputs and search with them",
+            response_model=SearchResponse,
+            responses=errors,
+            dependencies=secured,
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["inputs"],
+                                "properties": {
+                                    "inputs": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": max_vectors,
+                                        "description": "A batch of raw examples (nested numbers), "
+                                        "each of the shape the model takes.",
+                                    },
+                                    "k": {"type": "integer", "minimum": 1, "maximum": max_k, "default": 10},
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        )
+        async def lookup(request: Request) -> Response:
+            """The ``k`` nearest stored vectors of each input's embedding (same reply as
+            ``/search``). The model runs on the search worker thread, off the event loop."""
+            try:
+                obj = json.loads(await request.body())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise _bad(400, f"body is not valid JSON: {e}") from None
+            if not isinstance(obj, dict) or "inputs" not in obj:
+                raise _bad(422, "body must be a JSON object with 'inputs' (and optionally 'k')")
+            k = _as_int(obj.get("k", 10), "k", 1, max_k)
+            raw = obj["inputs"]
+            if not isinstance(raw, list) or not raw:
+                raise _bad(422, "inputs must be a non-empty list of examples")
+            if len(raw) > max_vectors:
+                raise _bad(413, f"{len(raw)} inputs in one request; the limit is {max_vectors}")
+            try:
+                x = np.array(raw)
+            except (ValueError, OverflowError, TypeError) as e:
+                raise _bad(422, f"inputs must be a regular array of numbers: {e}") from None
+            if x.dtype.kind not in "fi":
+                raise _bad(422, f"inputs must hold numbers only (got values of type {x.dtype})")
+            if not np.isfinite(x).all():
+                raise _bad(422, "inputs contain NaN or infinity")
+            try:
+                vectors = await state.batcher.run(lambda: np.asarray(embedder.embed(x.astype(np.float32))))
+            except (TypeError, ValueError) as e:  # the model's own checks: shape, dtype
+                raise _bad(422, f"the model cannot take these inputs: {e}") from None
+            except RuntimeError as e:
+                raise HTTPException(503, str(e)) from None
+            q = _check_queries(vectors, dim, max_vectors, name="embeddings")
+            try:
+                D, I = await state.batcher.search(q, k)
+            except RuntimeError as e:
+                raise HTTPException(503, str(e)) from None
+            return JSONResponse(_results(D, I))
 
     @router.post(
         "/vectors",

@@ -5,6 +5,10 @@ Usage::
     simdex serve PATH [--wal DIR] [--host 127.0.0.1] [--port 8000] [--api-key-file FILE]
                       [--batch-window-ms 1] [--no-batching] [--model MODEL]
 
+``--model`` loads a saved SimilarityModel and adds ``POST /lookup``: raw inputs are
+embedded by the model and searched in ``PATH``'s index (which must hold vectors of the
+model's embedding dimension, e.g. ``model.embed(x)`` added by id).
+
 ``PATH`` is a file written by ``Index.save`` (or a service snapshot). With ``--wal DIR`` writes are durable
 (write-ahead log + snapshots in ``DIR``; ``PATH`` is read only while ``DIR`` holds no
 snapshot yet); without it writes live in memory until ``POST /snapshot`` saves them to
@@ -38,7 +42,9 @@ def build_parser(prog: str = "simdex serve") -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=256, help="most query rows per native call")
     p.add_argument("--no-fsync", action="store_true", help="skip fsync (voids the durability guarantee)")
     p.add_argument("--switch-interval-ms", type=float, default=1.0, help="GIL switch interval (default 1 ms)")
-    p.add_argument("--model", help="a saved SimilarityModel to serve lookups with (not supported yet)")
+    p.add_argument(
+        "--model", help="a saved SimilarityModel: adds POST /lookup on raw inputs (needs simdex[tf])"
+    )
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return p
 
@@ -46,9 +52,6 @@ def build_parser(prog: str = "simdex serve") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "simdex serve") -> int:
     """Run the server until interrupted; returns the exit status."""
     args = build_parser(prog).parse_args(argv)
-    if args.model:
-        print(f"{prog}: --model is not supported yet; serve the model's index file instead", file=sys.stderr)
-        return 2
     try:
         import uvicorn
 
@@ -70,8 +73,14 @@ def main(argv: list[str] | None = None, prog: str = "simdex serve") -> int:
         collection = DurableCollection.open(args.wal, base, fsync=not args.no_fsync)
     else:
         collection = DurableCollection(load_collection(args.path)[0], snapshot_path=args.path)
+    embedder = None
+    if args.model:
+        from simdex.learn.models import load_model
+
+        embedder = load_model(args.model)
     app = create_app(
         collection,
+        embedder=embedder,
         api_key=api_key,
         batching=not args.no_batching,
         batch_window=args.batch_window_ms / 1e3,
