@@ -168,8 +168,8 @@ class DurableCollection:
         >>> import numpy as np
         >>> from simdex.index import ExactIndex
         >>> c = DurableCollection(ExactIndex(dim=3))
-        >>> c.add([1, 2], np.eye(3)[:2], labels=["a", "b"])
-        2
+        >>> c.add([1, 2], np.eye(3)[:2], labels=["a", "b"])  # the operation's log sequence number
+        1
         >>> c.get([2])[0]["label"]
         'b'
         >>> c.close()
