@@ -359,3 +359,28 @@ def test_concurrent_searches_are_coalesced(data):
     calls = float(count[0].split()[-1])
     assert 1 <= calls < 40
     router_app.state.simdex.close()
+
+
+def test_an_lsh_index_is_served_too(data, tmp_path):
+    from simdex.index import LSHIndex
+
+    index = LSHIndex(DIM, num_tables=4, hash_bits=6)
+    index.add(data, np.arange(N))
+    col = DurableCollection.open(tmp_path / "data", index)
+    try:
+        with TestClient(create_app(col)) as c:
+            r = c.post("/search", json={"vectors": [data[7].tolist()], "k": 1})
+            assert r.status_code == 200 and r.json()["results"][0]["ids"] == [7]
+            assert (
+                c.put("/vectors/100000", json={"vector": data[7].tolist(), "label": "x"}).status_code == 200
+            )
+            assert c.post("/snapshot").status_code == 200
+            assert c.get("/info").json()["kind"] == "LSHIndex"
+    finally:
+        col.close()
+    col = DurableCollection.open(tmp_path / "data")  # from the snapshot alone
+    try:
+        assert type(col.index).__name__ == "LSHIndex" and 100000 in col.index
+        assert col.get([100000])[0]["label"] == "x"
+    finally:
+        col.close()
