@@ -45,6 +45,13 @@ std::int64_t FlatIndex::size() const {
   return static_cast<std::int64_t>(ids_.size());
 }
 
+namespace {
+template <class T>
+void reserve_geometric(std::vector<T>& v, std::size_t need) {
+  if (need > v.capacity()) v.reserve(std::max(need, 2 * v.capacity()));
+}
+}  // namespace
+
 void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replace) {
   SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
   std::unique_lock<std::shared_mutex> lock(mutex_);
@@ -62,9 +69,11 @@ void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool repla
   std::vector<float> aux(static_cast<std::size_t>(n), 0.0f);
   compute_row_aux(x, n, d_, metric_, aux.data());
   const std::int64_t old = static_cast<std::int64_t>(ids_.size());
-  data_.reserve(static_cast<std::size_t>((old + n) * d_));
+  // Geometric growth: reserve(exact size) on every call reallocated, i.e. copied the
+  // whole store, on every add, which made adding one vector O(size()).
+  reserve_geometric(data_, static_cast<std::size_t>((old + n) * d_));
   std::vector<float> scratch(half_on_ ? static_cast<std::size_t>(d_) : 0);
-  if (half_on_) half_.reserve(static_cast<std::size_t>(fp16::storage_size(old + n, d_)));
+  if (half_on_) reserve_geometric(half_, static_cast<std::size_t>(fp16::storage_size(old + n, d_)));
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = row_of_.find(ids[i]);
     if (it != row_of_.end()) {
