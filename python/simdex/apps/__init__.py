@@ -1,0 +1,1 @@
+"""Applications built on the index: near-duplicate search, serving and scale-out (``distributed``)."""
