@@ -135,8 +135,8 @@ class Shard:
         spec: The index spec (:func:`normalize_spec`).
         shard: This shard's number.
         num_shards: The shard count.
-        registry: Name of the :class:`Registry` actor, asked at start-up (also when
-            Ray restarts this actor) for the files of the shard's last save.
+        registry: ``(actor name, index key)`` of the :class:`Registry`, asked at
+            start-up (also when Ray restarts this actor) for the shard's last save.
         num_threads: Threads for this replica's searches (None: simdex's default).
     """
 
@@ -145,7 +145,7 @@ class Shard:
         spec: Mapping[str, Any],
         shard: int,
         num_shards: int,
-        registry: str | None = None,
+        registry: tuple[str, str] | None = None,
         num_threads: int | None = None,
     ) -> None:
         self.spec, self.shard, self.num_shards = dict(spec), shard, num_shards
@@ -159,7 +159,8 @@ class Shard:
         if registry is not None:
             import ray
 
-            source = ray.get(ray.get_actor(registry).get.remote(shard))
+            name, key = registry
+            source = ray.get(ray.get_actor(name).get.remote(key, shard))
         if source is None:
             self.index = make_index(self.spec)
         else:
@@ -234,17 +235,24 @@ class Shard:
 
 
 class Registry:
-    """Where each shard's last save lives (one small actor per :class:`ShardedIndex`).
+    """Where each shard's last save lives: ``(index key, shard) -> source``.
 
-    A shard actor asks it at start-up, so a replica that Ray restarts reloads the
-    shard's last save rather than coming back empty.
+    One small actor per Ray namespace. A shard actor asks it at start-up, so a replica
+    that Ray restarts reloads the shard's last save rather than coming back empty.
+    A source is ``{"files": [...], "whole": bool, "version": int, "manifest": str}``.
     """
 
-    def __init__(self, sources: Mapping[int, Mapping[str, Any]] | None = None) -> None:
-        self.sources: dict[int, dict[str, Any]] = {int(s): dict(v) for s, v in (sources or {}).items()}
+    def __init__(self) -> None:
+        self.sources: dict[tuple[str, int], dict[str, Any]] = {}
 
-    def get(self, shard: int) -> dict[str, Any] | None:
-        return self.sources.get(shard)
+    def get(self, key: str, shard: int) -> dict[str, Any] | None:
+        return self.sources.get((key, int(shard)))
 
-    def set(self, sources: Mapping[int, Mapping[str, Any]]) -> None:
-        self.sources = {int(s): dict(v) for s, v in sources.items()}
+    def set(self, key: str, sources: Mapping[int, Mapping[str, Any]]) -> None:
+        self.drop(key)
+        for s, v in sources.items():
+            self.sources[(key, int(s))] = dict(v)
+
+    def drop(self, key: str) -> None:
+        for k in [k for k in self.sources if k[0] == key]:
+            del self.sources[k]

@@ -25,6 +25,8 @@ __all__ = ["ShardedIndex", "ShardUnavailableError", "ShardRestoredWarning", "MAN
 
 #: File name of the manifest inside a saved directory.
 MANIFEST_NAME = "manifest.json"
+#: Name prefix of the registry actor (one per job) that records every shard's last save.
+REGISTRY_NAME = "simdex-shard-registry"
 _FORMAT = "simdex-sharded"
 _FORMAT_VERSION = 1
 _INSTALL_HINT = 'simdex.apps.distributed needs Ray: pip install "simdex[ray]" (or pip install "ray[data]")'
@@ -65,6 +67,25 @@ def _remote_class(cls: type) -> Any:
     if cls.__name__ not in _REMOTE:
         _REMOTE[cls.__name__] = _ray().remote(cls)
     return _REMOTE[cls.__name__]
+
+
+_REGISTRY: dict[str, Any] = {}
+
+
+def _registry() -> tuple[str, Any]:
+    """Name and handle of this job's registry actor, created on first use.
+
+    This module keeps the handle for the life of the job, so the registry is not
+    garbage-collected between indexes; it ends with the job (``ray.shutdown()``).
+    """
+    ray = _ray()
+    job = ray.get_runtime_context().get_job_id()
+    if job not in _REGISTRY:
+        _REGISTRY.clear()  # handles of an earlier job (before ray.shutdown) are void
+        name = f"{REGISTRY_NAME}-{job}"
+        handle = _remote_class(Registry).options(name=name, get_if_exists=True, max_restarts=-1, num_cpus=0)
+        _REGISTRY[job] = (name, handle.remote())
+    return _REGISTRY[job]
 
 
 def _write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
@@ -185,15 +206,13 @@ class ShardedIndex:
         self._version = [0] * self.num_shards
         self._down: dict[tuple[int, int], Any] = {}  # (shard, replica) -> pending probe or None
         self._turn = itertools.count()
-        # The registry outlives shard restarts: it tells a restarting shard what to load.
-        # Shards find it by name: an actor handle among a restartable actor's constructor
-        # arguments would live in the object store, which Ray warns about.
-        self._registry_name = f"simdex-registry-{uuid.uuid4().hex}"
-        self._registry = (
-            _remote_class(Registry)
-            .options(name=self._registry_name, max_restarts=-1)
-            .remote(dict(sources or {}))
-        )
+        # One registry per job, shared by every ShardedIndex: it outlives shard restarts
+        # and tells a restarting shard what to load. Shards find it by name (an actor
+        # handle among a restartable actor's arguments would sit in the object store).
+        self._key = uuid.uuid4().hex
+        self._registry_name, self._registry = _registry()
+        if sources:
+            ray.get(self._registry.set.remote(self._key, sources))
         self._actors: list[list[Any]] = [
             [self._new_actor(s) for _ in range(self.replicas)] for s in range(self.num_shards)
         ]
@@ -204,7 +223,9 @@ class ShardedIndex:
 
     def _new_actor(self, shard: int) -> Any:
         cls = _remote_class(Shard).options(**self._actor_options)
-        return cls.remote(self._spec, shard, self.num_shards, self._registry_name, self._num_threads)
+        return cls.remote(
+            self._spec, shard, self.num_shards, (self._registry_name, self._key), self._num_threads
+        )
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -687,7 +708,7 @@ class ShardedIndex:
             }
             for s in range(self.num_shards)
         }
-        _ray().get(self._registry.set.remote(sources))
+        _ray().get(self._registry.set.remote(self._key, sources))
         keep = set(names)
         for path in glob.glob(os.path.join(directory, "shard-*.simdex")):
             if os.path.basename(path) not in keep:
@@ -765,7 +786,7 @@ class ShardedIndex:
                     ray.kill(a)
         if getattr(self, "_registry", None) is not None:
             with contextlib.suppress(Exception):
-                ray.kill(self._registry)
+                self._registry.drop.remote(self._key)
         self._actors, self._registry = [], None
 
     def __enter__(self) -> ShardedIndex:
