@@ -377,9 +377,8 @@ def test_add_from_model_over_raw_inputs(cluster):
         )
         assert added == 1_200 and len(index) == 1_200
         np.testing.assert_array_equal(index.get_vectors([0, 5 * 1199]), model([texts[0], texts[1199]]))
-        # A plain function and fresh ids (after the largest id so far).
-        assert index.add_from_model(ray.data.from_items(items[:300]), model, input_column="text") == 300
-        assert len(index) == 1_500 and index.contains(5 * 1199 + 300) and not index.contains(5 * 1199 + 301)
+        # Fresh ids continue after the largest id so far.
+        assert index.add(model(texts[:3])).tolist() == [5 * 1199 + 1, 5 * 1199 + 2, 5 * 1199 + 3]
         D, I = index.search(model(texts[:3]), 2)
         assert I[:, 0].tolist() == [0, 5, 10]  # the exact copies, then the fresh copies
-        assert (I[:, 1] > 5 * 1199).all() and D[:, 1].tolist() == [0.0, 0.0, 0.0]
+        assert I[:, 1].tolist() == [5 * 1199 + 1, 5 * 1199 + 2, 5 * 1199 + 3] and (D[:, 1] == 0).all()
