@@ -169,8 +169,8 @@ class Shard:
             self.source = source["manifest"]
 
     # -- consistency ----------------------------------------------------------------------
-    def _expect(self, expected: int) -> None:
-        if self.version != expected:
+    def _expect(self, expected: int | None) -> None:
+        if expected is not None and self.version != expected:
             raise StaleShardError(self.version, expected, self.source)
 
     def info(self) -> dict[str, Any]:
@@ -220,8 +220,8 @@ class Shard:
         self._expect(expected)
         return len(self.index)
 
-    def export(self, expected: int) -> tuple[np.ndarray, np.ndarray]:
-        """All ``(vectors, ids)`` of this replica."""
+    def export(self, expected: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """All ``(vectors, ids)`` of this replica (``expected=None``: whatever version)."""
         self._expect(expected)
         ids = self.index.ids
         vectors = self.index.get_vectors(ids) if ids.size else np.zeros((0, self.spec["dim"]), np.float32)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import itertools
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -88,6 +90,17 @@ def _registry() -> tuple[str, Any]:
     return _REGISTRY[job]
 
 
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a method under the index's lock (the routing state is shared by all calls)."""
+
+    @functools.wraps(method)
+    def wrapper(self: ShardedIndex, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
     """Write JSON to ``path`` via a temporary file, fsync and rename (old file kept on failure)."""
     directory = os.path.dirname(path)
@@ -138,6 +151,8 @@ class ShardedIndex:
       ``add`` rejected because an id already exists is rolled back everywhere.
     * ``save`` writes every shard file, then the manifest (atomically, last); a crash
       during ``save`` leaves the previous save of that directory loadable.
+    * One object may be shared by threads: its calls take turns (each call still fans
+      out to all shards in parallel).
 
     Args:
         dim: Vector dimension.
@@ -202,6 +217,7 @@ class ShardedIndex:
         options = {"scheduling_strategy": "SPREAD", **dict(actor_options or {})}
         options.update(max_restarts=max_restarts, max_task_retries=0)
         self._actor_options = options
+        self._lock = threading.RLock()
         self._next_id = 0
         self._version = [0] * self.num_shards
         self._down: dict[tuple[int, int], Any] = {}  # (shard, replica) -> pending probe or None
@@ -312,28 +328,42 @@ class ShardedIndex:
                 self._actors[s][r].restore.remote(src.export.remote(self._version[s]), self._version[s])
             # else: the only replica; its first call reports the version it came back with
 
+    @_locked
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until every replica answers (after restarts), at most ``timeout`` seconds.
+        """Block until every replica is up and current (after restarts), at most ``timeout`` s.
+
+        A shard whose only replica came back from an older save issues its
+        :class:`ShardRestoredWarning` here.
 
         Raises:
             ShardUnavailableError: a shard still has a replica down at the deadline.
         """
         ray = _ray()
+        self._check_open()
         deadline = time.monotonic() + timeout
         while True:
             self._heal()
             if not self._down:
-                break
+                # Every replica answers: check that each is at its shard's version.
+                self._read(
+                    range(self.num_shards),
+                    "wait_ready",
+                    lambda a, s: a.size.remote(self._version[s]),
+                    all_replicas=True,
+                )
+                if not self._down:
+                    return
+                continue
             if time.monotonic() > deadline:
                 s, _ = min(self._down)
                 raise self._unavailable(s, f"wait_ready (still down after {timeout} s)")
             probes = [p for p in self._down.values() if p is not None]
             if probes:
                 ray.wait(probes, num_returns=1, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
-        # Every replica answers; check versions (a lone restarted replica reports its loss).
-        self._read(
-            range(self.num_shards), "size", lambda a, s: a.size.remote(self._version[s]), all_replicas=True
-        )
+
+    def _check_open(self) -> None:
+        if not self._actors:
+            raise RuntimeError("this ShardedIndex is closed")
 
     # -- the two call patterns ------------------------------------------------------------------
     def _read(
@@ -346,6 +376,7 @@ class ShardedIndex:
     ) -> dict[int, Any]:
         """Call one live replica of each shard (round-robin), trying others on failure."""
         ray = _ray()
+        self._check_open()
         self._heal()
         turn = next(self._turn)
         queues: dict[int, list[int]] = {}
@@ -397,6 +428,7 @@ class ShardedIndex:
             an existing id, or a :class:`ShardUnavailableError`).
         """
         ray = _ray()
+        self._check_open()
         self._heal()
         refs: dict[int, list[tuple[int, Any]]] = {}
         failed: dict[int, BaseException] = {}
@@ -437,6 +469,7 @@ class ShardedIndex:
         return failed
 
     # -- writes ---------------------------------------------------------------------------------
+    @_locked
     def add(self, vectors: Any, ids: Any = None, *, replace: bool = False) -> np.ndarray:
         """Add vectors, each to the shard its id routes to.
 
@@ -478,6 +511,7 @@ class ShardedIndex:
         self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
         return ids_arr
 
+    @_locked
     def remove(self, ids: Any) -> None:
         """Remove ids (all or nothing when every shard is up).
 
@@ -581,6 +615,7 @@ class ShardedIndex:
         )
 
     # -- reads ----------------------------------------------------------------------------------
+    @_locked
     def search(self, queries: Any, k: int = 10, **options: Any) -> tuple[np.ndarray, np.ndarray]:
         """k nearest stored vectors of each query, over all shards.
 
@@ -619,6 +654,7 @@ class ShardedIndex:
             out[rows] = res[s]
         return out
 
+    @_locked
     def contains(self, ids: Any) -> np.ndarray | bool:
         """Whether each id is present (bool array, or a bool for a scalar id)."""
         arr, scalar = _lookup_ids(ids)
@@ -631,6 +667,7 @@ class ShardedIndex:
         except TypeError:
             return False
 
+    @_locked
     def get_vectors(self, ids: Any) -> np.ndarray:
         """Stored vectors (float32) of ``ids``: shape (n, dim), or (dim,) for one id.
 
@@ -647,6 +684,7 @@ class ShardedIndex:
             out[rows] = res[s]
         return out[0] if scalar else out
 
+    @_locked
     def shard_sizes(self) -> list[int]:
         """Number of vectors in each shard."""
         res = self._read(range(self.num_shards), "len", lambda a, s: a.size.remote(self._version[s]))
@@ -665,6 +703,7 @@ class ShardedIndex:
         }
 
     # -- persistence ----------------------------------------------------------------------------
+    @_locked
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write one file per shard (``Index.save``, atomic) and then ``manifest.json``.
 
