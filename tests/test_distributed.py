@@ -122,7 +122,7 @@ def test_lsh_sharded_recall_within_001_of_one_index(cluster):
     centers = rng.normal(size=(200, 32)).astype(np.float32)
     x = (centers[rng.integers(0, 200, 20_000)] + 0.35 * rng.normal(size=(20_000, 32))).astype(np.float32)
     q = (centers[rng.integers(0, 200, 300)] + 0.35 * rng.normal(size=(300, 32))).astype(np.float32)
-    params = {"num_tables": 6, "hash_bits": 12, "num_probes": 4, "seed": 3}
+    params = {"num_tables": 4, "hash_bits": 14, "num_probes": 2, "seed": 3}  # recall ~0.7 here
     _, truth = _exact(x, None).search(q, 10)
     single = LSHIndex(32, **params)
     single.add(x)
@@ -136,7 +136,7 @@ def test_lsh_sharded_recall_within_001_of_one_index(cluster):
         _, found = sharded.search(q, 10)
         _, more = sharded.search(q, 10, num_probes=16)  # options reach every shard
     r1, rs, rmore = recall(found1), recall(found), recall(more)
-    assert 0.3 < r1 < 0.99  # a test that can tell recalls apart
+    assert 0.5 < r1 < 0.9  # a setting where a worse candidate set would show
     assert rs >= r1 - 0.01, (rs, r1)
     assert rmore > rs
 

@@ -492,12 +492,13 @@ class ShardedIndex:
         n = x.shape[0]
         if ids is None:
             ids_arr = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-            self._next_id += n
         else:
             ids_arr = as_ids(ids, n)
             uniq, counts = np.unique(ids_arr, return_counts=True)
             if uniq.size != n:
                 raise ValueError(f"ids must be distinct; id {int(uniq[counts > 1][0])} is repeated")
+        # Counted before the write: after a partial failure fresh ids still never collide.
+        self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
         groups = self._group(ids_arr)
         ray = _ray()
         parts = {s: (ray.put(x[rows]), ids_arr[rows], bool(replace)) for s, rows in groups.items()}
@@ -508,7 +509,6 @@ class ShardedIndex:
             if user and done and not replace:  # roll back: those ids were absent on those shards
                 self._write({s: (parts[s][1],) for s in done}, "remove")
             raise next(iter(user or failed.values()))
-        self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
         return ids_arr
 
     @_locked
