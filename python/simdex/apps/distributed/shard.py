@@ -26,7 +26,8 @@ __all__ = ["INDEX_KINDS", "IndexSpec", "StaleShardError", "Shard", "make_index",
 #: Shard index kinds: name -> class.
 INDEX_KINDS: dict[str, type[Index]] = {"exact": ExactIndex, "lsh": LSHIndex}
 
-IndexSpec = dict  # {"kind": "exact" | "lsh", "dim": int, "metric": str, "params": {...}}
+#: ``{"kind": "exact" | "lsh", "dim": int, "metric": str, "params": {...}}``
+IndexSpec = dict[str, Any]
 
 
 class StaleShardError(RuntimeError):
@@ -155,12 +156,14 @@ class Shard:
             simdex.set_num_threads(num_threads)
         self.version = 0
         self.source: str | None = None
-        source = None
+        self.index: Index
+        source: dict[str, Any] | None = None
         if registry is not None:
             import ray
 
             name, key = registry
-            source = ray.get(ray.get_actor(name).get.remote(key, shard))
+            got: Any = ray.get(ray.get_actor(name).get.remote(key, shard))
+            source = got
         if source is None:
             self.index = make_index(self.spec)
         else:
