@@ -19,8 +19,7 @@ import warnings
 import numpy as np
 import pytest
 
-from simdex.index import ExactIndex
-from simdex.lsh import LSHIndex
+from simdex.index import ExactIndex, LSHIndex
 
 # Keep the test cluster on the loopback interface: with this, Ray binds and advertises
 # 127.0.0.1 instead of the machine's address (read when ray is imported).
@@ -157,7 +156,7 @@ def test_routing_puts_each_id_in_its_shard(three):
     sizes = three.shard_sizes()
     assert sizes == np.bincount(shard_of(np.arange(905), 3), minlength=3).tolist()
     for s in range(3):  # each shard holds exactly the ids that route to it
-        held = ray.get(three.actor(s).export.remote(None))[1]
+        held = ray.get(three.actor(s).export.remote(None))[1]["ids"]
         assert sorted(held.tolist()) == np.flatnonzero(shard_of(np.arange(905), 3) == s).tolist()
     three.remove(np.arange(900, 905))
     assert len(three) == 900
@@ -326,9 +325,10 @@ def test_two_replicas_serve_through_a_kill_and_refill(cluster):
             index.wait_ready(timeout=60)
             # Every replica holds every acknowledged write.
             for s in range(2):
-                held = [ray.get(index.actor(s, r).export.remote(None)) for r in range(2)]
+                held = [ray.get(index.actor(s, r).export.remote(None))[1] for r in range(2)]
                 want = np.flatnonzero(shard_of(np.arange(3000), 2) == s)
-                for vectors, ids in held:
+                for arrays in held:
+                    vectors, ids = arrays["vectors"], arrays["ids"]
                     order = np.argsort(ids)
                     assert ids[order].tolist() == want.tolist()
                     np.testing.assert_array_equal(vectors[order], x[want])

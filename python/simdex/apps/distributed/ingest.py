@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from simdex.apps.distributed.sharded import ShardedIndex
+from simdex._optional import import_optional
 
-__all__ = ["add_dataset", "add_from_model", "Progress"]
+
+class SupportsAdd(Protocol):
+    """What these loaders need of an index: ``add`` (a ShardedIndex, or any simdex Index)."""
+
+    def add(self, vectors: Any, ids: Any = None, *, replace: bool = False) -> np.ndarray: ...
+
+
+__all__ = ["add_dataset", "add_from_model", "Progress", "SupportsAdd"]
 
 #: ``progress(rows_done, rows_total_or_None)``, called after every batch.
 Progress = Callable[[int, "int | None"], None]
@@ -30,13 +36,10 @@ def _reporter(progress: bool | Progress | None, total: int | None, desc: str) ->
         return None, None
     if callable(progress):
         return progress, None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as e:
-        raise ImportError(
-            'progress=True needs tqdm: pip install "simdex[progress]" (or pass a callback)'
-        ) from e
-    bar = tqdm(total=total, desc=desc, unit="vec")
+    tqdm = import_optional(
+        "tqdm.auto", "progress=True", 'pip install "simdex[progress]" (or pass a callback)'
+    )
+    bar = tqdm.tqdm(total=total, desc=desc, unit="vec")
 
     def update(done: int, _total: int | None) -> None:
         bar.update(done - bar.n)
@@ -45,7 +48,7 @@ def _reporter(progress: bool | Progress | None, total: int | None, desc: str) ->
 
 
 def add_dataset(
-    index: ShardedIndex,
+    index: SupportsAdd,
     dataset: Any,
     *,
     column: str = "embedding",
@@ -97,7 +100,7 @@ class _EmbedBatch:
 
 
 def add_from_model(
-    index: ShardedIndex,
+    index: SupportsAdd,
     dataset: Any,
     model: Callable[[Any], Any] | type,
     *,

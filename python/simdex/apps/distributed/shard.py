@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from simdex._runtime import set_num_threads
 from simdex.apps.distributed.routing import shard_of
-from simdex.index import ExactIndex, Index, load_index
-from simdex.lsh import LSHIndex
+from simdex.index import ExactIndex, Index, LSHIndex, load_index
 
 __all__ = ["INDEX_KINDS", "IndexSpec", "StaleShardError", "Shard", "make_index", "normalize_spec"]
 
@@ -121,11 +121,11 @@ def build_from_files(
     for path in files:
         part = load_index(path)
         _check_loaded(part, spec, path)
-        ids = part.ids
-        mine = ids[shard_of(ids, num_shards) == shard]
-        if mine.size:
-            index.add(part.get_vectors(mine), mine)
+        _, arrays = part.state()
         del part
+        mine = shard_of(arrays["ids"], num_shards) == shard
+        if mine.any():
+            index.add(arrays["vectors"][mine], arrays["ids"][mine])
     return index
 
 
@@ -151,9 +151,7 @@ class Shard:
     ) -> None:
         self.spec, self.shard, self.num_shards = dict(spec), shard, num_shards
         if num_threads is not None:
-            import simdex
-
-            simdex.set_num_threads(num_threads)
+            set_num_threads(num_threads)
         self.version = 0
         self.source: str | None = None
         self.index: Index
@@ -193,13 +191,14 @@ class Shard:
         self.version += 1
         return self.version
 
-    def restore(self, state: tuple[np.ndarray, np.ndarray], version: int) -> int:
-        """Replace the contents by ``state`` (another replica's :meth:`export`)."""
-        vectors, ids = state
-        index = make_index(self.spec)
-        if ids.size:
-            index.add(vectors, ids)
-        self.index, self.version, self.source = index, int(version), "another replica"
+    def restore(self, state: tuple[dict[str, Any], dict[str, np.ndarray]], version: int) -> int:
+        """Replace the contents by another replica's :meth:`export` (``Index.state()``)."""
+        params, arrays = state
+        self.index, self.version, self.source = (
+            Index.from_state(params, arrays),
+            int(version),
+            "another replica",
+        )
         return self.version
 
     # -- reads ----------------------------------------------------------------------------
@@ -223,12 +222,10 @@ class Shard:
         self._expect(expected)
         return len(self.index)
 
-    def export(self, expected: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """All ``(vectors, ids)`` of this replica (``expected=None``: whatever version)."""
+    def export(self, expected: int | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """This replica's ``index.state()`` (``expected=None``: whatever its version)."""
         self._expect(expected)
-        ids = self.index.ids
-        vectors = self.index.get_vectors(ids) if ids.size else np.zeros((0, self.spec["dim"]), np.float32)
-        return vectors, ids
+        return self.index.state()
 
     def save(self, path: str, expected: int) -> int:
         """``index.save(path)`` (atomic); returns the number of vectors written."""

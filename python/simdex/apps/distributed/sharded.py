@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from simdex._optional import import_optional
+from simdex._validate import as_ids, as_matrix, canonical_metric, check_k, check_positive_int, lookup_ids
 from simdex.apps.distributed.merge import merge_topk
 from simdex.apps.distributed.routing import HASH_NAME, shard_of
 from simdex.apps.distributed.shard import Registry, Shard, StaleShardError, normalize_spec
-from simdex.index import as_ids, as_matrix, canonical_metric, check_k, check_positive_int
 
 __all__ = ["ShardedIndex", "ShardUnavailableError", "ShardRestoredWarning", "MANIFEST_NAME"]
 
@@ -31,7 +32,7 @@ MANIFEST_NAME = "manifest.json"
 REGISTRY_NAME = "simdex-shard-registry"
 _FORMAT = "simdex-sharded"
 _FORMAT_VERSION = 1
-_INSTALL_HINT = 'simdex.apps.distributed needs Ray: pip install "simdex[ray]" (or pip install "ray[data]")'
+_INSTALL_HINT = 'pip install "simdex[ray]"'
 
 
 class ShardUnavailableError(RuntimeError):
@@ -55,11 +56,7 @@ class ShardRestoredWarning(UserWarning):
 
 
 def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError(_INSTALL_HINT) from e
-    return ray
+    return import_optional("ray", "simdex.apps.distributed", _INSTALL_HINT)
 
 
 _REMOTE: dict[str, Any] = {}
@@ -520,7 +517,7 @@ class ShardedIndex:
             ShardUnavailableError: a shard holding some ids is down (ids on other
                 shards are removed).
         """
-        arr = _lookup_ids(ids)[0]
+        arr = lookup_ids(ids)[0]
         present = self._contains(arr)
         if not present.all():
             raise KeyError(f"id {int(arr[~present][0])} is not in the index")
@@ -657,7 +654,7 @@ class ShardedIndex:
     @_locked
     def contains(self, ids: Any) -> np.ndarray | bool:
         """Whether each id is present (bool array, or a bool for a scalar id)."""
-        arr, scalar = _lookup_ids(ids)
+        arr, scalar = lookup_ids(ids)
         out = self._contains(arr)
         return bool(out[0]) if scalar else out
 
@@ -674,7 +671,7 @@ class ShardedIndex:
         Raises:
             KeyError: an id is not in the index.
         """
-        arr, scalar = _lookup_ids(ids)
+        arr, scalar = lookup_ids(ids)
         out = np.empty((arr.shape[0], self.dim), dtype=np.float32)
         groups = self._group(arr)
         res = self._read(
@@ -848,11 +845,3 @@ def _restarting(err: Any) -> bool:
     """Whether Ray says the actor behind ``err`` will come back."""
     text = str(err).lower()
     return "restart" in text and "will not be restarted" not in text and "no_restart" not in text
-
-
-def _lookup_ids(ids: Any) -> tuple[np.ndarray, bool]:
-    arr = np.asarray(ids)
-    scalar = arr.ndim == 0
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64), scalar
