@@ -96,8 +96,7 @@ void register_lsh(py::module_& m) {
           "add",
           [](LshIndex& self, const FloatArray& x, const IdArray& ids, bool replace, int num_threads) {
             const std::int64_t n = check_matrix(x, self.dim(), "vectors");
-            if (check_ids(ids, "ids") != n)
-              throw std::invalid_argument(detail::concat("got ", n, " vectors but ", ids.shape(0), " ids"));
+            check_same_count(n, ids);
             py::gil_scoped_release nogil;
             self.add(x.data(), n, ids.data(), replace, num_threads);
           },
