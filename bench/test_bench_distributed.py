@@ -17,6 +17,7 @@ SIMDEX_BENCH_DIST_BIG (the large batch, default 10,000), SIMDEX_BENCH_THREADS (2
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 
@@ -53,6 +54,7 @@ def cluster():
         yield
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _best(fn, rounds):
