@@ -35,6 +35,8 @@ from simdex._runtime import core
 
 __all__ = ["METRICS", "Index", "ExactIndex", "knn", "load_index"]
 
+MAX_ID = 2**63 - 2  # the largest id; 2**63 - 1 is the native "no result" marker
+
 METRICS: tuple[str, ...] = ("cosine", "ip", "l2", "sql2")
 _ALIASES = {
     "cosine": "cosine",
@@ -86,6 +88,9 @@ def check_device(device: str) -> str:
     return device
 
 
+_TINY = 2.0**-60  # smallest largest-|component| of a nonzero row (squares stay normal float32)
+
+
 def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bool]:
     """Convert ``x`` to a C-contiguous float32 matrix, checking everything.
 
@@ -103,7 +108,8 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
 
     Raises:
         TypeError: non-numeric dtype (strings, objects, complex, bool).
-        ValueError: wrong number of dimensions, wrong d, no rows, NaN or infinity.
+        ValueError: wrong number of dimensions, wrong d, no rows, NaN or infinity,
+            a row whose float32 squares overflow or underflow (see the README conventions).
     """
     if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
         x = x.get()  # CuPy array -> NumPy for the CPU path
@@ -125,11 +131,36 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
         raise ValueError(f"{name} has dimension {arr.shape[1]}, expected {dim} (shape {arr.shape})")
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, with the position
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
-        bad = np.argwhere(~np.isfinite(out))[0]
-        what = "NaN" if np.isnan(out[bad[0], bad[1]]) else "infinity"
+    # Magnitude rule (README "Conventions"): computing in float32, a row's squares and
+    # products must neither overflow nor underflow. The largest |component| m of each
+    # nonzero row must lie in [_TINY, sqrt(FLT_MAX / (4 d))]; NaN/inf fail too.
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = np.abs(out).max(axis=1)
+    hi = float(np.sqrt(np.finfo(np.float32).max / (4.0 * arr.shape[1])))
+    if not (m <= hi).all():
+        row = int(np.argmax(~(m <= hi)))
+        if np.isfinite(out[row]).all():
+            raise ValueError(
+                f"{name} row {row} has a component of magnitude {float(m[row]):.3g}; simdex computes in "
+                f"float32 and accepts |values| <= {hi:.3g} for dimension {arr.shape[1]} (larger squares "
+                "overflow): scale the data down"
+            )
+        col = int(np.argmax(~np.isfinite(out[row])))
+        what = "NaN" if np.isnan(out[row, col]) else "infinity"
         extra = " (a float64 value out of float32 range becomes infinity)" if arr.dtype != np.float32 else ""
-        raise ValueError(f"{name} contains {what} at row {bad[0]}, column {bad[1]}{extra}")
+        raise ValueError(f"{name} contains {what} at row {row}, column {col}{extra}")
+    if arr.dtype.kind == "f":
+        # Nonzero rows that are all tiny (subnormal squares), judged on the input values,
+        # so float64 rows that float32 would flush to zero are caught too.
+        src = m if arr.dtype == np.float32 else np.abs(arr).max(axis=1)
+        tiny = (src > 0) & (src < _TINY)
+        if tiny.any():
+            row = int(np.argmax(tiny))
+            raise ValueError(
+                f"{name} row {row} is nonzero but its largest |component| is {float(src[row]):.3g} < "
+                f"{_TINY:.3g}: its float32 squares underflow, so its direction and norm would be lost; "
+                "scale the data up or set the row to zero"
+            )
     return out, was_1d
 
 
@@ -138,6 +169,8 @@ def as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
     arr = np.asarray(ids)
     if arr.ndim == 0:
         arr = arr.reshape(1)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # [] is float64 to NumPy
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
@@ -145,18 +178,24 @@ def as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
     if arr.shape[0] != n:
         raise ValueError(f"got {n} vectors but {arr.shape[0]} {name}")
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} must fit in int64")
+        raise ValueError(f"{name} must fit in int64, got {int(arr.max())}")
     out = np.ascontiguousarray(arr, dtype=np.int64)
     if out.size and out.min() < 0:
         raise ValueError(f"{name} must be >= 0 (-1 marks a missing neighbour), got {int(out.min())}")
+    if out.size and out.max() > MAX_ID:
+        raise ValueError(f"{name} must be <= 2**63 - 2 (2**63 - 1 is reserved), got {int(out.max())}")
     return out
 
 
 def _lookup_ids(ids: Any) -> tuple[np.ndarray, bool]:
     arr = np.asarray(ids)
     scalar = arr.ndim == 0
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # [] is float64 to NumPy
     if arr.dtype.kind not in "iu":
         raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"ids must fit in int64, got {int(arr.max())}")
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64), scalar
 
 
@@ -304,6 +343,11 @@ class Index(abc.ABC):
         x, _ = as_matrix(vectors, "vectors", dim=self.dim)
         with self._lock:
             if ids is None:
+                if self._next_id + x.shape[0] - 1 > MAX_ID:
+                    raise ValueError(
+                        f"no fresh ids left: the next one would be {self._next_id} and ids end at "
+                        f"2**63 - 2; pass ids= explicitly"
+                    )
                 ids_arr = np.arange(self._next_id, self._next_id + x.shape[0], dtype=np.int64)
             else:
                 ids_arr = as_ids(ids, x.shape[0])

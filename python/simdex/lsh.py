@@ -41,6 +41,8 @@ from simdex.index import ExactIndex, Index, _threads, as_matrix, check_device, c
 
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
 
+MAX_PROBES = 1 << 16  # buckets probed per table at most (the native bound); 2**hash_bits is used when smaller
+
 
 def _positive_int(value: Any, name: str, low: int = 1, high: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)):
@@ -195,7 +197,7 @@ class LSHIndex(Index):
         device: str = "cpu",
     ) -> None:
         super().__init__(dim, metric)
-        self.num_probes = _positive_int(num_probes, "num_probes")
+        self.num_probes = _positive_int(num_probes, "num_probes", 1, MAX_PROBES)
         self.refine = _positive_int(refine, "refine", 0)
         self.device = check_device(device)
         if self.device == "cuda":
@@ -283,7 +285,7 @@ class LSHIndex(Index):
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.device == "cuda":
             return self._gpu_search(q, k, num_probes)
-        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes")
+        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes", 1, MAX_PROBES)
         ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
         D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
         self._last_candidates = float(cand.mean()) if cand.size else 0.0

@@ -163,7 +163,7 @@ LshIndex::LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const
 }
 
 std::int64_t LshIndex::size() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   return static_cast<std::int64_t>(slot_of_.size());
 }
 
@@ -321,7 +321,7 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
   std::vector<float> inv(static_cast<std::size_t>(n), 0.0f);
   compute_row_aux(x, n, d_, Metric::kCosine, inv.data());
 
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   {
     std::vector<idx_t> sorted(ids, ids + n);  // duplicates: a sort beats a hash set here
     std::sort(sorted.begin(), sorted.end());
@@ -385,7 +385,7 @@ void LshIndex::remove_locked(idx_t id) {
 }
 
 void LshIndex::remove(const idx_t* ids, std::int64_t n) {
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i)
     if (slot_of_.find(ids[i]) == slot_of_.end()) throw UnknownId(ids[i]);
   for (std::int64_t i = 0; i < n; ++i) remove_locked(ids[i]);
@@ -438,7 +438,7 @@ void LshIndex::compact_locked() {
 }
 
 void LshIndex::reset() {
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   data_ = {};
   inv_norm_ = {};
   codes8_ = {};
@@ -458,7 +458,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
   SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
   SIMDEX_CHECK_ARG(num_probes >= 1, "num_probes must be >= 1, got ", num_probes);
   SIMDEX_CHECK_ARG(nq >= 0, "nq must be >= 0, got ", nq);
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   const std::int64_t LK = L_ * K_;
   const std::int64_t P = K_ < 63 ? std::min<std::int64_t>(num_probes, std::int64_t{1} << K_) : num_probes;
   const std::size_t nslots = slot_id_.size();
@@ -615,12 +615,19 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         }
         oi[r2] = hi[r2];
       }
+      // The tie rule is on reported distances: scores a few ulps apart can map to the
+      // same distance, so order equal distances by id (k is small: insertion sort).
+      for (std::int64_t a = 1; a < k && oi[a] != -1; ++a)
+        for (std::int64_t b = a; b > 0 && od[b] == od[b - 1] && oi[b] < oi[b - 1]; --b) {
+          std::swap(od[b], od[b - 1]);
+          std::swap(oi[b], oi[b - 1]);
+        }
     }
   });
 }
 
 void LshIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = slot_of_.find(ids[i]);
     if (it == slot_of_.end()) throw UnknownId(ids[i]);
@@ -629,12 +636,12 @@ void LshIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
 }
 
 void LshIndex::contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i) out[i] = slot_of_.count(ids[i]) ? 1 : 0;
 }
 
 void LshIndex::export_all(float* vectors, idx_t* ids) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   std::int64_t w = 0;
   for (std::size_t s = 0; s < slot_id_.size(); ++s) {
     if (slot_id_[s] < 0) continue;
@@ -645,7 +652,7 @@ void LshIndex::export_all(float* vectors, idx_t* ids) const {
 
 LshTableStats LshIndex::table_stats(std::int64_t ti) const {
   SIMDEX_CHECK_RANGE(ti >= 0 && ti < L_, "table ", ti, " out of range [0, ", L_, ")");
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   const Table& t = tables_[static_cast<std::size_t>(ti)];
   // Live bucket sizes from both parts, merged by key.
   std::vector<std::pair<std::uint64_t, std::int64_t>> sizes;
@@ -674,7 +681,7 @@ LshTableStats LshIndex::table_stats(std::int64_t ti) const {
 }
 
 std::int64_t LshIndex::memory_bytes() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   std::int64_t b = static_cast<std::int64_t>(data_.capacity() * sizeof(float) +
                                              inv_norm_.capacity() * sizeof(float) +
                                              codes8_.capacity() +
