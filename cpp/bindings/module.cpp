@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -132,6 +134,42 @@ void check_k(std::int64_t k, std::int64_t n) {
         " (the most slots padded with id -1); pass k <= max(n, ", kMaxPaddedK, ")"));
 }
 
+// Per-row magnitude check of an (n, d) float32 matrix (the Python magnitude rule):
+// returns (row, code, zero_rows) with code 0 = fine, 1 = a finite |value| > hi,
+// 2 = NaN or infinity, 3 = a nonzero row whose largest |value| is < lo; row is the
+// first offending row. One pass, no temporaries; the GIL is released for big inputs.
+py::tuple check_rows(const FloatArray& x, float hi, float lo) {
+  const std::int64_t n = check_matrix(x, -1, "x"), d = x.shape(1);
+  std::int64_t row = -1, zero = 0;
+  int code = 0;
+  auto scan = [&] {
+    const float* p = x.data();
+    for (std::int64_t i = 0; i < n; ++i) {
+      float m = 0.0f;
+      bool finite = true;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const float a = std::fabs(p[i * d + j]);
+        finite &= a <= std::numeric_limits<float>::max();  // false for NaN and inf
+        m = a > m ? a : m;
+      }
+      const int c = !finite ? 2 : m > hi ? 1 : (m > 0.0f && m < lo) ? 3 : 0;
+      zero += m == 0.0f && finite;
+      if (c != 0) {
+        row = i;
+        code = c;
+        return;
+      }
+    }
+  };
+  if (n * d > (1 << 16)) {
+    NoGil nogil;
+    scan();
+  } else {
+    scan();
+  }
+  return py::make_tuple(row, code, zero);
+}
+
 void check_new_ids(const IdArray& ids) {
   const std::int64_t* p = ids.data();
   for (py::ssize_t i = 0; i < ids.shape(0); ++i)
@@ -193,6 +231,8 @@ PYBIND11_MODULE(_core, m) {
         "max_threads()).");
   m.def("max_threads", &simdex::max_threads,
         "Largest num_threads accepted: 4 x the CPUs this process may use, at least 64.");
+  m.def("_check_rows", &check_rows, py::arg("x"), py::arg("hi"), py::arg("lo"),
+        "Magnitude rule of simdex.index.as_matrix: (first bad row or -1, code, zero rows).");
   m.def("_interrupt_polls", [] { return g_polls.load(); },
         "Testing hook: how many times native code has taken the GIL to poll for Ctrl-C.");
   m.def("get_num_threads", &simdex::default_num_threads,

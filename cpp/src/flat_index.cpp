@@ -62,9 +62,14 @@ void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool repla
   std::vector<float> aux(static_cast<std::size_t>(n), 0.0f);
   compute_row_aux(x, n, d_, metric_, aux.data());
   const std::int64_t old = static_cast<std::int64_t>(ids_.size());
-  data_.reserve(static_cast<std::size_t>((old + n) * d_));
+  // Geometric growth: reserve(exact size) would reallocate (copy everything, under the
+  // write lock) on every small add.
+  const auto grow = [](auto& v, std::size_t need) {
+    if (v.capacity() < need) v.reserve(std::max(need, 2 * v.capacity()));
+  };
+  grow(data_, static_cast<std::size_t>((old + n) * d_));
   std::vector<float> scratch(half_on_ ? static_cast<std::size_t>(d_) : 0);
-  if (half_on_) half_.reserve(static_cast<std::size_t>(fp16::storage_size(old + n, d_)));
+  if (half_on_) grow(half_, static_cast<std::size_t>(fp16::storage_size(old + n, d_)));
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = row_of_.find(ids[i]);
     if (it != row_of_.end()) {

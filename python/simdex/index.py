@@ -132,35 +132,34 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, with the position
         out = np.ascontiguousarray(arr, dtype=np.float32)
     # Magnitude rule (README "Conventions"): computing in float32, a row's squares and
-    # products must neither overflow nor underflow. The largest |component| m of each
-    # nonzero row must lie in [_TINY, sqrt(FLT_MAX / (4 d))]; NaN/inf fail too.
-    with np.errstate(over="ignore", invalid="ignore"):
-        m = np.abs(out).max(axis=1)
+    # products must neither overflow nor underflow. The largest |component| of each
+    # nonzero row must lie in [_TINY, sqrt(FLT_MAX / (4 d))]; NaN/inf fail too. One
+    # native pass (no temporaries, one GIL release at most).
     hi = float(np.sqrt(np.finfo(np.float32).max / (4.0 * arr.shape[1])))
-    if not (m <= hi).all():
-        row = int(np.argmax(~(m <= hi)))
-        if np.isfinite(out[row]).all():
-            raise ValueError(
-                f"{name} row {row} has a component of magnitude {float(m[row]):.3g}; simdex computes in "
-                f"float32 and accepts |values| <= {hi:.3g} for dimension {arr.shape[1]} (larger squares "
-                "overflow): scale the data down"
-            )
+    row, code, zero_rows = core()._check_rows(out, hi, _TINY)
+    if code == 2:
         col = int(np.argmax(~np.isfinite(out[row])))
         what = "NaN" if np.isnan(out[row, col]) else "infinity"
         extra = " (a float64 value out of float32 range becomes infinity)" if arr.dtype != np.float32 else ""
         raise ValueError(f"{name} contains {what} at row {row}, column {col}{extra}")
-    if arr.dtype.kind == "f":
-        # Nonzero rows that are all tiny (subnormal squares), judged on the input values,
-        # so float64 rows that float32 would flush to zero are caught too.
-        src = m if arr.dtype == np.float32 else np.abs(arr).max(axis=1)
-        tiny = (src > 0) & (src < _TINY)
-        if tiny.any():
-            row = int(np.argmax(tiny))
-            raise ValueError(
-                f"{name} row {row} is nonzero but its largest |component| is {float(src[row]):.3g} < "
-                f"{_TINY:.3g}: its float32 squares underflow, so its direction and norm would be lost; "
-                "scale the data up or set the row to zero"
-            )
+    if code == 1:
+        raise ValueError(
+            f"{name} row {row} has a component of magnitude {float(np.abs(out[row]).max()):.3g}; simdex "
+            f"computes in float32 and accepts |values| <= {hi:.3g} for dimension {arr.shape[1]} (larger "
+            "squares overflow): scale the data down"
+        )
+    if code == 0 and zero_rows and arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        zero = np.flatnonzero(~out.any(axis=1))  # float64 rows float32 flushed to zero?
+        lost = zero[np.abs(arr[zero]).max(axis=1) > 0]
+        if lost.size:
+            row, code = int(lost[0]), 3
+    if code == 3:
+        m = float(np.abs(arr[row]).max())
+        raise ValueError(
+            f"{name} row {row} is nonzero but its largest |component| is {m:.3g} < {_TINY:.3g}: its "
+            "float32 squares underflow, so its direction and norm would be lost; scale the data up "
+            "or set the row to zero"
+        )
     return out, was_1d
 
 

@@ -285,7 +285,9 @@ class LSHIndex(Index):
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.device == "cuda":
             return self._gpu_search(q, k, num_probes)
-        probes = self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes", 1, MAX_PROBES)
+        probes = (
+            self.num_probes if num_probes is None else _positive_int(num_probes, "num_probes", 1, MAX_PROBES)
+        )
         ref = self.refine if refine is None else _positive_int(refine, "refine", 0)
         D, ids, cand = self._store.search(q, k, probes, num_threads=_threads(num_threads), refine=ref)
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
