@@ -131,7 +131,12 @@ stop = threading.Event()
 def search_loop():
     while not stop.is_set():
         index.search(q, k=5)
+def write_loop():  # writers hold the index's Python lock and its native write lock
+    v = rng.standard_normal((1, 32), dtype=np.float32)
+    while not stop.is_set():
+        index.add(v, ids=[10**9], replace=True)
 threads = [threading.Thread(target=search_loop, daemon=True) for _ in range(2)]
+threads.append(threading.Thread(target=write_loop, daemon=True))
 for t in threads: t.start()
 time.sleep(0.2)
 bad = 0
@@ -145,7 +150,8 @@ for i in range(6):
             index.search(q, k=3, num_threads=2)
             index.reset()
             index.add(x[:100])
-            os._exit(0 if len(index) == 100 else 1)
+            index.add(x[:1], ids=[10**9])
+            os._exit(0 if len(index) == 101 else 1)
         except BaseException:
             os._exit(2)
     deadline = time.monotonic() + 20
@@ -168,7 +174,7 @@ print("bad", bad, flush=True)
 
 @POSIX
 @pytest.mark.parametrize("kind", sorted(CTORS))
-def test_fork_during_searches_leaves_child_usable(kind):
+def test_fork_during_searches_and_writes_leaves_child_usable(kind):
     r = run_py(FORK_SCRIPT.format(ctor=CTORS[kind]), timeout=180)
     assert r.returncode == 0 and "bad 0" in r.stdout, (r.stdout, r.stderr[-2000:])
 

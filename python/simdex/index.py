@@ -25,6 +25,7 @@ import abc
 import operator
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -253,6 +254,20 @@ def _threads(num_threads: int | None) -> int:
 
 
 # --------------------------------------------------------------------------- Index contract
+_LIVE_INDEXES: weakref.WeakSet[Index] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    # A thread that held an index's writer lock at fork() does not exist in the child;
+    # the native stores reset their own locks (pthread_atfork), this is the Python one.
+    for index in list(_LIVE_INDEXES):
+        index._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 class Index(abc.ABC):
     """The contract every simdex index follows (exact, LSH, GPU, or your own).
 
@@ -277,6 +292,7 @@ class Index(abc.ABC):
         self.metric: str = canonical_metric(metric)
         self._next_id = 0
         self._lock = threading.RLock()  # serialises writers and save; searches are lock-free here
+        _LIVE_INDEXES.add(self)
 
     # -- hooks ----------------------------------------------------------------------------
     # Indexes keep their vectors in a native store (``self._store``: C++ FlatIndex,
