@@ -1,7 +1,7 @@
 # simdex: the README's commands. Each target installs what it needs into its own
 # virtual environment (.venv by default) and then runs.
 #   make demo          install + run the demo (exact kNN table, near-duplicate image search)
-#   make test          install + native sanitizer check + ruff + the whole test suite
+#   make test          install + native sanitizer check + ruff + mypy + the whole test suite
 #   make bench         install + benchmarks vs peers, rewrites bench/RESULTS.md
 #   make check-native  C++ tests under AddressSanitizer + UBSan (part of make test)
 #   make stress        60 s of concurrent add/replace/remove/reset/save/search checked
@@ -67,6 +67,7 @@ check-cuda-emu: $(STAMP) $(BUILD_DEPS)
 
 test: $(STAMP) check-native check-cuda-emu
 	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/mypy
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
 bench: EXTRAS := tf,plots,export,progress,data,test,bench

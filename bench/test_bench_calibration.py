@@ -23,8 +23,8 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from simdex._io import atomic_writer  # noqa: E402
 from simdex.calibration import calibrate  # noqa: E402
+from simdex.index.io import atomic_writer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "calibration.json"
 FAST_SIZES = (1_000, 10_000, 100_000, 1_000_000)

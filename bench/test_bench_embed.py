@@ -41,7 +41,7 @@ pytest.importorskip("tf2onnx")
 
 import simdex  # noqa: E402
 from simdex import embeddings  # noqa: E402
-from simdex._io import atomic_writer  # noqa: E402
+from simdex.index.io import atomic_writer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "embed.json"
 BATCH_SIZES = (32, 256)

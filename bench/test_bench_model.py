@@ -44,7 +44,7 @@ pytest.importorskip("pytest_benchmark")
 keras = pytest.importorskip("keras")
 
 import simdex  # noqa: E402
-from simdex._io import atomic_writer  # noqa: E402
+from simdex.index.io import atomic_writer  # noqa: E402
 from simdex.layers import L2Normalize  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "model.json"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import simdex
-from simdex._io import CorruptFileError
+from simdex.index.io import CorruptFileError
 
 METRICS = ["cosine", "ip", "l2", "sql2"]
 

@@ -20,8 +20,9 @@ pytest.importorskip("tf2onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import simdex  # noqa: E402
-from simdex import _io, embeddings  # noqa: E402
+from simdex import embeddings  # noqa: E402
 from simdex import export as X  # noqa: E402
+from simdex.index import io as _io  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import pytest
 
 import simdex
 from simdex import gpu
+from simdex.index.gpu import availability
 
-_cuda, _ = gpu._module()  # simdex._cuda, or the CPU emulator when SIMDEX_CUDA_EMULATOR is set
+_cuda, _ = availability.cuda_module()  # simdex._cuda, or the CPU emulator when SIMDEX_CUDA_EMULATOR is set
 
 pytestmark = [
     pytest.mark.gpu,

@@ -15,6 +15,7 @@ import pytest
 import simdex
 from simdex import gpu
 from simdex._runtime import core
+from simdex.index.gpu import availability
 
 
 def _view(ptr, rows, cols, ld, dtype=np.float32):
@@ -174,7 +175,7 @@ class FakeCuda:
 @pytest.fixture()
 def fake(monkeypatch):
     f = FakeCuda()
-    monkeypatch.setattr(gpu, "_module", lambda: (f, ""))
+    monkeypatch.setattr(availability, "cuda_module", lambda: (f, ""))
     return f
 
 

@@ -14,8 +14,11 @@ import pytest
 
 import simdex
 from simdex import gpu
+from simdex.index.gpu import availability
 
-_cuda, _ = gpu._module()  # simdex._cuda (None without nvcc), or the CPU emulator (SIMDEX_CUDA_EMULATOR)
+_cuda, _ = (
+    availability.cuda_module()
+)  # simdex._cuda (None without nvcc), or the CPU emulator (SIMDEX_CUDA_EMULATOR)
 
 HAS_DEVICE = _cuda is not None and _cuda.device_count() > 0
 no_device_only = pytest.mark.skipif(HAS_DEVICE, reason="a CUDA device is present")
@@ -152,6 +155,6 @@ def test_hash_reference_rejects_bad_shapes():
 
 
 def test_emulator_folder_without_module_is_reported(tmp_path):
-    mod, why = gpu._emulator_module(str(tmp_path))
+    mod, why = availability.emulator_module(str(tmp_path))
     assert mod is None
     assert gpu.EMULATOR_ENV in why and str(tmp_path) in why

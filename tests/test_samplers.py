@@ -86,7 +86,7 @@ def test_errors():
         MultiShotMemorySampler(x, y, 6)
     with pytest.raises(ValueError, match="same length"):
         MultiShotMemorySampler(x[:-1], y, 2)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=">= 1"):
         MultiShotMemorySampler(x, y, 0)
     with pytest.raises(TypeError, match="integer"):
         MultiShotMemorySampler(x, y + 0.5, 2)

@@ -1,13 +1,17 @@
-"""Loading of the native core and process-wide runtime settings."""
+"""Loading of the native core, the package version and process-wide runtime settings."""
 
 from __future__ import annotations
 
 import ctypes
 import os
-import platform
 from functools import cache
+from importlib import metadata
 from types import ModuleType
-from typing import Any
+
+try:
+    __version__: str = metadata.version("simdex")  # one source: pyproject.toml
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
 
 
 @cache
@@ -49,31 +53,3 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Number of threads simdex's native code uses by default."""
     return int(core().get_num_threads())
-
-
-def build_info() -> dict[str, Any]:
-    """Versions and build facts, for bug reports and benchmark logs.
-
-    Returns:
-        A dict with the simdex version, the BLAS (and the CPU kernel it picked), the
-        SIMD level of the top-k filter, thread count, and whether CUDA support was
-        built.
-    """
-    from simdex import __version__
-
-    c = core()
-    try:
-        from simdex.gpu import cuda_available
-
-        cuda = cuda_available()
-    except ImportError:
-        cuda = False
-    return {
-        "simdex": __version__,
-        "blas": c.blas_info(),
-        "simd": c.simd_level(),
-        "num_threads": c.get_num_threads(),
-        "cuda_available": cuda,
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-    }

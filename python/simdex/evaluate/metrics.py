@@ -58,7 +58,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from simdex import matchers as _matchers
+from simdex._validate import MISSING_LABEL, as_labels, check_int
+from simdex.evaluate import matchers as _matchers
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -72,30 +73,11 @@ __all__ = [
     "confusion_matrix",
 ]
 
-MISSING_LABEL = _matchers.MISSING_LABEL
-
 
 # --------------------------------------------------------------------------- input checks
 
 
-def _as_labels(x: Any, name: str, ndim: int) -> np.ndarray:
-    """Integer label array of the given rank (int64); floats must be integral."""
-    arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.integer)
-        or np.issubdtype(arr.dtype, np.bool_)
-        or np.issubdtype(arr.dtype, np.floating)
-    ):
-        raise TypeError(f"{name} must hold integer labels; got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D; got shape {arr.shape}")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise TypeError(f"{name} must hold integer labels; got non-integral floats")
-    return arr.astype(np.int64, copy=False)
-
-
-def _as_distances(x: Any, name: str = "distances") -> np.ndarray:
+def as_distances(x: Any, name: str = "distances") -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
@@ -109,22 +91,18 @@ def _as_distances(x: Any, name: str = "distances") -> np.ndarray:
     return arr
 
 
-def _check_k(k: Any, num_columns: int, what: str = "k") -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"{what} must be an int; got {type(k).__name__}")
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"{what} must be >= 1; got {k}")
+def check_k_columns(k: Any, num_columns: int, what: str = "k") -> int:
+    k = check_int(k, what, 1)
     if k > num_columns:
         raise ValueError(f"{what}={k} but only {num_columns} neighbours per query were given")
     return k
 
 
-def _prepare(
+def prepare_labels(
     query_labels: Any, neighbour_labels: Any, distances: Any | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    q = _as_labels(query_labels, "query_labels", 1)
-    nl = _as_labels(neighbour_labels, "neighbour_labels", 2)
+    q = as_labels(query_labels, "query_labels", ndim=1)
+    nl = as_labels(neighbour_labels, "neighbour_labels", ndim=2)
     if q.shape[0] == 0:
         raise ValueError("no queries: query_labels is empty")
     if nl.shape[0] != q.shape[0]:
@@ -133,7 +111,7 @@ def _prepare(
         raise ValueError("neighbour_labels has no columns: need at least one neighbour per query")
     d = None
     if distances is not None:
-        d = _as_distances(distances)
+        d = as_distances(distances)
         if d.shape != nl.shape:
             raise ValueError(f"distances shape {d.shape} != neighbour_labels shape {nl.shape}")
         unsorted = np.flatnonzero(np.any(d[:, 1:] < d[:, :-1], axis=1))
@@ -365,9 +343,9 @@ def evaluate_classification(
             or no finite distance to use as a threshold.
         TypeError: non-integer labels.
     """
-    q, nl, d = _prepare(query_labels, neighbour_labels, distances)
+    q, nl, d = prepare_labels(query_labels, neighbour_labels, distances)
     assert d is not None
-    k = _check_k(k, nl.shape[1])
+    k = check_k_columns(k, nl.shape[1])
     _, pdist, correct = _match(q, nl, d, k, matcher)
     if thresholds is None:
         t = default_thresholds(d[:, :k])
@@ -517,12 +495,12 @@ def evaluate_retrieval(
             ``map@r``/``r_precision`` without ``num_relevant``, or every query lone.
         TypeError: non-integer labels.
     """
-    q, nl, _ = _prepare(query_labels, neighbour_labels, None)
-    k = nl.shape[1] if k is None else _check_k(k, nl.shape[1])
+    q, nl, _ = prepare_labels(query_labels, neighbour_labels, None)
+    k = nl.shape[1] if k is None else check_k_columns(k, nl.shape[1])
     nl = nl[:, :k]
     R = None
     if num_relevant is not None:
-        R = _as_labels(num_relevant, "num_relevant", 1)
+        R = as_labels(num_relevant, "num_relevant", ndim=1)
         if R.shape != q.shape:
             raise ValueError(f"num_relevant has shape {R.shape}; expected {q.shape}")
         if (R < 0).any():
@@ -561,14 +539,15 @@ def evaluate_retrieval(
 
     out: dict[str, float] = {}
     for (kind, cutoff), nm in parsed:
-        if kind == "recall":
+        # _parse_retrieval_name gives a cutoff to every kind but map@r and r_precision.
+        if cutoff is not None and kind == "recall":
             per = (hits[:, cutoff - 1] > 0).astype(np.float64)
-        elif kind == "precision":
+        elif cutoff is not None and kind == "precision":
             per = hits[:, cutoff - 1] / cutoff
-        elif kind == "map":
+        elif cutoff is not None and kind == "map":
             summed = np.sum(prec_at[:, :cutoff] * relf[:, :cutoff], axis=1)
             per = summed / np.maximum(hits[:, cutoff - 1], 1.0)
-        elif kind == "ndcg":
+        elif cutoff is not None and kind == "ndcg":
             dcg = relf[:, :cutoff] @ discount[:cutoff]
             ideal_n = hits[:, cutoff - 1] if R is None else np.minimum(R, cutoff)
             idcg = cum_discount[ideal_n.astype(np.int64)]
@@ -618,8 +597,8 @@ def confusion_matrix(
     Raises:
         ValueError: shape mismatch, empty input, or a label outside ``labels``.
     """
-    t = _as_labels(query_labels, "query_labels", 1)
-    p = _as_labels(predicted_labels, "predicted_labels", 1)
+    t = as_labels(query_labels, "query_labels", ndim=1)
+    p = as_labels(predicted_labels, "predicted_labels", ndim=1)
     if t.shape != p.shape:
         raise ValueError(f"query_labels {t.shape} and predicted_labels {p.shape} differ in shape")
     if t.size == 0:
@@ -627,7 +606,7 @@ def confusion_matrix(
     if labels is None:
         lab = np.unique(np.concatenate([t, p[p != no_match_label]]))
     else:
-        lab = _as_labels(labels, "labels", 1)
+        lab = as_labels(labels, "labels", ndim=1)
         if np.unique(lab).size != lab.size:
             raise ValueError("labels contains duplicates")
     col_index = {int(v): i for i, v in enumerate(lab.tolist())}

@@ -62,8 +62,9 @@ from typing import Any
 
 import numpy as np
 
-from simdex import matchers as _matchers
-from simdex import metrics as _metrics
+from simdex._validate import MISSING_LABEL, as_labels
+from simdex.evaluate import matchers as _matchers
+from simdex.evaluate import metrics as _metrics
 
 __all__ = ["CalibrationResult", "calibrate", "match"]
 
@@ -304,9 +305,9 @@ def calibrate(
             match right, or every match wrong).
         TypeError: non-integer labels, bad argument types.
     """
-    q, nl, d = _metrics._prepare(query_labels, neighbour_labels, distances)
+    q, nl, d = _metrics.prepare_labels(query_labels, neighbour_labels, distances)
     assert d is not None
-    k = _metrics._check_k(k, nl.shape[1])
+    k = _metrics.check_k_columns(k, nl.shape[1])
     if rounding is not None:
         if isinstance(rounding, bool) or not isinstance(rounding, (int, np.integer)):
             raise TypeError(f"rounding must be an int or None; got {type(rounding).__name__}")
@@ -330,7 +331,7 @@ def calibrate(
                 bar.update(1)
         if np.isnan(pdist).any():
             raise ValueError(f"matcher {m!r} returned NaN distances")
-        correct = (pred == q) & (pred != _metrics.MISSING_LABEL)
+        correct = (pred == q) & (pred != MISSING_LABEL)
         num_right = int(correct.sum())
         if num_right == 0 or num_right == n:
             state = "right" if num_right == n else "wrong"
@@ -438,16 +439,16 @@ def match(
         TypeError: bad threshold type or non-integer labels.
     """
     t = _threshold_value(threshold)
-    nl = _metrics._as_labels(neighbour_labels, "neighbour_labels", 2)
-    d = _metrics._as_distances(distances)
+    nl = as_labels(neighbour_labels, "neighbour_labels", ndim=2)
+    d = _metrics.as_distances(distances)
     if d.shape != nl.shape:
         raise ValueError(f"distances shape {d.shape} != neighbour_labels shape {nl.shape}")
     if isinstance(no_match_label, bool) or not isinstance(no_match_label, (int, np.integer)):
         raise TypeError(f"no_match_label must be an int; got {type(no_match_label).__name__}")
     if nl.shape[0] == 0:
         return np.empty(0, dtype=np.int64)
-    k = _metrics._check_k(k, nl.shape[1])
+    k = _metrics.check_k_columns(k, nl.shape[1])
     pred, pdist = _matchers.get(matcher).predict(nl[:, :k], d[:, :k])
     pred = np.asarray(pred, dtype=np.int64)
-    ok = (np.asarray(pdist) <= t) & (pred != _metrics.MISSING_LABEL)
+    ok = (np.asarray(pdist) <= t) & (pred != MISSING_LABEL)
     return np.where(ok, pred, np.int64(no_match_label))

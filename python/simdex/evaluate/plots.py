@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simdex import metrics as _metrics
+from simdex.evaluate import metrics as _metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from simdex.calibration import CalibrationResult
+    from simdex.evaluate.calibration import CalibrationResult
 
 __all__ = [
     "plot_calibration",
@@ -46,7 +46,7 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _check_result(result: Any) -> CalibrationResult:
-    from simdex.calibration import CalibrationResult
+    from simdex.evaluate.calibration import CalibrationResult
 
     if not isinstance(result, CalibrationResult):
         raise TypeError(f"expected a simdex.CalibrationResult; got {type(result).__name__}")

@@ -26,25 +26,28 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simdex._io import CorruptFileError, read_container, write_container
-from simdex.index import check_positive_int
-from simdex.layers import import_keras
+import simdex.learn.layers  # noqa: F401  (registers the simdex layers with Keras, for load_model)
+from simdex._optional import import_keras
+from simdex._validate import MISSING_LABEL, as_labels, canonical_metric, check_positive_int
+from simdex.index.collection import Collection
+from simdex.index.io import CorruptFileError, read_container, write_container
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 ops = keras.ops
 
 __all__ = ["Lookup", "SimilarityModel", "load_model"]
 
 _KIND = "SimilarityModel"
-_FORMAT = 1
-_NO_LABEL = -1
+_FORMAT = 2  # 2: weights as raw arrays and a nested Collection state (no nested files)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -68,58 +71,27 @@ class Lookup:
     id: int
 
 
-def _as_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
-    """``y`` as ``(n,)`` int64, accepting ``(n, 1)`` and integral floats."""
-    arr = np.asarray(y)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D integer labels, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"x has {n} examples but {name} has {arr.shape[0]} labels")
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        return arr.astype(np.int64)
-    raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}")
-
-
-class _ItemStore:
-    """Labels and data of indexed items, keyed by index id."""
-
-    def __init__(self) -> None:
-        self.labels: dict[int, int] = {}
-        self.data: dict[int, Any] = {}
-
-    def add(self, ids: np.ndarray, labels: np.ndarray | None, data: Sequence[Any] | None) -> None:
-        id_list = ids.tolist()
-        if labels is not None:
-            self.labels.update(zip(id_list, labels.tolist()))
-        if data is not None:
-            self.data.update((i, data[j]) for j, i in enumerate(id_list))
-
-    def clear(self) -> None:
-        self.labels.clear()
-        self.data.clear()
-
-    def labels_of(self, ids: np.ndarray) -> np.ndarray:
-        """int64 labels of ``ids`` (any shape); -1 for id -1 or unlabeled items."""
-        get = self.labels.get
-        flat = np.fromiter((get(i, _NO_LABEL) for i in ids.ravel().tolist()), dtype=np.int64, count=ids.size)
-        return flat.reshape(ids.shape)
-
-
 class _State:
     """Non-Keras state of a SimilarityModel (kept out of Keras' tracker)."""
 
-    def __init__(self, distance: str, index_spec: Any) -> None:
+    def __init__(self, distance: str, index_spec: Any, index: Any = None) -> None:
         self.distance = distance
         self.index_spec = index_spec
-        self.index: Any = None
-        self.store = _ItemStore()
+        self.collection = Collection(index, self._new_index)
         self.calibration: Any = None
         self.loss_layers: list[Any] = []
         self.compiled_forward: bool | None = None  # decided on the first embed()
+
+    @property
+    def index(self) -> Any:
+        return self.collection.index
+
+    def _new_index(self, dim: int) -> Any:
+        from simdex.index import ExactIndex, LSHIndex
+
+        if self.index_spec == "lsh":
+            return LSHIndex(dim, metric=self.distance)
+        return ExactIndex(dim, metric=self.distance)
 
 
 def _is_index_like(obj: Any) -> bool:
@@ -147,8 +119,6 @@ class SimilarityModel(keras.Model):
 
     def __init__(self, *args: Any, distance: str = "cosine", index: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from simdex.index import canonical_metric
-
         distance = canonical_metric(distance)
         if index is None or isinstance(index, str):
             spec = "exact" if index is None else index.lower()
@@ -161,8 +131,7 @@ class SimilarityModel(keras.Model):
                 raise ValueError(
                     f"the index uses metric {metric!r} but distance={distance!r}; make them agree"
                 )
-            self._sim = _State(distance, "custom")
-            self._sim.index = index
+            self._sim = _State(distance, "custom", index)
         else:
             raise TypeError(
                 f"index must be None, 'exact', 'lsh' or an index object, got {type(index).__name__}"
@@ -273,8 +242,8 @@ class SimilarityModel(keras.Model):
         """
         decided = self._sim.compiled_forward
         if decided is None:
-            inputs = getattr(self, "inputs", None) or ()
-            outputs = getattr(self, "outputs", None) or ()
+            inputs: Sequence[Any] = getattr(self, "inputs", None) or ()
+            outputs: Sequence[Any] = getattr(self, "outputs", None) or ()
             decided = (
                 keras.backend.backend() == "tensorflow"
                 and len(inputs) == 1
@@ -304,7 +273,7 @@ class SimilarityModel(keras.Model):
         if self._uses_compiled_forward():
             import tensorflow as tf
 
-            from simdex.embeddings import compiled_forward
+            from simdex.embed.embeddings import compiled_forward
 
             call = compiled_forward(self)
             arr = np.ascontiguousarray(arr, dtype=np.float32)  # the trace's input signature
@@ -326,21 +295,6 @@ class SimilarityModel(keras.Model):
         return emb
 
     # ------------------------------------------------------------------ index
-    def _ensure_index(self, dim: int) -> Any:
-        st = self._sim
-        if st.index is None:
-            import simdex
-
-            if st.index_spec == "lsh":
-                st.index = simdex.LSHIndex(dim, metric=st.distance)
-            else:
-                st.index = simdex.ExactIndex(dim, metric=st.distance)
-        if int(st.index.dim) != dim:
-            raise ValueError(
-                f"the model outputs {dim}-d embeddings but the index holds {st.index.dim}-d vectors"
-            )
-        return st.index
-
     def index(
         self,
         x: Any,
@@ -369,7 +323,7 @@ class SimilarityModel(keras.Model):
         """
         arr = self._check_x(x)
         n = arr.shape[0]
-        labels = None if y is None else _as_labels(y, n)
+        labels = None if y is None else as_labels(y, "y", n=n, column_ok=True)
         if data is not None:
             if (
                 isinstance(data, (str, bytes))
@@ -382,8 +336,10 @@ class SimilarityModel(keras.Model):
             if len(data) != n:
                 raise ValueError(f"x has {n} examples but data has {len(data)} items")
         emb = self.embed(arr, batch_size=batch_size)
-        ids = np.asarray(self._ensure_index(emb.shape[1]).add(emb), dtype=np.int64)
-        self._sim.store.add(ids, labels, data)
+        try:
+            ids = self._sim.collection.add(emb, labels=None if labels is None else labels.tolist(), data=data)
+        except ValueError as e:
+            raise ValueError(f"the model outputs {emb.shape[1]}-d embeddings: {e}") from e
         if verbose:
             print(f"[simdex] indexed {n} items; index size {self.index_size()}")
         return ids
@@ -431,8 +387,8 @@ class SimilarityModel(keras.Model):
         # One native call for all embeddings and plain Python lists for the rest:
         # indexing NumPy arrays element by element costs more than building the records.
         vectors = list(self._sim.index.get_vectors(ids.ravel() if nvalid == ids.size else ids[valid]))
-        store = self._sim.store
-        label_get, data_get = store.labels.get, store.data.get
+        collection = self._sim.collection
+        label_get, data_get = collection.labels.get, collection.data.get
         out: list[list[Lookup]] = []
         pos = 0
         for drow, irow in zip(D.tolist(), ids.tolist()):
@@ -441,7 +397,7 @@ class SimilarityModel(keras.Model):
                 if i < 0:
                     continue
                 lab = label_get(i)
-                label = None if lab == _NO_LABEL else lab
+                label = None if lab == MISSING_LABEL else lab
                 row.append(Lookup(len(row) + 1, dist, label, data_get(i), vectors[pos], i))
                 pos += 1
             out.append(row)
@@ -466,7 +422,7 @@ class SimilarityModel(keras.Model):
         if self._uses_compiled_forward():
             import tensorflow as tf
 
-            from simdex.embeddings import compiled_single_forward
+            from simdex.embed.embeddings import compiled_single_forward
 
             fn, _ = compiled_single_forward(self)
             emb = np.asarray(fn(tf.constant(arr, dtype=tf.float32)), dtype=np.float32)
@@ -479,13 +435,11 @@ class SimilarityModel(keras.Model):
 
     def reset_index(self) -> None:
         """Remove every item (embeddings, labels, data) from the index."""
-        if self._sim.index is not None:
-            self._sim.index.reset()
-        self._sim.store.clear()
+        self._sim.collection.reset()
 
     def index_size(self) -> int:
         """Number of items in the index."""
-        return 0 if self._sim.index is None else len(self._sim.index)
+        return len(self._sim.collection)
 
     def index_summary(self, print_fn: Any = print) -> dict[str, Any]:
         """Describe the index; print it with ``print_fn`` (None: don't print).
@@ -495,7 +449,7 @@ class SimilarityModel(keras.Model):
             "num_classes", "num_with_data", "calibrated"}``.
         """
         st = self._sim
-        labels = [v for v in st.store.labels.values() if v != _NO_LABEL]
+        labels = [v for v in st.collection.labels.values() if v != MISSING_LABEL]
         info = {
             "index": repr(st.index) if st.index is not None else f"{st.index_spec} (not created yet)",
             "size": self.index_size(),
@@ -503,7 +457,7 @@ class SimilarityModel(keras.Model):
             "distance": st.distance,
             "num_labels": len(labels),
             "num_classes": len(set(labels)),
-            "num_with_data": len(st.store.data),
+            "num_with_data": len(st.collection.data),
             "calibrated": st.calibration is not None,
         }
         if print_fn is not None:
@@ -516,11 +470,11 @@ class SimilarityModel(keras.Model):
         self, x: Any, y: Any, k: int, batch_size: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         arr = self._check_x(x)
-        labels = _as_labels(y, arr.shape[0])
+        labels = as_labels(y, "y", n=arr.shape[0], column_ok=True)
         if self.index_size() == 0:
             raise ValueError("the index is empty: call model.index(...) first")
         D, ids = self._search(arr, k, batch_size)
-        return D, self._sim.store.labels_of(ids), labels
+        return D, self._sim.collection.labels_of(ids, MISSING_LABEL, np.int64), labels
 
     def calibrate(
         self,
@@ -550,7 +504,7 @@ class SimilarityModel(keras.Model):
         Returns:
             The :class:`simdex.CalibrationResult`.
         """
-        from simdex import calibration
+        from simdex.evaluate import calibration
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         result = calibration.calibrate(
@@ -586,7 +540,7 @@ class SimilarityModel(keras.Model):
         Raises:
             ValueError: the model is not calibrated, or ``cutpoint`` is unknown.
         """
-        from simdex import calibration
+        from simdex.evaluate import calibration
 
         cal = self._sim.calibration
         if cal is None:
@@ -601,7 +555,7 @@ class SimilarityModel(keras.Model):
         if self.index_size() == 0:
             raise ValueError("the index is empty: call model.index(...) first")
         D, ids = self._search(x, k, batch_size)
-        nl = self._sim.store.labels_of(ids)
+        nl = self._sim.collection.labels_of(ids, MISSING_LABEL, np.int64)
         return calibration.match(D, nl, threshold, k=k, matcher=cal.matcher, no_match_label=no_match_label)
 
     def evaluate_retrieval(
@@ -623,11 +577,11 @@ class SimilarityModel(keras.Model):
         Returns:
             Metric name -> float.
         """
-        from simdex import metrics as _metrics
+        from simdex.evaluate import metrics as _metrics
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         counts: dict[int, int] = {}
-        for lab in self._sim.store.labels.values():
+        for lab in self._sim.collection.labels.values():
             counts[lab] = counts.get(lab, 0) + 1
         num_relevant = np.array([counts.get(int(v), 0) for v in labels], dtype=np.int64)
         return _metrics.evaluate_retrieval(labels, nl, k=k, metrics=metrics, num_relevant=num_relevant)
@@ -656,7 +610,7 @@ class SimilarityModel(keras.Model):
         Returns:
             ``{"distance": (m,), <metric>: (m,)}`` float64 arrays.
         """
-        from simdex import metrics as _metrics
+        from simdex.evaluate import metrics as _metrics
 
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         return _metrics.evaluate_classification(
@@ -691,8 +645,8 @@ class SimilarityModel(keras.Model):
             json.dumps(architecture)
         except (NotImplementedError, TypeError, ValueError) as e:
             raise TypeError(f"cannot serialise the model architecture ({e}); implement get_config()") from e
-        item_ids = np.array(sorted(st.store.labels.keys() | st.store.data.keys()), dtype=np.int64)
-        labels = st.store.labels_of(item_ids)
+        collection_params, collection_arrays = st.collection.state()
+        weights = [np.ascontiguousarray(w) for w in self.get_weights()]
         params: dict[str, Any] = {
             "format": _FORMAT,
             "architecture": architecture,
@@ -700,66 +654,41 @@ class SimilarityModel(keras.Model):
             "index_spec": st.index_spec,
             "keras_version": keras.__version__,
             "calibration": None if st.calibration is None else st.calibration.to_dict(),
+            "weights": [{"dtype": w.dtype.str, "shape": list(w.shape)} for w in weights],
+            "collection": collection_params,
         }
-        arrays: dict[str, np.ndarray] = {"item_ids": item_ids, "labels": labels}
-        data_params, data_arrays = _encode_data(st.store.data)
-        params["data"] = data_params
-        arrays.update(data_arrays)
-        with tempfile.TemporaryDirectory(
-            prefix="simdex-save-", dir=os.path.dirname(os.path.abspath(path))
-        ) as tmp:
-            weights_path = os.path.join(tmp, "model.weights.h5")
-            self.save_weights(weights_path)
-            arrays["weights"] = np.fromfile(weights_path, dtype=np.uint8)
-            if st.index is not None:
-                index_path = os.path.join(tmp, "index.simdex")
-                st.index.save(index_path)
-                arrays["index"] = np.fromfile(index_path, dtype=np.uint8)
-            write_container(path, _KIND, params, arrays)
+        arrays: dict[str, np.ndarray] = {f"collection/{k}": v for k, v in collection_arrays.items()}
+        for i, w in enumerate(weights):  # raw bytes: any dtype Keras uses (float16 included)
+            arrays[f"weights/{i}"] = w.reshape(-1).view(np.uint8) if w.size else np.empty(0, np.uint8)
+        write_container(path, _KIND, params, arrays)
 
 
-def _encode_data(data: Mapping[int, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Encode the per-item data for saving: same-shape arrays as raw bytes, else JSON."""
-    if not data:
-        return {"kind": "none"}, {}
-    ids = np.array(sorted(data), dtype=np.int64)
-    values = [data[i] for i in ids.tolist()]
-    if all(isinstance(v, (np.ndarray, np.generic)) for v in values):
-        first = np.asarray(values[0])
-        if first.dtype.kind not in "O" and all(
-            np.asarray(v).shape == first.shape and np.asarray(v).dtype == first.dtype for v in values
-        ):
-            stacked = np.ascontiguousarray(np.stack([np.asarray(v) for v in values]))
-            raw = stacked.reshape(-1).view(np.uint8) if stacked.size else np.empty(0, np.uint8)
-            return (
-                {"kind": "array", "dtype": stacked.dtype.str, "shape": list(stacked.shape)},
-                {"data_ids": ids, "data_bytes": raw},
-            )
-    try:
-        encoded = json.dumps(values)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"indexed data cannot be saved ({e}); use same-shape NumPy arrays or JSON-serialisable values"
-        ) from e
-    return {"kind": "json", "values": json.loads(encoded)}, {"data_ids": ids}
+def _restore_format1(
+    model: SimilarityModel, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> None:
+    """Weights, index, labels and data of a file written by simdex 0.1 (model format 1)."""
+    import tempfile
 
+    from simdex.index.base import load_index
 
-def _decode_data(params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[int, Any]:
-    kind = params.get("kind", "none")
-    if kind == "none":
-        return {}
-    ids = arrays["data_ids"].tolist()
-    if kind == "array":
-        dtype = np.dtype(params["dtype"])
-        shape = tuple(int(s) for s in params["shape"])
-        stacked = arrays["data_bytes"].view(dtype).reshape(shape)
-        return {i: stacked[j] for j, i in enumerate(ids)}
-    if kind == "json":
-        values = params["values"]
-        if len(values) != len(ids):
-            raise ValueError("data ids and values differ in length")
-        return dict(zip(ids, values))
-    raise ValueError(f"unknown data kind {kind!r}")
+    item_ids, labels = arrays["item_ids"], arrays["labels"]
+    legacy = {f"data/{k[len('data_') :]}": v for k, v in arrays.items() if k.startswith("data_")}
+    # Format 1 nested two files (Keras HDF5 weights, an index file); Keras reads weights from a path.
+    with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
+        weights_path = os.path.join(tmp, "model.weights.h5")
+        arrays["weights"].tofile(weights_path)
+        model.load_weights(weights_path)
+        index = None
+        if "index" in arrays:
+            index_path = os.path.join(tmp, "index.simdex")
+            arrays["index"].tofile(index_path)
+            index = load_index(index_path)
+    state = model._sim
+    state.collection = Collection(index, state._new_index)
+    state.collection.labels.update(
+        {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != MISSING_LABEL}
+    )
+    state.collection.data.update(Collection.from_state({"data": params.get("data", {})}, legacy).data)
 
 
 def load_model(
@@ -792,33 +721,36 @@ def load_model(
         raise CorruptFileError(f"{path!r} uses model format {params.get('format')}; upgrade simdex")
     try:
         architecture = params["architecture"]
-        weights = arrays["weights"]
-        item_ids, labels = arrays["item_ids"], arrays["labels"]
-        data = _decode_data(params.get("data", {}), arrays)
-    except (KeyError, ValueError, TypeError) as e:
+    except KeyError as e:
         raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
     model = keras.saving.deserialize_keras_object(
         architecture, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode
     )
     if not isinstance(model, SimilarityModel):
         raise CorruptFileError(f"{path!r} does not describe a SimilarityModel (got {type(model).__name__})")
-    from simdex.index import load_index
-
-    with tempfile.TemporaryDirectory(prefix="simdex-load-") as tmp:
-        weights_path = os.path.join(tmp, "model.weights.h5")
-        weights.tofile(weights_path)
-        model.load_weights(weights_path)
-        if "index" in arrays:
-            index_path = os.path.join(tmp, "index.simdex")
-            arrays["index"].tofile(index_path)
-            model._sim.index = load_index(index_path)
+    try:
+        if int(params.get("format", 0)) < 2:
+            _restore_format1(model, params, arrays)
+        else:
+            weights = [
+                arrays[f"weights/{i}"].view(np.dtype(spec["dtype"])).reshape(spec["shape"])
+                for i, spec in enumerate(params["weights"])
+            ]
+            model.set_weights(weights)
+            collection_arrays = {
+                k[len("collection/") :]: v for k, v in arrays.items() if k.startswith("collection/")
+            }
+            model._sim.collection = Collection.from_state(
+                params["collection"], collection_arrays, model._sim._new_index
+            )
+    except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, CorruptFileError):
+            raise
+        raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
     model._sim.distance = str(params.get("distance", model._sim.distance))
     model._sim.index_spec = str(params.get("index_spec", model._sim.index_spec))
-    labels_d = {int(i): int(lab) for i, lab in zip(item_ids.tolist(), labels.tolist()) if lab != _NO_LABEL}
-    model._sim.store.labels.update(labels_d)
-    model._sim.store.data.update(data)
     if params.get("calibration") is not None:
-        from simdex.calibration import CalibrationResult
+        from simdex.evaluate.calibration import CalibrationResult
 
         model._sim.calibration = CalibrationResult.from_dict(params["calibration"])
     return model

@@ -14,23 +14,23 @@ arrays and is a ``keras.utils.PyDataset``, so it plugs straight into
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simdex.layers import import_keras
+from simdex._optional import import_keras
+from simdex._validate import check_positive_int
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 
 __all__ = ["MultiShotMemorySampler", "Sampler"]
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
+    return check_positive_int(value, name)
 
 
 class Sampler(keras.utils.PyDataset):

@@ -11,29 +11,14 @@ install hint when it is missing.
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_INSTALL_HINT = 'simdex similarity learning needs Keras 3 and a backend: pip install "simdex[tf]"'
+from simdex._optional import import_keras
 
-
-def import_keras() -> ModuleType:
-    """Import Keras 3, or raise an ``ImportError`` with an install hint.
-
-    Returns:
-        The ``keras`` module (version 3 or later).
-    """
-    try:
-        import keras
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(_INSTALL_HINT) from e
-    major = int(str(keras.__version__).split(".", 1)[0])
-    if major < 3:  # pragma: no cover - depends on the environment
-        raise ImportError(f"found keras {keras.__version__}, need keras>=3. {_INSTALL_HINT}")
-    return keras
-
-
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 ops = keras.ops
 
 _EPS = 1e-12

@@ -32,13 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simdex._io import atomic_writer
-from simdex.embeddings import _check_batch_size, _iter_batches
+from simdex._optional import EXPORT_HINT, import_keras_tf, import_onnxruntime, import_tf
+from simdex._validate import check_positive_int
+from simdex.embed.embeddings import as_float_batch, iter_batches, single_input_shape
+from simdex.index.io import atomic_writer
 
 if TYPE_CHECKING:  # pragma: no cover - static typing only
     import keras
 
-    from simdex.embeddings import Embedder
+    from simdex.embed.embeddings import Embedder
 
 __all__ = [
     "OnnxEmbedder",
@@ -52,7 +54,6 @@ __all__ = [
     "tf_trt_available",
 ]
 
-_EXPORT_HINT = 'pip install "simdex[export]"'
 # Opsets tf2onnx 1.16/1.17 can target; 15 is its default.
 _MIN_OPSET, _MAX_OPSET = 9, 18
 _PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -62,18 +63,10 @@ class TensorRTUnavailableError(RuntimeError):
     """No TensorRT backend (TF-TRT, onnxruntime-TensorRT, ``tensorrt``) is usable here."""
 
 
-def _import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise ImportError(f"ONNX inference needs onnxruntime: {_EXPORT_HINT}") from e
-    return onnxruntime
-
-
 def _keras_model(model: Any) -> Any:
-    from simdex.embeddings import KerasEmbedder, _import_keras
+    from simdex.embed.embeddings import KerasEmbedder
 
-    keras = _import_keras()
+    keras = import_keras_tf()
     if isinstance(model, KerasEmbedder):
         model = model.model
     if not isinstance(model, keras.Model):
@@ -87,14 +80,12 @@ def _keras_model(model: Any) -> Any:
 
 def _onnx_bytes(model: Any, opset: int | None, input_name: str, output_name: str) -> bytes:
     """Convert ``model`` to a serialised ONNX ModelProto (free batch axis)."""
-    from simdex.embeddings import _import_tf, _single_input_shape
-
-    tf = _import_tf()
+    tf = import_tf()
     try:
         import tf2onnx
     except ImportError as e:
-        raise ImportError(f"ONNX export needs tf2onnx and onnx: {_EXPORT_HINT}") from e
-    shape = _single_input_shape(model)
+        raise ImportError(f"ONNX export needs tf2onnx and onnx: {EXPORT_HINT}") from e
+    shape = single_input_shape(model)
     if len(model.outputs) != 1:
         raise ValueError(f"export_onnx needs a single-output model, this one has {len(model.outputs)}")
     spec = (tf.TensorSpec((None, *shape), tf.float32, name=input_name),)
@@ -206,7 +197,7 @@ class OnnxEmbedder:
         *,
         intra_op_num_threads: int | None = None,
     ) -> None:
-        ort = _import_onnxruntime()
+        ort = import_onnxruntime()
         if isinstance(path, (bytes, bytearray)):
             self.path: str | None = None
             self.model_bytes = bytes(path)
@@ -233,7 +224,7 @@ class OnnxEmbedder:
                     raise ValueError(f"execution provider {name!r} is not available; available: {available}")
         options = ort.SessionOptions()
         if intra_op_num_threads is not None:
-            options.intra_op_num_threads = _check_batch_size(intra_op_num_threads)
+            options.intra_op_num_threads = check_positive_int(intra_op_num_threads, "batch_size")
         try:
             self._session = ort.InferenceSession(
                 self.model_bytes, sess_options=options, providers=list(providers)
@@ -279,11 +270,11 @@ class OnnxEmbedder:
             TypeError: ``x`` is not numeric.
             ValueError: wrong shape, NaN/inf, ``batch_size < 1``.
         """
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_positive_int(batch_size, "batch_size")
         if self._fixed_batch is not None:
             batch_size = self._fixed_batch
         chunks = []
-        for batch in _iter_batches(x, batch_size, self.input_shape):
+        for batch in iter_batches(x, batch_size, self.input_shape):
             n = batch.shape[0]
             if n == 0:
                 continue
@@ -446,7 +437,7 @@ def convert_tensorrt(
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     if backend is not None and backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS} or None, got {backend!r}")
-    max_batch_size = _check_batch_size(max_batch_size)
+    max_batch_size = check_positive_int(max_batch_size, "batch_size")
     model = _keras_model(model)
     if precision == "int8":
         if calibration_data is None:
@@ -522,10 +513,8 @@ def _convert_tf_trt(
 ) -> TensorRTResult:  # pragma: no cover - needs TensorFlow built with TensorRT and a GPU
     from tensorflow.python.compiler.tensorrt import trt_convert as trt
 
-    from simdex.embeddings import _as_float_batch, _import_tf, _single_input_shape
-
-    tf = _import_tf()
-    shape = _single_input_shape(model)
+    tf = import_tf()
+    shape = single_input_shape(model)
     mode = {
         "fp32": trt.TrtPrecisionMode.FP32,
         "fp16": trt.TrtPrecisionMode.FP16,
@@ -538,7 +527,7 @@ def _convert_tf_trt(
         params = trt.TrtConversionParams(precision_mode=mode[precision], use_calibration=precision == "int8")
         converter = trt.TrtGraphConverterV2(input_saved_model_dir=saved, conversion_params=params)
         if precision == "int8":
-            calib = _as_float_batch(calibration_data, shape, what="calibration_data")
+            calib = as_float_batch(calibration_data, shape, what="calibration_data")
 
             def calibration_input_fn() -> Any:
                 for start in range(0, len(calib), max_batch_size):
@@ -562,9 +551,7 @@ class _SavedModelEmbedder:  # pragma: no cover - used only with TF-TRT artifacts
     """Runs the serving signature of a (TF-TRT converted) SavedModel."""
 
     def __init__(self, path: str) -> None:
-        from simdex.embeddings import _import_tf
-
-        tf = _import_tf()
+        tf = import_tf()
         self.path = path
         self._loaded = tf.saved_model.load(path)
         self._fn = self._loaded.signatures["serving_default"]
@@ -573,11 +560,9 @@ class _SavedModelEmbedder:  # pragma: no cover - used only with TF-TRT artifacts
         self.dim = None
 
     def embed(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        from simdex.embeddings import _import_tf
-
-        tf = _import_tf()
+        tf = import_tf()
         chunks = []
-        for batch in _iter_batches(x, _check_batch_size(batch_size), self.input_shape):
+        for batch in iter_batches(x, check_positive_int(batch_size, "batch_size"), self.input_shape):
             (out,) = self._fn(tf.constant(batch)).values()
             chunks.append(np.asarray(out, dtype=np.float32))
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
@@ -590,9 +575,7 @@ def _convert_tensorrt_engine(
 ) -> TensorRTResult:  # pragma: no cover - needs the tensorrt package and a GPU
     import tensorrt as trt
 
-    from simdex.embeddings import _single_input_shape
-
-    shape = _single_input_shape(model)
+    shape = single_input_shape(model)
     if any(s is None for s in shape):
         raise ValueError(f"a TensorRT engine needs a fixed input shape, got {shape}")
     onnx_data = _onnx_bytes(model, None, "input", "embedding")

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from simdex._validate import MISSING_LABEL  # the label of an empty neighbour slot
+
 __all__ = [
     "Matcher",
     "MatchNearest",
@@ -43,9 +45,6 @@ __all__ = [
     "get",
     "MISSING_LABEL",
 ]
-
-#: Neighbour label that marks an empty neighbour slot.
-MISSING_LABEL = -1
 
 
 def _check_pair(neighbour_labels: np.ndarray, distances: np.ndarray) -> None:

@@ -110,7 +110,8 @@ def write_container(
     )
     digest = hashlib.sha256()
     with atomic_writer(path) as f:
-        for chunk in (header, *(memoryview(a.reshape(-1).view(np.uint8)) for a in prepared)):
+        chunks: list[bytes | memoryview] = [header, *(a.reshape(-1).view(np.uint8).data for a in prepared)]
+        for chunk in chunks:
             digest.update(chunk)
             f.write(chunk)
         f.write(digest.digest())

@@ -17,21 +17,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from simdex._io import CorruptFileError, read_container, write_container
-from simdex.embeddings import Embedder, _are_samples, _check_batch_size, as_embedder
+from simdex._validate import METRICS, check_positive_int
+from simdex.embed.embeddings import Embedder, are_samples, as_embedder
+from simdex.index import LSHIndex, load_index
+from simdex.index.collection import Collection
+from simdex.index.io import CorruptFileError, read_container, write_container
 
 __all__ = ["Matches", "NearDuplicateFinder"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: a nested Collection state (1: a nested index file and JSON labels)
 _KIND = "NearDuplicateFinder"
 
 
@@ -76,20 +77,14 @@ def _check_index(index: Any) -> Any:
             raise TypeError(
                 f"index must follow the simdex Index contract; {type(index).__name__} lacks {attr!r}"
             )
-    if index.metric not in ("cosine", "ip", "l2", "sql2"):
+    if index.metric not in METRICS:
         raise ValueError(f"index metric must be 'cosine', 'ip', 'l2' or 'sql2', got {index.metric!r}")
     return index
 
 
 def _default_index(dim: int) -> Any:
-    """``simdex.LSHIndex(dim)`` where it exists, else ``simdex.ExactIndex(dim)``."""
-    import simdex
-
-    try:
-        cls = simdex.LSHIndex
-    except (ImportError, AttributeError):
-        return simdex.ExactIndex(dim, metric="cosine")
-    return cls(dim, seed=0)
+    """``simdex.LSHIndex(dim, seed=0)``."""
+    return LSHIndex(dim, seed=0)
 
 
 def _json_label(label: Any) -> Any:
@@ -145,28 +140,33 @@ class NearDuplicateFinder:
 
     def __init__(self, embedder: Any, index: Any = None, batch_size: int = 256) -> None:
         self.embedder: Embedder = as_embedder(embedder)
-        self.batch_size = _check_batch_size(batch_size)
-        self._index = None if index is None else _check_index(index)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        index = None if index is None else _check_index(index)
         dim = getattr(self.embedder, "dim", None)
-        if self._index is not None and dim is not None and self._index.dim != dim:
-            raise ValueError(f"the index has dim {self._index.dim} but the embedder produces {dim}-d vectors")
-        self._labels: dict[int, Any] = {}
+        if index is not None and dim is not None and index.dim != dim:
+            raise ValueError(f"the index has dim {index.dim} but the embedder produces {dim}-d vectors")
+        self._collection = Collection(index, _default_index)
 
     # -- state --------------------------------------------------------------------------
     @property
     def index(self) -> Any:
         """The index (``None`` until the first :meth:`add` or :meth:`query` when created lazily)."""
-        return self._index
+        return self._collection.index
+
+    @property
+    def _index(self) -> Any:
+        return self._collection.index
 
     def _ensure_index(self, dim: int) -> Any:
-        if self._index is None:
-            self._index = _check_index(_default_index(dim))
-        elif self._index.dim != dim:
-            raise ValueError(f"the embedder produced {dim}-d vectors but the index has dim {self._index.dim}")
-        return self._index
+        try:
+            return self._collection.ensure_index(dim)
+        except ValueError:
+            raise ValueError(
+                f"the embedder produced {dim}-d vectors but the index has dim {self._index.dim}"
+            ) from None
 
     def __len__(self) -> int:
-        return 0 if self._index is None else len(self._index)
+        return len(self._collection)
 
     def __repr__(self) -> str:
         return f"NearDuplicateFinder(size={len(self)}, index={self._index!r}, embedder={self.embedder!r})"
@@ -183,7 +183,7 @@ class NearDuplicateFinder:
             raise KeyError(f"ids not in the collection: {arr[~present][:10].tolist()}")
         out = np.empty(arr.shape, dtype=object)
         for j, i in enumerate(arr.tolist()):  # element-wise: labels may be tuples or lists
-            out[j] = self._labels.get(i)
+            out[j] = self._collection.labels.get(i)
         return out
 
     # -- embedding ----------------------------------------------------------------------
@@ -194,7 +194,7 @@ class NearDuplicateFinder:
         if isinstance(images, np.ndarray) or hasattr(images, "__array__"):
             arr = np.asarray(images)
             input_shape = getattr(self.embedder, "input_shape", None)
-            if arr.ndim >= 1 and not _are_samples([arr], input_shape):
+            if arr.ndim >= 1 and not are_samples([arr], input_shape):
                 n = arr.shape[0]
                 return (arr[s : s + self.batch_size] for s in range(0, n, self.batch_size)), n
             return iter([arr[np.newaxis]]), 1  # a single image
@@ -268,7 +268,7 @@ class NearDuplicateFinder:
         index = self._ensure_index(vecs.shape[1])
         new_ids = np.asarray(index.add(vecs, ids=ids), dtype=np.int64)
         if labels is not None:
-            self._labels.update(zip(new_ids.tolist(), labels))
+            self._collection.labels.update(zip(new_ids.tolist(), labels))
         return new_ids
 
     def query(self, image_or_batch: Any, k: int = 10) -> Matches:
@@ -295,7 +295,7 @@ class NearDuplicateFinder:
         if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
             x = x.numpy()
         x = np.asarray(x)
-        single = _are_samples([x], getattr(self.embedder, "input_shape", None))
+        single = are_samples([x], getattr(self.embedder, "input_shape", None))
         vecs = np.asarray(self.embedder.embed(x[np.newaxis] if single else x, batch_size=self.batch_size))
         if vecs.ndim != 2:
             raise ValueError(f"the embedder returned shape {vecs.shape}, expected (n, d)")
@@ -308,7 +308,7 @@ class NearDuplicateFinder:
         sims = _similarity(dist, index.metric)
         labels = np.empty(nbr.shape, dtype=object)
         for (r, c), i in np.ndenumerate(nbr):
-            labels[r, c] = self._labels.get(int(i)) if i >= 0 else None
+            labels[r, c] = self._collection.labels.get(int(i)) if i >= 0 else None
         if single:
             return Matches(nbr[0], labels[0], sims[0])
         return Matches(nbr, labels, sims)
@@ -391,23 +391,14 @@ class NearDuplicateFinder:
         """
         if self._index is None:
             raise ValueError("nothing to save: add images first")
-        labels = [[int(i), _json_label(v)] for i, v in sorted(self._labels.items())]
-        fd, tmp = tempfile.mkstemp(
-            prefix=".simdex-index-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path))
-        )
-        os.close(fd)
-        try:
-            self._index.save(tmp)
-            with open(tmp, "rb") as f:
-                index_bytes = np.frombuffer(f.read(), dtype=np.uint8)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        arrays = {"index_file": index_bytes}
+        for value in self._collection.labels.values():
+            _json_label(value)  # None / bool / int / float / str only: they load back as they were
+        collection_params, collection_arrays = self._collection.state()
+        arrays = {f"collection/{k}": v for k, v in collection_arrays.items()}
         onnx_bytes = getattr(self.embedder, "model_bytes", None)
         if isinstance(onnx_bytes, bytes):
             arrays["onnx_model"] = np.frombuffer(onnx_bytes, dtype=np.uint8)
-        params = {"format": _FORMAT, "batch_size": self.batch_size, "labels": json.dumps(labels)}
+        params = {"format": _FORMAT, "batch_size": self.batch_size, "collection": collection_params}
         write_container(path, _KIND, params, arrays)
 
     @classmethod
@@ -424,31 +415,47 @@ class NearDuplicateFinder:
             CorruptFileError: the file is damaged or not a saved finder.
             ValueError: no embedder given and none stored, or sizes differ.
         """
-        import simdex
-
         kind, params, arrays = read_container(path)
         if kind != _KIND:
             raise CorruptFileError(f"{os.fspath(path)!r} holds a {kind!r}, not a saved NearDuplicateFinder")
         if int(params.get("format", 0)) > _FORMAT:
             raise CorruptFileError(f"{os.fspath(path)!r} was written by a newer simdex: upgrade simdex")
-        try:
-            labels = {int(i): v for i, v in json.loads(params["labels"])}
-            index_bytes = arrays["index_file"].tobytes()
-            batch_size = int(params["batch_size"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CorruptFileError(f"{os.fspath(path)!r} has malformed finder contents: {e}") from e
         if embedder is None:
             if "onnx_model" not in arrays:
                 raise ValueError(f"{os.fspath(path)!r} stores no embedder: pass embedder=")
-            embedder = simdex.OnnxEmbedder(arrays["onnx_model"].tobytes())
-        fd, tmp = tempfile.mkstemp(prefix=".simdex-index-", suffix=".tmp")
+            from simdex.embed.export import OnnxEmbedder
+
+            embedder = OnnxEmbedder(arrays["onnx_model"].tobytes())
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(index_bytes)
-            index = simdex.load_index(tmp)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        finder = cls(embedder, index=index, batch_size=batch_size)
-        finder._labels = labels
+            batch_size = int(params["batch_size"])
+            if int(params.get("format", 0)) < 2:
+                collection = _load_format1(params, arrays)
+            else:
+                sub = {k[len("collection/") :]: v for k, v in arrays.items() if k.startswith("collection/")}
+                collection = Collection.from_state(params["collection"], sub, _default_index)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, CorruptFileError):
+                raise
+            raise CorruptFileError(f"{os.fspath(path)!r} has malformed finder contents: {e}") from e
+        finder = cls(embedder, index=collection.index, batch_size=batch_size)
+        finder._collection = collection
         return finder
+
+
+def _load_format1(params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Collection:
+    """The collection of a file written by simdex 0.1 (finder format 1: a nested index file)."""
+    import contextlib
+    import tempfile
+
+    labels = {int(i): v for i, v in json.loads(params["labels"])}
+    fd, tmp = tempfile.mkstemp(prefix=".simdex-index-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(arrays["index_file"].tobytes())
+        index = load_index(tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    collection = Collection(index, _default_index)
+    collection.labels.update(labels)
+    return collection

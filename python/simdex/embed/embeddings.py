@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from simdex._optional import import_keras_tf, import_tf
+from simdex._validate import check_positive_int
+
 if TYPE_CHECKING:  # pragma: no cover - static typing only
     import keras
 
@@ -46,31 +49,6 @@ __all__ = [
     "from_backbone",
     "small_cnn",
 ]
-
-_TF_HINT = 'this feature needs TensorFlow and Keras 3: pip install "simdex[tf]"'
-
-
-def _import_keras() -> Any:
-    """Import Keras 3 on the TensorFlow backend, with an install hint on failure."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    try:
-        import keras
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(_TF_HINT) from e
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"simdex.embeddings needs the TensorFlow Keras backend, got {keras.backend.backend()!r}: "
-            "set KERAS_BACKEND=tensorflow before importing keras"
-        )
-    return keras
-
-
-def _import_tf() -> Any:
-    try:
-        import tensorflow as tf
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(_TF_HINT) from e
-    return tf
 
 
 @runtime_checkable
@@ -100,15 +78,7 @@ class Embedder(Protocol):
 # Input checking shared by the Keras and ONNX embedders.
 
 
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return int(batch_size)
-
-
-def _as_float_batch(
+def as_float_batch(
     x: Any, input_shape: Sequence[int | None] | None, what: str = "x", convert: bool = True
 ) -> np.ndarray:
     """Check one batch and return it as a C-contiguous float32 array.
@@ -155,7 +125,7 @@ def _to_float(arr: np.ndarray, what: str) -> np.ndarray:
     return out
 
 
-def _iter_batches(x: Any, batch_size: int, input_shape: Sequence[int | None] | None) -> Iterator[np.ndarray]:
+def iter_batches(x: Any, batch_size: int, input_shape: Sequence[int | None] | None) -> Iterator[np.ndarray]:
     """Yield checked float32 chunks of at most ``batch_size`` rows.
 
     ``x`` is an array-like holding the whole input, or an iterable (list,
@@ -170,7 +140,7 @@ def _iter_batches(x: Any, batch_size: int, input_shape: Sequence[int | None] | N
     elif isinstance(x, (list, tuple)):
         # A list of numbers / nested lists, or of single samples, is one array;
         # a list of arrays with a batch axis is a list of batches.
-        if len(x) and all(hasattr(b, "shape") for b in x) and not _are_samples(x, input_shape):
+        if len(x) and all(hasattr(b, "shape") for b in x) and not are_samples(x, input_shape):
             batches, wrapped = x, False
         else:
             batches = (x,)
@@ -180,12 +150,12 @@ def _iter_batches(x: Any, batch_size: int, input_shape: Sequence[int | None] | N
         raise TypeError(f"x must be an array or an iterable of arrays, got {type(x).__name__}")
     for i, batch in enumerate(batches):
         what = "x" if wrapped else f"batch {i}"
-        arr = _as_float_batch(batch, input_shape, what=what, convert=False)
+        arr = as_float_batch(batch, input_shape, what=what, convert=False)
         for start in range(0, arr.shape[0], batch_size):
             yield _to_float(arr[start : start + batch_size], what)
 
 
-def _are_samples(items: Sequence[Any], input_shape: Sequence[int | None] | None) -> bool:
+def are_samples(items: Sequence[Any], input_shape: Sequence[int | None] | None) -> bool:
     """True if ``items`` are single samples (no batch axis) of ``input_shape``."""
     if input_shape is None:
         return False
@@ -209,7 +179,7 @@ _SINGLE: weakref.WeakKeyDictionary[Any, tuple[Callable[[Any], Any], bool]] = wea
 _COMPILED_LOCK = threading.Lock()
 
 
-def _single_input_shape(model: Any) -> tuple[int | None, ...]:
+def single_input_shape(model: Any) -> tuple[int | None, ...]:
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise ValueError(
@@ -229,15 +199,18 @@ def _output_dim(model: Any) -> int | None:
     return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
 
 
-def _weak_inference_call(model: Any) -> tuple[Any, tuple[int, ...], Callable[[Any], Any]]:
+def _weak_inference_call(model: Any) -> tuple[Any, tuple[int | None, ...], Callable[[Any], Any]]:
     """``(tf, input_shape, call)`` where ``call(x)`` runs ``model(x, training=False)``
     through a weak reference: the caches of compiled functions must not keep models alive."""
     ref = weakref.ref(model)
 
     def call(x: Any) -> Any:
-        return ref()(x, training=False)
+        live = ref()
+        if live is None:
+            raise ReferenceError("the model of this compiled forward pass was deleted")
+        return live(x, training=False)
 
-    return _import_tf(), _single_input_shape(model), call
+    return import_tf(), single_input_shape(model), call
 
 
 def compiled_forward(model: Any) -> Callable[[Any], Any]:
@@ -283,7 +256,7 @@ def compiled_single_forward(model: Any) -> tuple[Callable[[Any], Any], bool]:
 
 
 def _check_keras_model(model: Any) -> Any:
-    keras = _import_keras()
+    keras = import_keras_tf()
     if isinstance(model, KerasEmbedder):
         return model.model
     if not isinstance(model, keras.Model):
@@ -317,12 +290,12 @@ def embed(model: keras.Model | KerasEmbedder, x: Any, batch_size: int = 256) -> 
             whose output is not 2-D.
     """
     model = _check_keras_model(model)
-    batch_size = _check_batch_size(batch_size)
-    shape = _single_input_shape(model)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    shape = single_input_shape(model)
     call = compiled_forward(model)
-    tf = _import_tf()
+    tf = import_tf()
     chunks = []
-    for batch in _iter_batches(x, batch_size, shape):
+    for batch in iter_batches(x, batch_size, shape):
         if batch.shape[0] == 0:
             continue
         out = call(tf.constant(batch))
@@ -352,7 +325,7 @@ class KerasEmbedder:
 
     def __init__(self, model: keras.Model) -> None:
         self.model = _check_keras_model(model)
-        self.input_shape = _single_input_shape(self.model)
+        self.input_shape = single_input_shape(self.model)
         self.dim = _output_dim(self.model)
 
     def embed(self, x: Any, batch_size: int = 256) -> np.ndarray:
@@ -374,9 +347,9 @@ class _CallableEmbedder:
         self.dim = None
 
     def embed(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_positive_int(batch_size, "batch_size")
         chunks = []
-        for batch in _iter_batches(x, batch_size, None):
+        for batch in iter_batches(x, batch_size, None):
             out = np.asarray(self.fn(batch), dtype=np.float32)
             if out.ndim != 2 or out.shape[0] != batch.shape[0]:
                 raise ValueError(
@@ -420,7 +393,7 @@ def _looks_like_keras_model(obj: Any) -> bool:
                 break
         else:
             return False
-    keras = _import_keras()
+    keras = import_keras_tf()
     return isinstance(obj, keras.Model)
 
 
@@ -465,7 +438,7 @@ def small_cnn(
     Raises:
         ValueError: bad shapes or sizes.
     """
-    keras = _import_keras()
+    keras = import_keras_tf()
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (2, 3) or any(s < 1 for s in shape):
         raise ValueError(
@@ -541,7 +514,7 @@ def from_backbone(
             names), a model without a graph, or features of unsupported rank.
         TypeError: ``model`` is not a Keras model or a path.
     """
-    keras = _import_keras()
+    keras = import_keras_tf()
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.exists(path):

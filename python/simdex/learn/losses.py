@@ -28,11 +28,16 @@ Use :func:`get` to build a loss from a name, a config or an instance.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from simdex.layers import import_keras, l2_normalize
+from simdex._optional import import_keras
+from simdex._validate import check_positive_number
+from simdex.learn.layers import l2_normalize
 
-keras = import_keras()
+if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
+    import keras
+else:
+    keras = import_keras()
 ops = keras.ops
 
 DISTANCES = ("cosine", "l2", "sql2", "ip")
@@ -53,12 +58,7 @@ def _check_distance(distance: str) -> str:
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value}")
-    return value
+    return check_positive_number(value, name, allow_zero=allow_zero)
 
 
 def pairwise_distances(x: Any, distance: str = "cosine") -> Any:
@@ -712,7 +712,7 @@ class CosFaceLoss(_MarginSoftmaxLoss):
 
 
 # ----------------------------------------------------------------------------- lookup
-_BY_NAME: dict[str, type] = {
+_BY_NAME: dict[str, type[keras.losses.Loss]] = {
     "triplet": TripletLoss,
     "pn": PNLoss,
     "multi_similarity": MultiSimilarityLoss,

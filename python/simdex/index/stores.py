@@ -1,0 +1,68 @@
+"""The one place that chooses where an index keeps its vectors: :func:`new_store`.
+
+An index holds one *store* and talks to it through one protocol, whatever the device:
+``add(x, ids, replace)``, ``remove(ids)``, ``get_vectors(ids)``, ``contains(ids)``,
+``export_all()``, ``reset()``, ``len()`` and ``search(q, k, ...)``; stores that can
+answer device-array queries also have ``search_device(queries, k, ...)``.
+
+==========  ===================================  ==========================================
+kind        ``device="cpu"``                     ``device="cuda"``
+==========  ===================================  ==========================================
+``exact``   ``simdex._core.FlatIndex``           :class:`simdex.index.gpu.GpuFlatIndex`
+``lsh``     ``simdex._core.LshIndex``            :class:`simdex.index.gpu.lsh.GpuLSHStore`
+                                                 (host store + GPU tables)
+==========  ===================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from simdex._runtime import core
+from simdex._validate import check_device
+
+__all__ = ["new_store"]
+
+
+def new_store(
+    kind: str,
+    device: str,
+    dim: int,
+    metric: str,
+    *,
+    fp16_prefilter: bool = True,
+    planes: np.ndarray | None = None,
+    num_tables: int = 0,
+    hash_bits: int = 0,
+) -> Any:
+    """A new, empty store for an index of ``kind`` on ``device``.
+
+    Args:
+        kind: ``"exact"`` or ``"lsh"``.
+        device: ``"cpu"`` or ``"cuda"`` (raises ``RuntimeError`` when CUDA cannot run).
+        dim: Vector dimension.
+        metric: Canonical metric name.
+        fp16_prefilter: ``exact`` on the CPU: keep the float16 shadow.
+        planes: ``lsh``: the float32 hyperplanes, shape (num_tables * hash_bits, dim).
+        num_tables: ``lsh``: tables L.
+        hash_bits: ``lsh``: bits per table K.
+    """
+    if check_device(device) == "cuda":
+        if kind == "exact":
+            from simdex.index.gpu.exact import GpuFlatIndex
+
+            return GpuFlatIndex(dim, metric)
+        if kind == "lsh":
+            from simdex.index.gpu.lsh import GpuLSHStore
+
+            assert planes is not None
+            host = core().LshIndex(dim, num_tables, hash_bits, planes, metric)
+            return GpuLSHStore(host, planes, num_tables, metric)
+    elif kind == "exact":
+        return core().FlatIndex(dim, metric, fp16_prefilter=fp16_prefilter)
+    elif kind == "lsh":
+        assert planes is not None
+        return core().LshIndex(dim, num_tables, hash_bits, planes, metric)
+    raise ValueError(f"unknown store kind {kind!r}; expected 'exact' or 'lsh'")
