@@ -430,3 +430,34 @@ def test_writer_is_not_starved_by_searches(kind):
     assert p99 < max(0.050, 3 * p99_search), (
         f"write p99 {p99 * 1e3:.1f} ms, search p99 {p99_search * 1e3:.1f} ms"
     )
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_tie_rule_with_many_duplicates(metric):
+    # 60 copies of every vector: the k-th place ties with far more rows than the first
+    # candidate list holds, so the GEMM path must widen it (or scan) to stay exact.
+    rng = np.random.default_rng(3)
+    x = np.repeat(rng.standard_normal((100, 16)).astype(np.float32), 60, axis=0)
+    perm = rng.permutation(len(x))
+    x, ids = x[perm], np.arange(len(x))[perm] * 3 + 1  # ids not in storage order
+    q = rng.standard_normal((20, 16)).astype(np.float32)
+    index = ExactIndex(16, metric=metric)
+    index.add(x, ids=ids)
+    Db, Ib = index.search(q, k=25)
+    _assert_ties_ascending(Db, Ib)
+    for i in range(0, 20, 7):
+        D1, I1 = index.search(q[i], k=25)
+        np.testing.assert_array_equal(I1, Ib[i])
+    # The oracle: by float64 distance, then id; duplicates tie exactly.
+    ref = {
+        "cosine": lambda: (
+            1
+            - (q / np.linalg.norm(q, axis=1, keepdims=True))
+            @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+        ),
+        "ip": lambda: -(q @ x.T),
+        "l2": lambda: np.linalg.norm(q[:, None] - x[None], axis=2),
+    }[metric]()
+    for r in range(len(q)):
+        order = np.lexsort((ids, np.round(ref[r].astype(np.float64), 4)))[:25]
+        assert sorted(ids[order].tolist()) == sorted(Ib[r].tolist())

@@ -136,6 +136,67 @@ float max_sq_norm(const float* x, std::int64_t nb, std::int64_t d, const float* 
   return mx;
 }
 
+// Top kk base rows of each of nq queries by BLAS score (ties by row number): a GEMM per
+// (query block x base block) tile (GEMV for one-row blocks), a top-kk filter per tile,
+// partial heaps per base chunk merged at the end. vals / rows: nq * kk on return, one
+// heap per query (empty slots: kEmptyId).
+void blas_select(const float* qp, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
+                 std::int64_t kk, Metric metric, const float* x_aux, const KnnParams& params, int nt,
+                 std::vector<float>& vals, std::vector<idx_t>& rows) {
+  const std::int64_t qb = std::min(params.query_block, nq);
+  const std::int64_t bb = std::min(params.base_block, std::max<std::int64_t>(nb, 1));
+  const std::int64_t nqb = (nq + qb - 1) / qb;
+  const std::int64_t nbb = (nb + bb - 1) / bb;
+  // With fewer query blocks than threads, split the base too and merge partial heaps.
+  std::int64_t nchunks = 1;
+  if (nqb < 2 * nt && nbb > 1) nchunks = std::min<std::int64_t>(nbb, (2 * nt + nqb - 1) / nqb);
+  const std::int64_t blocks_per_chunk = (nbb + nchunks - 1) / std::max<std::int64_t>(nchunks, 1);
+  const std::int64_t chunk = std::max<std::int64_t>(1, blocks_per_chunk) * bb;
+
+  std::vector<float> heap_vals(static_cast<std::size_t>(nqb * nchunks * qb * kk));
+  std::vector<idx_t> heap_ids(heap_vals.size());
+  std::vector<std::vector<float>> tiles(static_cast<std::size_t>(nt));
+
+  parallel_for(nqb * nchunks, nt, [&](std::int64_t item, int tid) {
+    const std::int64_t qbi = item / nchunks, c = item % nchunks;
+    const std::int64_t q0 = qbi * qb, nrows = std::min(qb, nq - q0);
+    const std::int64_t b_begin = c * chunk, b_end = std::min(nb, b_begin + chunk);
+    float* hvals = heap_vals.data() + (qbi * nchunks + c) * qb * kk;
+    idx_t* hids = heap_ids.data() + (qbi * nchunks + c) * qb * kk;
+    for (std::int64_t r = 0; r < nrows; ++r) heap_init(kk, hvals + r * kk, hids + r * kk);
+    std::vector<float>& tile = tiles[tid];
+    if (tile.size() < static_cast<std::size_t>(nrows * bb)) tile.resize(nrows * bb);
+    for (std::int64_t b0 = b_begin; b0 < b_end; b0 += bb) {
+      const std::int64_t cols = std::min(bb, b_end - b0);
+      if (nrows == 1)
+        blas::gemv(cols, d, x + b0 * d, qp + q0 * d, tile.data());
+      else
+        blas::gemm_abt(nrows, cols, d, 1.0f, qp + q0 * d, x + b0 * d, 0.0f, tile.data());
+      for (std::int64_t r = 0; r < nrows; ++r) {
+        float* s = tile.data() + r * cols;
+        to_scores(s, x_aux ? x_aux + b0 : nullptr, cols, metric);
+        heap_push_block(s, cols, nullptr, b0, kk, hvals + r * kk, hids + r * kk);
+      }
+    }
+  });
+
+  vals.resize(static_cast<std::size_t>(nq * kk));
+  rows.resize(vals.size());
+  parallel_for(nq, nt, [&](std::int64_t i, int /*tid*/) {
+    const std::int64_t qbi = i / qb, r = i % qb;
+    float* v0 = heap_vals.data() + (qbi * nchunks * qb + r) * kk;
+    idx_t* i0 = heap_ids.data() + (qbi * nchunks * qb + r) * kk;
+    for (std::int64_t c = 1; c < nchunks; ++c) {
+      const float* vc = v0 + c * qb * kk;
+      const idx_t* ic = i0 + c * qb * kk;
+      for (std::int64_t s = 0; s < kk; ++s)
+        if (ic[s] != kEmptyId) heap_push(vc[s], ic[s], kk, v0, i0);
+    }
+    std::copy(v0, v0 + kk, vals.data() + i * kk);
+    std::copy(i0, i0 + kk, rows.data() + i * kk);
+  });
+}
+
 }  // namespace
 
 void normalize_rows(float* x, std::int64_t n, std::int64_t d) {
@@ -200,87 +261,77 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
   }
 
   const int nt = resolve_num_threads(params.num_threads);
-  const std::int64_t qb = std::min(params.query_block, nq);
-  const std::int64_t bb = std::min(params.base_block, std::max<std::int64_t>(nb, 1));
-  const std::int64_t nqb = (nq + qb - 1) / qb;
-  const std::int64_t nbb = (nb + bb - 1) / bb;
-  // With fewer query blocks than threads, split the base too and merge partial heaps.
-  std::int64_t nchunks = 1;
-  if (nqb < 2 * nt && nbb > 1) nchunks = std::min<std::int64_t>(nbb, (2 * nt + nqb - 1) / nqb);
-  const std::int64_t blocks_per_chunk = (nbb + nchunks - 1) / std::max<std::int64_t>(nchunks, 1);
-  const std::int64_t chunk = std::max<std::int64_t>(1, blocks_per_chunk) * bb;
-
-  // Heaps keep k + extra rows by BLAS score (row numbers, not ids): the extra rows let
-  // final_stage prove that the canonical top k is among them (see the loop below).
-  const std::int64_t kk = k + std::max<std::int64_t>(4, std::min<std::int64_t>(k, 32));
-  std::vector<float> heap_vals(static_cast<std::size_t>(nqb * nchunks * qb * kk));
-  std::vector<idx_t> heap_ids(heap_vals.size());
-  std::vector<std::vector<float>> tiles(static_cast<std::size_t>(nt));
-
-  parallel_for(nqb * nchunks, nt, [&](std::int64_t item, int tid) {
-    const std::int64_t qbi = item / nchunks, c = item % nchunks;
-    const std::int64_t q0 = qbi * qb, rows = std::min(qb, nq - q0);
-    const std::int64_t b_begin = c * chunk, b_end = std::min(nb, b_begin + chunk);
-    float* hvals = heap_vals.data() + (qbi * nchunks + c) * qb * kk;
-    idx_t* hids = heap_ids.data() + (qbi * nchunks + c) * qb * kk;
-    for (std::int64_t r = 0; r < rows; ++r) heap_init(kk, hvals + r * kk, hids + r * kk);
-    std::vector<float>& tile = tiles[tid];
-    if (tile.size() < static_cast<std::size_t>(rows * bb)) tile.resize(rows * bb);
-    for (std::int64_t b0 = b_begin; b0 < b_end; b0 += bb) {
-      const std::int64_t cols = std::min(bb, b_end - b0);
-      if (rows == 1)
-        blas::gemv(cols, d, x + b0 * d, qp + q0 * d, tile.data());
-      else
-        blas::gemm_abt(rows, cols, d, 1.0f, qp + q0 * d, x + b0 * d, 0.0f, tile.data());
-      for (std::int64_t r = 0; r < rows; ++r) {
-        float* s = tile.data() + r * cols;
-        to_scores(s, x_aux ? x_aux + b0 : nullptr, cols, metric);
-        heap_push_block(s, cols, nullptr, b0, kk, hvals + r * kk, hids + r * kk);
-      }
-    }
-  });
-
   // BLAS scores differ from the canonical ones by at most err (|q| |x| gamma_d per dot
-  // product, for either summation order, plus the metric's rounding). A row outside a
-  // full heap has BLAS score <= the last kept one; when that is below the k-th kept
-  // score by more than 2 err + the collapse slack, no outside row can reach the
-  // canonical top k, so re-scoring the kept rows is exact. Otherwise (many near-ties
-  // at the k-th place) the query falls back to the canonical scan.
+  // product, for either summation order, plus the metric's rounding). The heaps keep
+  // kk > k rows by BLAS score; when rows were left out (nb > kk) and the kk-th kept
+  // score is not below the k-th by more than 2 err + the collapse slack, a left-out
+  // row might still belong to the canonical top k: such queries (many near-ties at the
+  // k-th place, e.g. duplicated data) run again with kk four times larger, until the
+  // proof holds or every row is kept (or, past a memory budget, by a canonical scan).
   const double gam = double(d) * kU / (1.0 - double(d) * kU);
   const float tiny = static_cast<float>((2.0 * double(d) + 4.0) * std::ldexp(1.0, -149) * 4.0);
-  const float max_norm = metric == Metric::kCosine ? 1.0f : std::sqrt(max_sq_norm(x, nb, d, x_aux, metric));
+  const float max_norm =
+      metric == Metric::kCosine ? 1.0f : std::sqrt(max_sq_norm(x, nb, d, x_aux, metric));
   const float max_sq = max_norm * max_norm;
-  parallel_for(nq, nt, [&](std::int64_t i, int /*tid*/) {
-    const std::int64_t qbi = i / qb, r = i % qb;
-    float* v0 = heap_vals.data() + (qbi * nchunks * qb + r) * kk;
-    idx_t* i0 = heap_ids.data() + (qbi * nchunks * qb + r) * kk;
-    for (std::int64_t c = 1; c < nchunks; ++c) {
-      const float* vc = v0 + c * qb * kk;
-      const idx_t* ic = i0 + c * qb * kk;
-      for (std::int64_t s = 0; s < kk; ++s)
-        if (ic[s] != kEmptyId) heap_push(vc[s], ic[s], kk, v0, i0);
+  constexpr double kHeapBudget = 256.0 * (1 << 20);  // bytes of heaps per round
+
+  std::vector<std::int64_t> todo(static_cast<std::size_t>(nq));
+  for (std::int64_t i = 0; i < nq; ++i) todo[static_cast<std::size_t>(i)] = i;
+  std::int64_t kk = std::min(nb, k + std::max<std::int64_t>(4, std::min<std::int64_t>(k, 32)));
+  kk = std::max<std::int64_t>(kk, 1);
+  std::vector<float> qsel, vals;
+  std::vector<idx_t> rows;
+  std::vector<char> failed;
+  while (!todo.empty()) {
+    const std::int64_t ns = static_cast<std::int64_t>(todo.size());
+    if (double(ns) * double(kk) * 12.0 * 2.0 > kHeapBudget) {
+      parallel_for(ns, nt, [&](std::int64_t j, int /*tid*/) {
+        const std::int64_t i = todo[static_cast<std::size_t>(j)];
+        scan_query(qp + i * d, x, nb, d, k, metric, x_aux, x_ids, qnorm2[i], distances + i * k,
+                   labels + i * k);
+      });
+      break;
     }
-    heap_sort_best_first(kk, v0, i0);
-    const float* qi = qp + i * d;
-    if (i0[kk - 1] != kEmptyId) {  // full: rows were left out
-      const float qn = std::sqrt(dot(qi, qi, d));
-      const float na = metric == Metric::kCosine ? 1.0f + 4.0f * kU : max_norm;
-      float err = static_cast<float>(2.0 * gam * qn * na) + 4.0f * kU * qn * na + tiny;
-      if (metric == Metric::kL2 || metric == Metric::kSquaredL2) err = 2.0f * err + 4.0f * kU * max_sq;
-      const float gk = v0[k - 1];
-      if (!(v0[kk - 1] < gk - 2.0f * err - collapse_slack(gk, qnorm2[i], metric) - 2.0f * err * kU)) {
-        scan_query(qi, x, nb, d, k, metric, x_aux, x_ids, qnorm2[i], distances + i * k, labels + i * k);
-        return;
+    const float* qs = qp;
+    if (ns < nq) {
+      qsel.resize(static_cast<std::size_t>(ns * d));
+      for (std::int64_t j = 0; j < ns; ++j)
+        std::copy(qp + todo[j] * d, qp + (todo[j] + 1) * d, qsel.data() + j * d);
+      qs = qsel.data();
+    }
+    blas_select(qs, ns, x, nb, d, kk, metric, x_aux, params, nt, vals, rows);
+    failed.assign(static_cast<std::size_t>(ns), 0);
+    parallel_for(ns, nt, [&](std::int64_t j, int /*tid*/) {
+      const std::int64_t i = todo[static_cast<std::size_t>(j)];
+      float* v0 = vals.data() + j * kk;
+      idx_t* i0 = rows.data() + j * kk;
+      heap_sort_best_first(kk, v0, i0);
+      const float* qi = qp + i * d;
+      if (nb > kk) {  // rows were left out
+        const float qn = std::sqrt(dot(qi, qi, d));
+        const float na = metric == Metric::kCosine ? 1.0f + 4.0f * kU : max_norm;
+        float err = static_cast<float>(2.0 * gam * qn * na) + 4.0f * kU * qn * na + tiny;
+        if (metric == Metric::kL2 || metric == Metric::kSquaredL2) err = 2.0f * err + 4.0f * kU * max_sq;
+        const float gk = v0[k - 1];
+        if (!(v0[kk - 1] < gk - 2.0f * err - collapse_slack(gk, qnorm2[i], metric) - 2.0f * err * kU)) {
+          failed[static_cast<std::size_t>(j)] = 1;
+          return;
+        }
       }
-    }
-    thread_local std::vector<Cand> cands;
-    cands.clear();
-    for (std::int64_t s = 0; s < kk && i0[s] != kEmptyId; ++s) {
-      const idx_t row = i0[s];
-      cands.push_back({exact_score(qi, x, row, d, x_aux, metric), x_ids ? x_ids[row] : row});
-    }
-    final_stage(cands, k, qnorm2[i], metric, distances + i * k, labels + i * k);
-  });
+      thread_local std::vector<Cand> cands;
+      cands.clear();
+      for (std::int64_t s = 0; s < kk && i0[s] != kEmptyId; ++s) {
+        const idx_t row = i0[s];
+        cands.push_back({exact_score(qi, x, row, d, x_aux, metric), x_ids ? x_ids[row] : row});
+      }
+      final_stage(cands, k, qnorm2[i], metric, distances + i * k, labels + i * k);
+    });
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < todo.size(); ++j)
+      if (failed[j]) todo[w++] = todo[j];
+    todo.resize(w);
+    kk = std::min(nb, kk * 4);
+  }
 }
 
 namespace {
