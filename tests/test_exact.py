@@ -9,25 +9,8 @@ import numpy as np
 import pytest
 
 import simdex
+from conftest import METRICS, oracle_distances
 from simdex.index.io import CorruptFileError
-
-METRICS = ["cosine", "ip", "l2", "sql2"]
-
-
-def oracle_distances(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
-    """All (q, n) distances in float64, with simdex's conventions."""
-    q = np.asarray(q, np.float64)
-    x = np.asarray(x, np.float64)
-    if metric == "cosine":
-        qn = np.linalg.norm(q, axis=1, keepdims=True)
-        xn = np.linalg.norm(x, axis=1, keepdims=True)
-        qn[qn == 0] = 1.0
-        xn[xn == 0] = 1.0
-        return 1.0 - (q / qn) @ (x / xn).T
-    if metric == "ip":
-        return -(q @ x.T)
-    sq = np.maximum((q**2).sum(1)[:, None] + (x**2).sum(1)[None, :] - 2.0 * (q @ x.T), 0.0)
-    return np.sqrt(sq) if metric == "l2" else sq
 
 
 def check_exact(D, I, q, x, k, metric, rtol=2e-5):

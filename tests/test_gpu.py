@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import simdex
+from conftest import METRICS, oracle_knn, random_vectors
 from simdex import gpu
 from simdex.index.gpu import availability
 
@@ -21,28 +22,8 @@ pytestmark = [
     pytest.mark.skipif(_cuda is not None and _cuda.device_count() == 0, reason="no CUDA device present"),
 ]
 
-METRICS = ["cosine", "ip", "l2", "sql2"]
-
-
-def _data(n, d, seed):
-    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-
-
-def _reference(q, x, k, metric):
-    """float64 NumPy oracle: (distances, ids) sorted by (distance, id)."""
-    q64, x64 = q.astype(np.float64), x.astype(np.float64)
-    if metric == "cosine":
-        qn = np.linalg.norm(q64, axis=1, keepdims=True)
-        xn = np.linalg.norm(x64, axis=1, keepdims=True)
-        dist = 1 - (q64 / np.where(qn > 0, qn, 1)) @ (x64 / np.where(xn > 0, xn, 1)).T
-    elif metric == "ip":
-        dist = -(q64 @ x64.T)
-    else:
-        dist = np.maximum((q64**2).sum(1)[:, None] + (x64**2).sum(1)[None, :] - 2 * q64 @ x64.T, 0)
-        if metric == "l2":
-            dist = np.sqrt(dist)
-    order = np.lexsort((np.broadcast_to(np.arange(x.shape[0]), dist.shape), dist), axis=1)[:, :k]
-    return np.take_along_axis(dist, order, 1), order, dist
+_data = random_vectors
+_reference = oracle_knn
 
 
 def _check_against_reference(D, ids, q, x, k, metric, tol=1e-4):
@@ -278,7 +259,7 @@ def test_cupy_in_cupy_out_without_copies():
     codes = gpu.hash_vectors_gpu(xd, cp.asarray(_data(64, 32, 22)), num_tables=4)
     assert isinstance(codes, cp.ndarray) and codes.dtype == np.uint64
     np.testing.assert_array_equal(codes.get(), gpu.hash_reference(x, _data(64, 32, 22), num_tables=4))
-    index = gpu.GpuFlatIndex(32, "cosine")
+    index = gpu.GpuExactIndex(32, "cosine")
     index.add(xd, np.arange(2000))
     Di, Ii = index.search(qd, 5)
     assert isinstance(Ii, cp.ndarray)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import simdex
+from conftest import random_vectors
 from simdex import gpu
 from simdex._runtime import core
 from simdex.index.gpu import availability
@@ -102,11 +103,11 @@ class _FakeLSH:
 
 
 class FakeCuda:
-    LSH = _FakeLSH
+    GpuLSHIndex = _FakeLSH
     MAX_K = 1024
     CUDA_RUNTIME_VERSION = 13000
     DeviceArray = _FakeDeviceArray
-    FlatIndex = _FakeFlatIndex
+    GpuExactIndex = _FakeFlatIndex
     calls: list
 
     def __init__(self):
@@ -179,8 +180,7 @@ def fake(monkeypatch):
     return f
 
 
-def _data(n, d, seed):
-    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+_data = random_vectors
 
 
 def test_host_arrays_take_the_host_entry_point(fake):
@@ -237,7 +237,7 @@ def test_hash_glue_host_and_device(fake):
 def test_exact_index_on_cuda_goes_through_gpu_flat_index(fake, tmp_path):
     x = _data(100, 6, 8)
     index = simdex.ExactIndex(6, metric="ip", device="cuda")
-    assert isinstance(index._store, gpu.GpuFlatIndex)
+    assert isinstance(index._store, gpu.GpuExactIndex)
     index.add(x)
     index.remove([3])
     D, ids = index.search(x[:4], k=2)
@@ -257,7 +257,7 @@ def test_exact_index_on_cuda_goes_through_gpu_flat_index(fake, tmp_path):
 def test_lsh_glue(fake):
     x, planes = _data(60, 8, 9), _data(3 * 4, 8, 10)
     lsh = gpu.GpuLSHIndex(x, planes.reshape(3, 4, 8), metric="l2")
-    assert (lsh.num_tables, lsh.bits, len(lsh)) == (3, 4, 60)
+    assert (lsh.num_tables, lsh.hash_bits, len(lsh)) == (3, 4, 60)
     np.testing.assert_array_equal(lsh._lsh.x, x)
     np.testing.assert_array_equal(lsh._lsh.planes, planes)
     D, ids = lsh.search(x[:5], k=2, num_probes=5)

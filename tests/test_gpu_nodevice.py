@@ -45,7 +45,7 @@ def test_cuda_available_false_without_device():
         lambda x: simdex.ExactIndex(4, device="cuda"),
         lambda x: simdex.LSHIndex(4, device="cuda"),
         lambda x: gpu.knn(x, x, k=2),
-        lambda x: gpu.GpuFlatIndex(4),
+        lambda x: gpu.GpuExactIndex(4),
         lambda x: gpu.hash_vectors_gpu(x, np.ones((8, 4), np.float32), num_tables=2),
         lambda x: gpu.device_info(),
         lambda x: gpu.GpuLSHIndex(x, np.ones((8, 4), np.float32), num_tables=2),
@@ -56,7 +56,7 @@ def test_cuda_available_false_without_device():
         "ExactIndex",
         "LSHIndex",
         "gpu.knn",
-        "GpuFlatIndex",
+        "GpuExactIndex",
         "hash_vectors_gpu",
         "device_info",
         "GpuLSHIndex",
@@ -114,9 +114,9 @@ def test_cuda_module_imports_and_reports_no_device():
     with pytest.raises(RuntimeError, match="no usable CUDA device"):
         _cuda.knn(x, x, 2, "cosine")
     with pytest.raises(RuntimeError, match="cannot create a GPU index"):
-        _cuda.FlatIndex(4, "cosine")
+        _cuda.GpuExactIndex(4, "cosine")
     with pytest.raises(ValueError, match="unknown metric"):
-        _cuda.FlatIndex(4, "nope")
+        _cuda.GpuExactIndex(4, "nope")
 
 
 # ---------------------------------------------------------------- the hashing rule (NumPy only)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import simdex
+from conftest import METRICS, oracle_distances
 from simdex import _core
 
-METRICS = ["cosine", "ip", "l2", "sql2"]
 N = 6000  # above the pre-filter's 4,096-row minimum
 
 pytestmark = pytest.mark.skipif(
@@ -85,13 +85,7 @@ class Oracle:
 
 
 def _dist(a: np.ndarray, b: np.ndarray, metric: str) -> float:
-    if metric == "cosine":
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        return 1.0 - (a @ b) / (na * nb) if na > 0 and nb > 0 else 1.0
-    if metric == "ip":
-        return -(a @ b)
-    sq = ((a - b) ** 2).sum()
-    return float(np.sqrt(sq)) if metric == "l2" else sq
+    return float(oracle_distances(a, b, metric)[0, 0])
 
 
 @pytest.mark.parametrize("metric", METRICS)

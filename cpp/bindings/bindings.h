@@ -1,35 +1,13 @@
-// Shared helpers for the pybind11 module simdex._core.
+// The feature files of the pybind11 module simdex._core (exact.cpp, lsh.cpp) and the
+// module body (module.cpp) meet here.
 //
-// Arrays are checked and outputs allocated while the GIL is held; only pure C++
-// work runs with the GIL released. The Python layer (simdex.index) has already
-// converted user input to C-contiguous float32 and checked values, so failures of
-// these checks indicate misuse of the private module.
-//
-// Every call that may wait for an index lock releases the GIL first (NoGil), so a
-// thread holding the GIL never waits for a lock held by a thread that needs the GIL.
+// Every call of _core that may wait for an index lock releases the GIL first (NoGil),
+// so a thread holding the GIL never waits for a lock held by a thread that needs it.
 #pragma once
 
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
-#include <cstdint>
-#include <string>
-
-#include "simdex/common.h"
+#include "common.h"  // checks, metric names and store accessors shared with cuda/bindings
 
 namespace simdex::bindings {
-
-namespace py = pybind11;
-
-using FloatArray = py::array_t<float, py::array::c_style>;
-using IdArray = py::array_t<std::int64_t, py::array::c_style>;
-
-/// Check a C-contiguous float32 array of shape (n, d) (d == -1: any) and return n.
-std::int64_t check_matrix(const FloatArray& a, std::int64_t d, const char* name);
-/// Check a C-contiguous int64 array of shape (n,) and return n.
-std::int64_t check_ids(const IdArray& a, const char* name);
-/// Parse "ip" | "cosine" | "l2" | "sql2".
-Metric parse_metric(const std::string& name);
 
 /// num_threads of a call: 0 (the default) or in [1, max_threads()]; else ValueError.
 int check_threads(int num_threads);
@@ -67,52 +45,12 @@ auto without_gil(F&& f) {
   return f();
 }
 
-/// Bind the accessors every id-addressed store shares (FlatIndex, LshIndex): remove,
-/// get_vectors, contains, export_all. Store must offer remove(ids, n),
-/// get_vectors(ids, n, out), contains(ids, n, out), export_all(vectors, ids), size(), dim().
+/// The _core stores' accessors: those of common.h with the GIL released through NoGil,
+/// plus __len__ and reset (they take the index lock too).
 template <typename Store, typename... Extra>
-void def_store_accessors(py::class_<Store, Extra...>& cls) {
-  cls.def(
-         "remove",
-         [](Store& self, const IdArray& ids) {
-           const std::int64_t n = check_ids(ids, "ids");
-           NoGil nogil;
-           self.remove(ids.data(), n);
-         },
-         py::arg("ids"))
-      .def(
-          "get_vectors",
-          [](const Store& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::array_t<float> out({n, self.dim()});
-            NoGil nogil;
-            self.get_vectors(ids.data(), n, out.mutable_data());
-            return out;
-          },
-          py::arg("ids"))
-      .def(
-          "contains",
-          [](const Store& self, const IdArray& ids) {
-            const std::int64_t n = check_ids(ids, "ids");
-            py::array_t<bool> out(n);
-            NoGil nogil;
-            self.contains(ids.data(), n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
-            return out;
-          },
-          py::arg("ids"))
-      .def("export_all", [](const Store& self) {
-        // size() and export_all() lock separately; the Python layer serialises writers
-        // around export, so the two agree.
-        const std::int64_t n = without_gil([&] { return self.size(); });
-        py::array_t<float> v({n, self.dim()});
-        py::array_t<std::int64_t> ids(n);
-        {
-          NoGil nogil;
-          self.export_all(v.mutable_data(), ids.mutable_data());
-        }
-        return py::make_tuple(v, ids);
-      })
-      .def("__len__", [](const Store& self) { return without_gil([&] { return self.size(); }); })
+void def_core_store_accessors(py::class_<Store, Extra...>& cls) {
+  def_store_accessors<NoGil>(cls);
+  cls.def("__len__", [](const Store& self) { return without_gil([&] { return self.size(); }); })
       .def("reset", [](Store& self) {
         NoGil nogil;
         self.reset();

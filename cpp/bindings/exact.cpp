@@ -73,9 +73,7 @@ void register_exact(py::module_& m) {
           "add",
           [](FlatIndex& self, const FloatArray& x, const IdArray& ids, bool replace) {
             const std::int64_t n = check_matrix(x, self.dim(), "vectors");
-            if (check_ids(ids, "ids") != n)
-              throw std::invalid_argument(detail::concat("got ", n, " vectors but ",
-                                                         ids.shape(0), " ids"));
+            check_same_count(n, ids);
             check_new_ids(ids);
             NoGil nogil;
             self.add(x.data(), n, ids.data(), replace);
@@ -98,7 +96,7 @@ void register_exact(py::module_& m) {
           },
           py::arg("queries"), py::arg("k"), py::arg("num_threads") = 0,
           py::arg("query_block") = 0, py::arg("base_block") = 0);
-  def_store_accessors(flat);
+  def_core_store_accessors(flat);
 }
 
 }  // namespace simdex::bindings

@@ -90,7 +90,7 @@ void register_lsh(py::module_& m) {
         "Multi-probe flip masks of one table in increasing order of summed margin (first is 0).");
 
   py::class_<LshIndex> lsh(m, "LshIndex");
-  def_store_accessors(lsh);
+  def_core_store_accessors(lsh);
   lsh
       .def(py::init([](std::int64_t d, std::int64_t L, int K, const FloatArray& planes,
                        const std::string& metric) {
@@ -106,8 +106,7 @@ void register_lsh(py::module_& m) {
           "add",
           [](LshIndex& self, const FloatArray& x, const IdArray& ids, bool replace, int num_threads) {
             const std::int64_t n = check_matrix(x, self.dim(), "vectors");
-            if (check_ids(ids, "ids") != n)
-              throw std::invalid_argument(detail::concat("got ", n, " vectors but ", ids.shape(0), " ids"));
+            check_same_count(n, ids);
             check_new_ids(ids);
             num_threads = check_threads(num_threads);
             NoGil nogil;

@@ -178,30 +178,6 @@ void check_new_ids(const IdArray& ids) {
                                                  p[i], " at position ", i));
 }
 
-std::int64_t check_matrix(const FloatArray& a, std::int64_t d, const char* name) {
-  if (a.ndim() != 2)
-    throw std::invalid_argument(detail::concat(name, " must be 2-D, got ", a.ndim(), "-D"));
-  if (d >= 0 && a.shape(1) != d)
-    throw std::invalid_argument(
-        detail::concat(name, " has dimension ", a.shape(1), ", expected ", d));
-  return a.shape(0);
-}
-
-std::int64_t check_ids(const IdArray& a, const char* name) {
-  if (a.ndim() != 1)
-    throw std::invalid_argument(detail::concat(name, " must be 1-D, got ", a.ndim(), "-D"));
-  return a.shape(0);
-}
-
-Metric parse_metric(const std::string& name) {
-  if (name == "ip") return Metric::kInnerProduct;
-  if (name == "cosine") return Metric::kCosine;
-  if (name == "l2") return Metric::kL2;
-  if (name == "sql2") return Metric::kSquaredL2;
-  throw std::invalid_argument("unknown metric '" + name +
-                              "'; expected one of 'cosine', 'ip', 'l2', 'sql2'");
-}
-
 }  // namespace simdex::bindings
 
 PYBIND11_MODULE(_core, m) {

@@ -8,14 +8,13 @@
 #include "simdex/blas.h"
 #include "simdex/threading.h"
 #include "simdex/topk.h"
+#include "arch.h"
 #include "fp16.h"
 #include "simd.h"
 
 namespace simdex {
 
 namespace {
-
-#define SIMDEX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 using simd::dot;
 

@@ -1,11 +1,11 @@
 #include "fp16.h"
 
-#include <immintrin.h>
-
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "arch.h"
 
 namespace simdex::fp16 {
 
@@ -13,7 +13,11 @@ namespace {
 
 enum class Level { kNone, kAvx2, kAvx512 };
 
+// Without x86 (F16C) the shadow is never kept: FlatIndex searches in float32 only.
 Level detect() {
+#if !SIMDEX_X86
+  return Level::kNone;
+#else
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("f16c")) return Level::kNone;
   if (__builtin_cpu_supports("avx512f")) return Level::kAvx512;
@@ -21,10 +25,12 @@ Level detect() {
       __builtin_cpu_supports("f16c"))
     return Level::kAvx2;
   return Level::kNone;
+#endif
 }
 const Level g_detected = detect();
 Level g_level = g_detected;
 
+#if SIMDEX_X86
 // GCC 12 warns that _mm512_cvtph_ps's (unused) pass-through operand is uninitialised.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -138,7 +144,7 @@ __attribute__((target("avx2"))) void candidates_avx2(const float* ub, std::int64
   for (; r < n; ++r)
     if (!(ub[r] < tau)) out.push_back(r);
 }
-
+#endif  // SIMDEX_X86
 
 }  // namespace
 
@@ -170,8 +176,12 @@ const char* simd_level() {
 
 void store_row(std::uint16_t* panels, std::int64_t row, std::int64_t d, const float* v) {
   std::uint16_t* base = panels + (row / kPanel) * kPanel * d + row % kPanel;
+#if SIMDEX_X86
   if (g_level != Level::kNone)
     for (std::int64_t j = 0; j < d; ++j) base[j * kPanel] = to_half_f16c(v[j]);
+#else
+  (void)base, (void)v;
+#endif
 }
 
 void copy_row(std::uint16_t* panels, std::int64_t dst, std::int64_t src, std::int64_t d) {
@@ -187,12 +197,17 @@ void clear_row(std::uint16_t* panels, std::int64_t row, std::int64_t d) {
 
 void panel_dots(const std::uint16_t* panels, std::int64_t p0, std::int64_t p1, std::int64_t d,
                 const float* q, float* out) {
+#if SIMDEX_X86
   if (g_level == Level::kAvx512)
     dots_avx512(panels, p0, p1, d, q, out);
   else if (g_level == Level::kAvx2)
     dots_avx2(panels, p0, p1, d, q, out);
   else
     std::memset(out, 0, sizeof(float) * static_cast<std::size_t>((p1 - p0) * kPanel));
+#else
+  (void)panels, (void)d, (void)q;
+  std::memset(out, 0, sizeof(float) * static_cast<std::size_t>((p1 - p0) * kPanel));
+#endif
 }
 
 double half_dot_error_bound(std::int64_t d) {
@@ -206,14 +221,18 @@ double half_dot_error_bound(std::int64_t d) {
 }
 
 void rows_at_least(const float* v, std::int64_t n, float tau, std::vector<std::int64_t>& out) {
+#if SIMDEX_X86
   if (g_level == Level::kAvx512) {
     candidates_avx512(v, n, tau, out);
-  } else if (g_level == Level::kAvx2) {
-    candidates_avx2(v, n, tau, out);
-  } else {
-    for (std::int64_t r = 0; r < n; ++r)
-      if (!(v[r] < tau)) out.push_back(r);
+    return;
   }
+  if (g_level == Level::kAvx2) {
+    candidates_avx2(v, n, tau, out);
+    return;
+  }
+#endif
+  for (std::int64_t r = 0; r < n; ++r)
+    if (!(v[r] < tau)) out.push_back(r);
 }
 
 }  // namespace simdex::fp16

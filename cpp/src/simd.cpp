@@ -2,7 +2,7 @@
 // at load time (same CPU -> same kernel -> same results).
 #include "simd.h"
 
-#include <immintrin.h>
+#include "arch.h"
 
 namespace simdex::simd {
 
@@ -21,6 +21,7 @@ float dot_scalar(const float* a, const float* b, std::int64_t d) {
   return (s0 + s1) + (s2 + s3);
 }
 
+#if SIMDEX_X86
 __attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, std::int64_t d) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   std::int64_t j = 0;
@@ -52,12 +53,15 @@ __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float*
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
+#endif  // SIMDEX_X86
 
 using DotFn = float (*)(const float*, const float*, std::int64_t);
 DotFn pick_dot() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return dot_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_avx2;
+#endif
   return dot_scalar;
 }
 const DotFn g_dot = pick_dot();

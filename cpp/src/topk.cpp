@@ -1,10 +1,10 @@
 #include "simdex/topk.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <numeric>
 #include <vector>
+
+#include "arch.h"
 
 namespace simdex {
 
@@ -50,6 +50,7 @@ void push_block_scalar(const float* scores, std::int64_t n, const idx_t* cand, i
   }
 }
 
+#if SIMDEX_X86
 __attribute__((target("avx2"))) void push_block_avx2(const float* scores, std::int64_t n,
                                                      const idx_t* cand, idx_t off,
                                                      std::int64_t k, float* vals, idx_t* ids) {
@@ -89,6 +90,7 @@ __attribute__((target("avx512f"))) void push_block_avx512(const float* scores, s
   }
   push_block_scalar(scores + j, n - j, cand ? cand + j : nullptr, off + j, k, vals, ids);
 }
+#endif  // SIMDEX_X86
 
 using PushFn = void (*)(const float*, std::int64_t, const idx_t*, idx_t, std::int64_t, float*,
                         idx_t*);
@@ -97,6 +99,9 @@ struct Dispatch {
   PushFn fn;
   const char* name;
   Dispatch() {
+    fn = push_block_scalar;
+    name = "scalar";
+#if SIMDEX_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
       fn = push_block_avx512;
@@ -104,10 +109,8 @@ struct Dispatch {
     } else if (__builtin_cpu_supports("avx2")) {
       fn = push_block_avx2;
       name = "avx2";
-    } else {
-      fn = push_block_scalar;
-      name = "scalar";
     }
+#endif
   }
 };
 

@@ -56,8 +56,8 @@ _EXPORTS: dict[str, str] = {
     "CorruptFileError": "simdex.index.io",
     # LSH
     "LSHIndex": "simdex.index.lsh",
-    "RandomProjection": "simdex.index.lsh",
-    "hash_vectors": "simdex.index.lsh",
+    "RandomProjection": "simdex.index.hashing",
+    "hash_vectors": "simdex.index.hashing",
     "tune_lsh": "simdex.index.lsh",
     # GPU
     "cuda_available": "simdex.index.gpu.availability",

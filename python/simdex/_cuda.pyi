@@ -47,7 +47,7 @@ def hash_vectors(
     vectors: npt.NDArray[np.float32],
     planes: npt.NDArray[np.float32],
     num_tables: int,
-    bits: int,
+    hash_bits: int,
     device: int = 0,
 ) -> npt.NDArray[np.uint64]: ...
 def hash_vectors_device(
@@ -59,7 +59,7 @@ def hash_vectors_device(
     p_ld: int,
     d: int,
     num_tables: int,
-    bits: int,
+    hash_bits: int,
     codes_ptr: int,
     stream: int = 0,
     device: int = 0,
@@ -78,7 +78,7 @@ class DeviceArray:
     def upload(self, b: npt.NDArray[np.uint8]) -> None: ...
     def download(self, b: npt.NDArray[np.uint8]) -> None: ...
 
-class LSH:
+class GpuLSHIndex:
     def __init__(
         self,
         x_ptr: int,
@@ -89,7 +89,7 @@ class LSH:
         p_ld: int,
         d: int,
         num_tables: int,
-        bits: int,
+        hash_bits: int,
         metric: str,
         stream: int = 0,
         device: int = 0,
@@ -99,6 +99,8 @@ class LSH:
     def dim(self) -> int: ...
     @property
     def num_tables(self) -> int: ...
+    @property
+    def hash_bits(self) -> int: ...
     @property
     def bits(self) -> int: ...
     def search_device(
@@ -116,7 +118,7 @@ class LSH:
     ) -> None: ...
     def table(self, t: int, device: int = 0) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int32]]: ...
 
-class FlatIndex:
+class GpuExactIndex:
     def __init__(self, dim: int, metric: str, device: int = 0) -> None: ...
     @property
     def dim(self) -> int: ...
@@ -156,3 +158,6 @@ class FlatIndex:
     def get_vectors(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]: ...
     def contains(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]: ...
     def export_all(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+
+LSH = GpuLSHIndex  # the name before 0.2
+FlatIndex = GpuExactIndex  # the name before 0.2

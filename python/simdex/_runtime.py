@@ -14,30 +14,44 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
     __version__ = "0+unknown"
 
 
-@cache
-def core() -> ModuleType:
-    """Return the C++ extension module ``simdex._core``, loading its BLAS first.
-
-    The extension links the OpenBLAS shipped by the ``scipy-openblas32`` wheel.
-    Its RPATH points there already; preloading it by full path as well makes the
-    import work from unusual layouts (editable installs, relocated venvs).
-    """
+def _preload_scipy_openblas() -> bool:
+    """Load the OpenBLAS of the ``scipy-openblas32`` wheel globally; False if absent."""
     try:
         import scipy_openblas32
 
         lib = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(fullname=True))
         ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-    except (ImportError, OSError):  # pragma: no cover - falls through to the real import error
-        pass
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+@cache
+def core() -> ModuleType:
+    """Return the C++ extension module ``simdex._core``.
+
+    Installed packages carry their own copy of the BLAS next to ``_core`` (found via
+    its RPATH). A build with ``-DSIMDEX_BUNDLE_BLAS=OFF`` links the OpenBLAS of the
+    ``scipy-openblas32`` wheel instead; if the plain import cannot find it (editable
+    installs, relocated venvs), it is preloaded from there by full path and the import
+    retried.
+    """
     try:
         from simdex import _core
-    except ImportError as e:  # pragma: no cover - broken installation
-        raise ImportError(
-            "the simdex native extension could not be loaded; reinstall with "
-            "`pip install --force-reinstall simdex` (and make sure scipy-openblas32 is installed): "
-            f"{e}"
-        ) from e
+    except ImportError as first:
+        if not _preload_scipy_openblas():
+            raise ImportError(_BROKEN_INSTALL.format(first)) from first
+        try:
+            from simdex import _core
+        except ImportError as e:  # pragma: no cover - broken installation
+            raise ImportError(_BROKEN_INSTALL.format(e)) from e
     return _core
+
+
+_BROKEN_INSTALL = (
+    "the simdex native extension could not be loaded; reinstall with "
+    "`pip install --force-reinstall simdex`: {}"
+)
 
 
 def set_num_threads(n: int) -> None:

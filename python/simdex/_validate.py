@@ -72,14 +72,19 @@ MISSING_LABEL = -1  # the label of an item indexed without one, and of a missing
 
 
 # --------------------------------------------------------------------------- scalars
-def canonical_metric(metric: str) -> str:
-    """Return the canonical metric name for ``metric`` (see the module docstring)."""
+def canonical_metric(metric: str, name: str = "metric") -> str:
+    """Return the canonical metric name for ``metric`` (see the module docstring).
+
+    Args:
+        metric: A metric name or alias, any case.
+        name: The argument's name, for error messages (losses call it ``distance``).
+    """
     if not isinstance(metric, str):
-        raise TypeError(f"metric must be a string, got {type(metric).__name__}")
+        raise TypeError(f"{name} must be a string, got {type(metric).__name__}")
     try:
         return METRIC_ALIASES[metric.lower()]
     except KeyError:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}") from None
+        raise ValueError(f"unknown {name} {metric!r}; expected one of {', '.join(METRICS)}") from None
 
 
 def check_int(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:

@@ -60,11 +60,11 @@ void compute_row_aux(const float* x, std::int64_t n, std::int64_t d, Metric metr
 /// @param[in]  x_ids      nb ids reported for the base rows (and used to break ties),
 ///                        or nullptr for row numbers
 /// @param[out] distances  nq * k floats, ascending per query (see Metric)
-/// @param[out] labels     nq * k ids, -1 where fewer than k base vectors exist
+/// @param[out] ids        nq * k ids, -1 where fewer than k base vectors exist
 /// @throws std::invalid_argument on bad sizes; simdex::Interrupted on Ctrl-C.
 void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
                std::int64_t k, Metric metric, const float* x_aux, const idx_t* x_ids,
-               float* distances, idx_t* labels, const KnnParams& params = KnnParams());
+               float* distances, idx_t* ids, const KnnParams& params = KnnParams());
 
 /// knn_exact with a float16 pre-filter, for calls with few queries (memory-bound).
 ///
@@ -82,7 +82,7 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
 std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
                            std::int64_t d, std::int64_t k, Metric metric, const float* x_aux,
                            const idx_t* x_ids, const HalfShadow& shadow, float* distances,
-                           idx_t* labels, const KnnParams& params = KnnParams());
+                           idx_t* ids, const KnnParams& params = KnnParams());
 
 /// Normalise n rows of x in place to unit L2 norm; zero rows stay zero.
 void normalize_rows(float* x, std::int64_t n, std::int64_t d);

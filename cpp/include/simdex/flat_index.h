@@ -61,8 +61,8 @@ class FlatIndex {
   /// Remove everything.
   void reset();
 
-  /// Exact k-NN, see knn_exact. distances/labels: nq * k each, owned by the caller.
-  void search(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* labels,
+  /// Exact k-NN, see knn_exact. distances/ids: nq * k each, owned by the caller.
+  void search(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
               const KnnParams& params = KnnParams()) const;
 
   /// Copy the stored vectors of n ids into out (n * d floats). @throws UnknownId.

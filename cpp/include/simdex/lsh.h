@@ -174,7 +174,7 @@ class LshIndex {
   /// @param[in]  q          nq*d floats
   /// @param[in]  num_probes buckets probed per table, >= 1 (1 = the query's bucket only)
   /// @param[out] distances  nq*k floats ascending (+inf where fewer than k candidates)
-  /// @param[out] labels     nq*k ids (-1 where fewer than k candidates)
+  /// @param[out] ids        nq*k ids (-1 where fewer than k candidates)
   /// @param[out] num_candidates  nq counts of distinct live candidates, or nullptr
   ///
   /// Under kCosine, when there are more than refine*k candidates, an int8 copy of the
@@ -182,7 +182,7 @@ class LshIndex {
   /// the best refine*k are re-ranked with the float32 vectors (refine <= 0: re-rank
   /// every candidate exactly). The returned distances are always exact.
   void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
-              float* distances, idx_t* labels, std::int64_t* num_candidates = nullptr,
+              float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
               int num_threads = 0, std::int64_t refine = 16) const;
 
   /// Copy n stored vectors into out (n*d floats). @throws UnknownId.

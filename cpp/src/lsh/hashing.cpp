@@ -1,7 +1,5 @@
 // Sign-random-projection hashing: blocked sgemm + SIMD sign packing, and the
 // multi-probe sequence generator.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -9,6 +7,7 @@
 #include "simdex/blas.h"
 #include "simdex/lsh.h"
 #include "simdex/threading.h"
+#include "../arch.h"
 
 namespace simdex {
 
@@ -32,6 +31,7 @@ std::uint64_t pack_scalar(const float* p, int K) {
   return c;
 }
 
+#if SIMDEX_X86
 __attribute__((target("avx2"))) std::uint64_t pack_avx2(const float* p, int K) {
   std::uint64_t c = 0;
   const __m256 zero = _mm256_setzero_ps();
@@ -59,13 +59,16 @@ __attribute__((target("avx512f"))) std::uint64_t pack_avx512(const float* p, int
   }
   return c;
 }
+#endif  // SIMDEX_X86
 
 using PackFn = std::uint64_t (*)(const float*, int);
 
 PackFn pick_pack() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return pack_avx512;
   if (__builtin_cpu_supports("avx2")) return pack_avx2;
+#endif
   return pack_scalar;
 }
 

@@ -1,5 +1,4 @@
 // LshIndex: multi-table sign-projection buckets, multi-probe, exact re-rank.
-#include <immintrin.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include "simdex/lsh.h"
 #include "simdex/threading.h"
 #include "simdex/topk.h"
+#include "../arch.h"
 #include "../simd.h"
 
 namespace simdex {
@@ -37,6 +37,7 @@ float dot_i8_scalar(const float* q, const std::int8_t* c, std::int64_t n) {
   return s0 + s1;
 }
 
+#if SIMDEX_X86
 __attribute__((target("avx2,fma"))) float dot_i8_avx2(const float* q, const std::int8_t* c, std::int64_t n) {
   __m256 s = _mm256_setzero_ps();
   for (std::int64_t j = 0; j < n; j += 8) {
@@ -57,6 +58,7 @@ __attribute__((target("avx512f"))) float dot_i8_avx512(const float* q, const std
   }
   return _mm512_reduce_add_ps(s);
 }
+#endif  // SIMDEX_X86
 
 float sqdist_scalar(const float* a, const float* b, std::int64_t d) {
   float s = 0;
@@ -70,9 +72,11 @@ float sqdist_scalar(const float* a, const float* b, std::int64_t d) {
 
 using DotI8Fn = float (*)(const float*, const std::int8_t*, std::int64_t);
 DotI8Fn pick_dot_i8() {
+#if SIMDEX_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return dot_i8_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_i8_avx2;
+#endif
   return dot_i8_scalar;
 }
 const DotI8Fn g_dot_i8 = pick_dot_i8();
@@ -512,7 +516,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         const Table& tab = tables_[static_cast<std::size_t>(t)];
         if (tab.direct)
           for (std::int64_t p = 0; p < probe_count[t]; ++p)
-            _mm_prefetch(reinterpret_cast<const char*>(tab.offs.data() + probe_code[t * P + p]), _MM_HINT_T0);
+            SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.offs.data() + probe_code[t * P + p]));
       }
       for (std::int64_t t = 0; t < L_; ++t) {
         const Table& tab = tables_[static_cast<std::size_t>(t)];
@@ -520,7 +524,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
           const auto rg = main_range(tab, probe_code[t * P + p]);
           ranges[t * P + p] = rg;
           if (rg.second > rg.first)
-            _mm_prefetch(reinterpret_cast<const char*>(tab.slots.data() + rg.first), _MM_HINT_T0);
+            SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.slots.data() + rg.first));
         }
       }
       for (std::int64_t t = 0; t < L_; ++t) {
@@ -559,8 +563,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         constexpr std::size_t kAhead8 = 24;
         for (std::size_t c = 0; c < nc; ++c) {
           if (c + kAhead8 < nc)
-            _mm_prefetch(reinterpret_cast<const char*>(codes8_.data() + cand[c + kAhead8] * code_stride_),
-                         _MM_HINT_T0);
+            SIMDEX_PREFETCH(reinterpret_cast<const char*>(codes8_.data() + cand[c + kAhead8] * code_stride_));
           const std::uint32_t s = cand[c];
           const std::int8_t* row = codes8_.data() + static_cast<std::size_t>(s) * code_stride_;
           scores[c] = row_scale(row, code_stride_) * g_dot_i8(qv, row, code_stride_);
@@ -582,7 +585,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
       for (std::size_t c = 0; c < nc; ++c) {
         if (c + kAhead < nc) {
           const char* pf = reinterpret_cast<const char*>(data_.data() + cand[c + kAhead] * d_);
-          for (std::int64_t off = 0; off < d_ * 4; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+          for (std::int64_t off = 0; off < d_ * 4; off += 64) SIMDEX_PREFETCH(pf + off);
         }
         const std::uint32_t s = cand[c];
         const float* xv = data_.data() + static_cast<std::size_t>(s) * d_;

@@ -23,6 +23,10 @@ Example:
     >>> from simdex import embeddings
     >>> model = embeddings.small_cnn((28, 28, 1), embedding_dim=32)
     >>> vecs = embeddings.embed(model, images, batch_size=256)   # (n, 32) float32
+
+Why one module of ~580 lines: the Embedder protocol, batching, the compiled forward
+pass and the model builders are read together by every embedder (Keras, ONNX,
+near-duplicates); each part is small.
 """
 
 from __future__ import annotations
@@ -444,12 +448,7 @@ def small_cnn(
         raise ValueError(
             f"input_shape must be (height, width) or (height, width, channels), got {tuple(input_shape)}"
         )
-    if (
-        isinstance(embedding_dim, bool)
-        or not isinstance(embedding_dim, (int, np.integer))
-        or embedding_dim < 1
-    ):
-        raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
+    embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
     filters = tuple(int(f) for f in filters)
     if not filters or any(f < 1 for f in filters):
         raise ValueError(f"filters must be a non-empty sequence of positive ints, got {filters}")
@@ -524,12 +523,8 @@ def from_backbone(
         raise TypeError(f"model must be a keras.Model or a model file path, got {type(model).__name__}")
     if pooling not in ("avg", "max"):
         raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
-    if embedding_dim is not None and (
-        isinstance(embedding_dim, bool)
-        or not isinstance(embedding_dim, (int, np.integer))
-        or embedding_dim < 1
-    ):
-        raise ValueError(f"embedding_dim must be a positive int or None, got {embedding_dim!r}")
+    if embedding_dim is not None:
+        embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):

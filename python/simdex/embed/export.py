@@ -18,6 +18,10 @@ Example:
     >>> simdex.export_onnx(model, "embedder.onnx")
     >>> onnx_embedder = simdex.OnnxEmbedder("embedder.onnx")
     >>> vecs = onnx_embedder.embed(images)          # same as embeddings.embed(model, images)
+
+Why one module of ~600 lines: ONNX export, ONNX inference and the three TensorRT
+backends share the artefact checks and the backend detection that tests replace
+(``tf_trt_available`` and friends) by this module's names.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simdex._optional import EXPORT_HINT, import_keras_tf, import_onnxruntime, import_tf
-from simdex._validate import check_positive_int
+from simdex._validate import check_int, check_positive_int
 from simdex.embed.embeddings import as_float_batch, iter_batches, single_input_shape
 from simdex.index.io import atomic_writer
 
@@ -140,11 +144,7 @@ def export_onnx(
     """
     model = _keras_model(model)
     if opset is not None:
-        if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
-            raise TypeError(f"opset must be an int or None, got {type(opset).__name__}")
-        if not _MIN_OPSET <= opset <= _MAX_OPSET:
-            raise ValueError(f"opset must be between {_MIN_OPSET} and {_MAX_OPSET}, got {opset}")
-        opset = int(opset)
+        opset = check_int(opset, "opset", _MIN_OPSET, _MAX_OPSET)
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(

@@ -50,6 +50,9 @@ Example:
     (0.4, 0.86)
     >>> match(d, nl, 0.25).tolist()
     [1, 2, -1, -1]
+
+Why a little over 450 lines: one algorithm (threshold search) with its result class
+and its serialisation.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from simdex._validate import MISSING_LABEL, as_labels
+from simdex._validate import MISSING_LABEL, as_labels, check_int
 from simdex.evaluate import matchers as _matchers
 from simdex.evaluate import metrics as _metrics
 
@@ -309,10 +312,7 @@ def calibrate(
     assert d is not None
     k = _metrics.check_k_columns(k, nl.shape[1])
     if rounding is not None:
-        if isinstance(rounding, bool) or not isinstance(rounding, (int, np.integer)):
-            raise TypeError(f"rounding must be an int or None; got {type(rounding).__name__}")
-        if rounding < 0:
-            raise ValueError(f"rounding must be >= 0; got {rounding}")
+        rounding = check_int(rounding, "rounding", 0)
     targets = _check_targets(thresholds_targets)
     cal_name, names = _metric_names(calibration_metric, extra_metrics, targets)
     m = _matchers.get(matcher)
@@ -443,8 +443,7 @@ def match(
     d = _metrics.as_distances(distances)
     if d.shape != nl.shape:
         raise ValueError(f"distances shape {d.shape} != neighbour_labels shape {nl.shape}")
-    if isinstance(no_match_label, bool) or not isinstance(no_match_label, (int, np.integer)):
-        raise TypeError(f"no_match_label must be an int; got {type(no_match_label).__name__}")
+    no_match_label = check_int(no_match_label, "no_match_label")
     if nl.shape[0] == 0:
         return np.empty(0, dtype=np.int64)
     k = _metrics.check_k_columns(k, nl.shape[1])

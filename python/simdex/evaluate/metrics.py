@@ -47,6 +47,10 @@ of each query with binary relevance (a neighbour is relevant when it has the
 query's label; missing neighbours, label ``-1``, never are). Definitions follow
 PyTorch Metric Learning's ``AccuracyCalculator`` where it has the metric; see
 :func:`evaluate_retrieval` for each formula and the differences.
+
+Why one module of ~620 lines: it is the catalogue of metric definitions
+(``CLASSIFICATION_METRICS``) with the two evaluators that read it, and
+``simdex.metrics`` is the name users import them from.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ from simdex._validate import METRICS
 from simdex.index.base import Index, load_index
 from simdex.index.build import build_info
 from simdex.index.exact import ExactIndex, knn
+from simdex.index.hashing import RandomProjection, hash_vectors
 from simdex.index.io import CorruptFileError
-from simdex.index.lsh import LSHIndex, RandomProjection, TuneResult, hash_vectors, tune_lsh
+from simdex.index.lsh import LSHIndex, TuneResult, tune_lsh
 
 __all__ = [
     "METRICS",

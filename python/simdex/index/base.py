@@ -1,15 +1,7 @@
 """The :class:`Index` contract every simdex index follows, and :func:`load_index`.
 
-Distances are always "smaller is closer":
-
-============  ===============================================  ==================
-metric        distance                                          aliases
-============  ===============================================  ==================
-``"cosine"``  ``1 - cos(q, x)`` in [0, 2]                       ``"cos"``
-``"ip"``      ``-<q, x>`` (so the largest product comes first)  ``"dot"``, ``"inner_product"``
-``"l2"``      ``|q - x|`` (Euclidean)                           ``"euclidean"``
-``"sql2"``    ``|q - x|^2``                                     ``"squared_l2"``, ``"sqeuclidean"``
-============  ===============================================  ==================
+Distances are always "smaller is closer" (the metrics and their aliases are listed in
+:mod:`simdex._validate`).
 
 Under ``"cosine"`` a zero vector (query or stored) has cosine 0 to everything, so its
 distance to every vector is exactly 1.0; it is never NaN.

@@ -138,7 +138,7 @@ class ExactIndex(Index):
         return self._store.search(q, k, num_threads=options["num_threads"])
 
     def _device_search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
-        return self._store.search(queries, k)  # the GpuFlatIndex takes device arrays
+        return self._store.search(queries, k)  # the GpuExactIndex takes device arrays
 
     @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> ExactIndex:

@@ -8,7 +8,7 @@ answer device-array queries also have ``search_device(queries, k, ...)``.
 ==========  ===================================  ==========================================
 kind        ``device="cpu"``                     ``device="cuda"``
 ==========  ===================================  ==========================================
-``exact``   ``simdex._core.FlatIndex``           :class:`simdex.index.gpu.GpuFlatIndex`
+``exact``   ``simdex._core.FlatIndex``           :class:`simdex.index.gpu.GpuExactIndex`
 ``lsh``     ``simdex._core.LshIndex``            :class:`simdex.index.gpu.lsh.GpuLSHStore`
                                                  (host store + GPU tables)
 ==========  ===================================  ==========================================
@@ -16,14 +16,39 @@ kind        ``device="cpu"``                     ``device="cuda"``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from simdex._runtime import core
 from simdex._validate import check_device
 
-__all__ = ["new_store"]
+__all__ = ["Store", "new_store"]
+
+
+class Store(Protocol):
+    """What every store offers, whatever its kind and device (``search`` differs by kind)."""
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray, replace: bool = False) -> None:
+        """Add (n, dim) float32 vectors with n int64 ids (``replace``: overwrite present ids)."""
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove int64 ids, all or nothing (``KeyError`` for an unknown id)."""
+
+    def reset(self) -> None:
+        """Remove everything."""
+
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """float32 (n, dim) vectors of int64 ids (``KeyError`` for an unknown id)."""
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """bool (n,): whether each id is present."""
+
+    def export_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """All vectors (float32 (n, dim)) and ids (int64 (n,)), in storage order."""
+
+    def __len__(self) -> int:
+        """Number of stored vectors."""
 
 
 def new_store(
@@ -51,9 +76,9 @@ def new_store(
     """
     if check_device(device) == "cuda":
         if kind == "exact":
-            from simdex.index.gpu.exact import GpuFlatIndex
+            from simdex.index.gpu.exact import GpuExactIndex
 
-            return GpuFlatIndex(dim, metric)
+            return GpuExactIndex(dim, metric)
         if kind == "lsh":
             from simdex.index.gpu.lsh import GpuLSHStore
 

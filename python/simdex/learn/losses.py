@@ -23,6 +23,10 @@ centres together with the network. With a plain ``keras.Model`` use
 ``model = simdex.SimilarityModel(inputs, outputs)`` instead.
 
 Use :func:`get` to build a loss from a name, a config or an instance.
+
+Why one module of ~770 lines: every loss uses the masked-reduction and mining helpers at
+the top and the registry (``get``) at the bottom; the loss classes themselves are short.
+(It is also being extended by the learning-API work; a split by family is left to it.)
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from simdex._optional import import_keras
-from simdex._validate import check_positive_number
+from simdex._validate import canonical_metric, check_positive_number
 from simdex.learn.layers import l2_normalize
 
 if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
@@ -49,12 +53,7 @@ _register = keras.saving.register_keras_serializable(package="simdex")
 
 # ----------------------------------------------------------------------------- helpers
 def _check_distance(distance: str) -> str:
-    if not isinstance(distance, str):
-        raise TypeError(f"distance must be a str, got {type(distance).__name__}")
-    d = distance.lower()
-    if d not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
-    return d
+    return canonical_metric(distance, "distance")
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:

@@ -20,6 +20,12 @@ evaluation are thin calls into :mod:`simdex.calibration` / :mod:`simdex.metrics`
 
 Labels are integers; ``-1`` means "no label" (it is also what the metrics
 modules use for a missing neighbour).
+
+Why one module of ~750 lines: :class:`SimilarityModel` is one Keras class; its
+methods are short calls into :mod:`simdex.index.collection` (storage), the evaluate
+package (calibration, metrics) and :mod:`simdex.embed` (compiled forward); spreading
+one class over several files would hide its API, and ``load_model`` reads what ``save``
+writes.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simdex._optional import import_keras
-from simdex._validate import check_positive_int
+from simdex._validate import as_labels, check_int, check_positive_int
 
 if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
     import keras
@@ -89,21 +89,11 @@ class MultiShotMemorySampler(Sampler):
     ) -> None:
         super().__init__(**kwargs)
         x = np.asarray(x)
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D labels, got shape {y.shape}")
+        y = as_labels(y, "y", column_ok=True)
         if x.ndim == 0 or x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y must have the same length, got {x.shape[:1]} and {y.shape[0]}")
         if y.shape[0] == 0:
             raise ValueError("x and y are empty")
-        if not (
-            np.issubdtype(y.dtype, np.integer)
-            or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))
-        ):
-            raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
-        y = y.astype(np.int64)
         self.classes_per_batch = _positive_int("classes_per_batch", classes_per_batch)
         self.examples_per_class_per_batch = _positive_int(
             "examples_per_class_per_batch", examples_per_class_per_batch
@@ -112,9 +102,7 @@ class MultiShotMemorySampler(Sampler):
         if augmenter is not None and not callable(augmenter):
             raise TypeError(f"augmenter must be callable, got {type(augmenter).__name__}")
         self.augmenter = augmenter
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed")
 
         present = np.unique(y)
         if class_list is None:
@@ -163,8 +151,7 @@ class MultiShotMemorySampler(Sampler):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``index`` as ``(x, y)``: ``(batch_size, ...)`` and ``(batch_size,)`` int64."""
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"batch index must be an int, got {type(index).__name__}")
+        index = check_int(index, "batch index")
         if not 0 <= index < self.steps_per_epoch:
             raise IndexError(f"batch index {index} out of range [0, {self.steps_per_epoch})")
         rows = self._batch_indices(int(index))
@@ -191,9 +178,7 @@ class MultiShotMemorySampler(Sampler):
         Raises:
             ValueError: ``begin`` outside ``[0, num_examples)`` or ``size`` is 0 or < -1.
         """
-        for nm, v in (("begin", begin), ("size", size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{nm} must be an int, got {type(v).__name__}")
+        begin, size = check_int(begin, "begin"), check_int(size, "size")
         if not 0 <= begin < self.num_examples:
             raise ValueError(f"begin={begin} is outside [0, {self.num_examples})")
         if size == 0 or size < -1:

@@ -52,9 +52,9 @@ class GpuFlatIndex {
 
   /// Exact k-NN of nq queries (row stride ld floats). Queries and outputs are all in
   /// host memory, or all in device memory when on_device.
-  /// @param[out] distances, labels  nq * k each, owned by the caller
+  /// @param[out] distances, ids  nq * k each, owned by the caller
   void search(const float* q, std::int64_t nq, std::int64_t ld, std::int64_t k, float* distances,
-              idx_t* labels, bool on_device, const GpuKnnParams& params = GpuKnnParams());
+              idx_t* ids, bool on_device, const GpuKnnParams& params = GpuKnnParams());
 
   /// Copy the stored vectors of n ids (host) into out (host, n * d). @throws UnknownId.
   void get_vectors(const idx_t* ids, std::int64_t n, float* out);

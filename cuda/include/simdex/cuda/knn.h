@@ -75,12 +75,12 @@ std::int64_t count_nonfinite(const DeviceMatrix& x, cudaStream_t stream);
 /// @param[in]  x_ids      nb ids (device) reported for the base rows and used to break
 ///                        ties, or nullptr for row numbers
 /// @param[out] distances  nq * k floats (device, row-major), ascending per query
-/// @param[out] labels     nq * k ids (device, row-major)
+/// @param[out] ids        nq * k ids (device, row-major)
 /// @param[in]  stream     all work is queued on this stream; the call returns after
 ///                        synchronising it, so errors surface here
 /// @throws std::invalid_argument on bad sizes or k; std::runtime_error on CUDA errors.
 void knn(const DeviceMatrix& q, const DeviceMatrix& x, std::int64_t k, Metric metric,
-         const float* x_aux, const idx_t* x_ids, float* distances, idx_t* labels,
+         const float* x_aux, const idx_t* x_ids, float* distances, idx_t* ids,
          cudaStream_t stream, const GpuKnnParams& params = GpuKnnParams());
 
 }  // namespace simdex::cuda

@@ -45,9 +45,9 @@ class GpuLSH {
   /// @param[in]  k           1 <= k <= kMaxK
   /// @param[in]  num_probes  buckets probed per table, 1 <= num_probes <= min(kMaxProbes, bits + 1)
   /// @param[in]  x_ids       n ids (device) reported instead of row numbers, or nullptr
-  /// @param[out] distances, labels  nq * k each (device); missing slots: +inf / -1
+  /// @param[out] distances, ids  nq * k each (device); missing slots: +inf / -1
   void search(const DeviceMatrix& q, std::int64_t k, int num_probes, const idx_t* x_ids, float* distances,
-              idx_t* labels, cudaStream_t stream) const;
+              idx_t* ids, cudaStream_t stream) const;
 
   std::int64_t size() const { return n_; }
   std::int64_t dim() const { return d_; }

@@ -1,4 +1,4 @@
-"""Exact k-NN on the GPU: the function :func:`knn` and the store :class:`GpuFlatIndex`.
+"""Exact k-NN on the GPU: the function :func:`knn` and the store :class:`GpuExactIndex`.
 
 Precision: exact search is full FP32 by default; ``precision="tf32x3"`` / ``"tf32"``
 use tensor cores (see :func:`knn`).
@@ -12,9 +12,9 @@ import numpy as np
 
 from simdex._validate import as_matrix, canonical_metric, check_k, optional_positive_int
 from simdex.index.gpu.availability import require_cuda
-from simdex.index.gpu.interop import device_view, empty_like, is_device_array, to_host, upload_like
+from simdex.index.gpu.interop import device_view, empty_results, is_device_array, to_host, upload_like
 
-__all__ = ["MAX_K", "PRECISIONS", "GpuFlatIndex", "check_gpu_k", "check_precision", "knn"]
+__all__ = ["MAX_K", "PRECISIONS", "GpuExactIndex", "GpuFlatIndex", "check_gpu_k", "check_precision", "knn"]
 
 MAX_K = 1024  # kMaxK in cuda/include/simdex/cuda/knn.h
 PRECISIONS = ("fp32", "tf32x3", "tf32")
@@ -99,8 +99,7 @@ def knn(
         qv.was_1d = was_1d_host
     if qv.device != xv.device:
         raise ValueError(f"queries are on CUDA device {qv.device} but base is on device {xv.device}")
-    D, d_ptr = empty_like(qv, (qv.rows, k), np.float32)
-    ids, i_ptr = empty_like(qv, (qv.rows, k), np.int64)
+    D, d_ptr, ids, i_ptr = empty_results(qv, k)
     mod.knn_device(
         qv.ptr,
         qv.rows,
@@ -125,7 +124,7 @@ def knn(
 
 
 # --------------------------------------------------------------------------- flat index
-class GpuFlatIndex:
+class GpuExactIndex:
     """Vectors in device memory with exact search; the GPU twin of ``simdex._core.FlatIndex``.
 
     :class:`simdex.ExactIndex` (``device="cuda"``) builds one and handles ids,
@@ -145,7 +144,7 @@ class GpuFlatIndex:
     def __init__(self, dim: int, metric: str = "cosine", device: int = 0) -> None:
         self._mod = require_cuda()
         self.metric = canonical_metric(metric)
-        self._index = self._mod.FlatIndex(int(dim), self.metric, int(device))
+        self._index = self._mod.GpuExactIndex(int(dim), self.metric, int(device))
         self.dim = int(dim)
         self.device = int(device)
 
@@ -191,8 +190,7 @@ class GpuFlatIndex:
             qv = device_view(queries, "queries", self.dim, self._mod)
             if qv.device != self.device:
                 raise ValueError(f"queries are on CUDA device {qv.device}, the index on {self.device}")
-            D, d_ptr = empty_like(qv, (qv.rows, k), np.float32)
-            ids, i_ptr = empty_like(qv, (qv.rows, k), np.int64)
+            D, d_ptr, ids, i_ptr = empty_results(qv, k)
             self._index.search_device(
                 qv.ptr,
                 qv.rows,
@@ -228,3 +226,6 @@ class GpuFlatIndex:
 
     def __len__(self) -> int:
         return len(self._index)
+
+
+GpuFlatIndex = GpuExactIndex  # the name before 0.2

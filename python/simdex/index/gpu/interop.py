@@ -35,6 +35,7 @@ __all__ = [
     "device_view",
     "upload_like",
     "empty_like",
+    "empty_results",
     "to_host",
     "staging",
 ]
@@ -257,6 +258,13 @@ def empty_like(like: DeviceMatrix, shape: tuple[int, int], dtype: Any) -> tuple[
     with cupy.cuda.Device(like.device):
         a = cupy.empty(shape, dtype=dtype)
     return a, int(a.data.ptr)
+
+
+def empty_results(like: DeviceMatrix, k: int) -> tuple[Any, int, Any, int]:
+    """``(distances, distances_ptr, ids, ids_ptr)``: (rows, k) float32 / int64 outputs next to ``like``."""
+    D, d_ptr = empty_like(like, (like.rows, k), np.float32)
+    ids, i_ptr = empty_like(like, (like.rows, k), np.int64)
+    return D, d_ptr, ids, i_ptr
 
 
 def to_host(a: Any) -> np.ndarray:

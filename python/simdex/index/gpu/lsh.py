@@ -17,8 +17,10 @@ from simdex.index.gpu.availability import require_cuda
 from simdex.index.gpu.exact import check_gpu_k
 from simdex.index.gpu.interop import (
     DeviceArray,
+    DeviceMatrix,
     device_view,
     empty_like,
+    empty_results,
     is_device_array,
     staging,
     to_host,
@@ -48,6 +50,22 @@ def _split_planes(planes_shape: tuple[int, ...], num_tables: int | None) -> tupl
     if not 1 <= K <= 64:
         raise ValueError(f"bits per table must be in [1, 64], got {K}")
     return L, K
+
+
+def _vectors_and_planes(
+    xv: DeviceMatrix, planes: Any, num_tables: int | None, mod: Any
+) -> tuple[DeviceMatrix, tuple[int, ...]]:
+    """``planes`` ((L*K, d) or (L, K, d)) on the device next to ``xv`` (viewed or uploaded), and
+    the pointer arguments ``(x, n, x_ld, planes, num_planes, p_ld, d, L, K)`` of the hashing
+    and LSH kernels. Keep the returned matrix alive until the kernel has run."""
+    shape = tuple(int(s) for s in (planes.shape if is_device_array(planes) else np.shape(planes)))
+    L, K = _split_planes(shape, num_tables)
+    if is_device_array(planes):
+        flat = planes.reshape(L * K, shape[-1]) if len(shape) == 3 else planes
+        pv = device_view(flat, "planes", xv.cols, mod)
+    else:
+        pv = upload_like(as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)[0], xv, mod)
+    return pv, (xv.ptr, xv.rows, xv.ld, pv.ptr, pv.rows, pv.ld, xv.cols, L, K)
 
 
 def hash_reference(x: Any, planes: Any, num_tables: int | None = None) -> np.ndarray:
@@ -98,32 +116,10 @@ def hash_vectors_gpu(x: Any, planes: Any, num_tables: int | None = None) -> Any:
     mod = require_cuda()
     if is_device_array(x):
         xv = device_view(x, "vectors", None, mod)
-        pshape = (
-            tuple(int(s) for s in np.shape(planes)) if not is_device_array(planes) else tuple(planes.shape)
-        )
-        L, K = _split_planes(pshape, num_tables)
-        if is_device_array(planes):
-            if len(pshape) == 3:
-                planes = planes.reshape(L * K, pshape[2])
-            pv = device_view(planes, "planes", xv.cols, mod)
-        else:
-            p_host, _ = as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)
-            pv = upload_like(p_host, xv, mod)
+        pv, args = _vectors_and_planes(xv, planes, num_tables, mod)
+        L = args[-2]
         codes, c_ptr = empty_like(xv, (xv.rows, L), np.uint64)
-        mod.hash_vectors_device(
-            xv.ptr,
-            xv.rows,
-            xv.ld,
-            pv.ptr,
-            pv.rows,
-            pv.ld,
-            xv.cols,
-            L,
-            K,
-            c_ptr,
-            stream=xv.stream,
-            device=xv.device,
-        )
+        mod.hash_vectors_device(*args, c_ptr, stream=xv.stream, device=xv.device)
         return codes[0] if xv.was_1d else codes
     xh, was_1d = as_matrix(x, "vectors")
     p_np = np.asarray(planes)
@@ -173,32 +169,11 @@ class GpuLSHIndex:
             xv = staging(np.empty(np.shape(base), np.float32))  # empty tables: every search finds nothing
         else:
             xv = staging(as_matrix(base, "base")[0])
-        pshape = tuple(int(s) for s in (planes.shape if is_device_array(planes) else np.shape(planes)))
-        L, K = _split_planes(pshape, num_tables)
-        if is_device_array(planes):
-            pv = device_view(
-                planes.reshape(L * K, pshape[-1]) if len(pshape) == 3 else planes, "planes", xv.cols, mod
-            )
-        else:
-            pv = upload_like(
-                as_matrix(np.asarray(planes).reshape(L * K, -1), "planes", dim=xv.cols)[0], xv, mod
-            )
+        pv, args = _vectors_and_planes(xv, planes, num_tables, mod)
+        L, K = args[-2:]
         self._device = xv.device
-        self._lsh = mod.LSH(
-            xv.ptr,
-            xv.rows,
-            xv.ld,
-            pv.ptr,
-            pv.rows,
-            pv.ld,
-            xv.cols,
-            L,
-            K,
-            self.metric,
-            stream=xv.stream,
-            device=xv.device,
-        )
-        self.dim, self.num_tables, self.bits = xv.cols, L, K
+        self._lsh = mod.GpuLSHIndex(*args, self.metric, stream=xv.stream, device=xv.device)
+        self.dim, self.num_tables, self.hash_bits = xv.cols, L, K
         self._ids: DeviceArray | None = None
         if ids is not None:
             ids_arr = np.asarray(ids)
@@ -211,6 +186,11 @@ class GpuLSHIndex:
                 raise ValueError("ids must be distinct and >= 0")
             if ids_arr.size:
                 self._ids = DeviceArray.from_host(ids_arr)
+
+    @property
+    def bits(self) -> int:
+        """Bits per table: the name before 0.2 of :attr:`hash_bits`."""
+        return self.hash_bits
 
     def __len__(self) -> int:
         return len(self._lsh)
@@ -229,7 +209,7 @@ class GpuLSHIndex:
         """
         k = check_gpu_k(k)
         num_probes = operator.index(num_probes)
-        top = min(MAX_PROBES, self.bits + 1)
+        top = min(MAX_PROBES, self.hash_bits + 1)
         if not 1 <= num_probes <= top:
             raise ValueError(f"num_probes must be in [1, {top}], got {num_probes}")
         mod = require_cuda()
@@ -240,8 +220,7 @@ class GpuLSHIndex:
             q, was_1d = as_matrix(queries, "queries", dim=self.dim)
             qv = staging(q)
             qv.was_1d = was_1d
-        D, d_ptr = empty_like(qv, (qv.rows, k), np.float32)
-        ids, i_ptr = empty_like(qv, (qv.rows, k), np.int64)
+        D, d_ptr, ids, i_ptr = empty_results(qv, k)
         self._lsh.search_device(
             qv.ptr,
             qv.rows,
