@@ -223,10 +223,20 @@ def test_empty_input():
         calibrate(np.zeros((0, 1)), np.zeros((0, 1), dtype=int), np.zeros(0, dtype=int))
 
 
-def test_single_class_input():
-    d, nl, q = _pairs([(0.1, True), (0.2, True)])
-    with pytest.raises(ValueError, match="all 2 matches are right"):
-        calibrate(d, nl, q)
+def test_perfect_model_calibrates():
+    # Every match right: a result, not an error; precision 1 everywhere, optimum matches all.
+    d, nl, q = _pairs([(0.1, True), (0.2, True), (0.4, True)])
+    res = calibrate(d, nl, q, thresholds_targets={"precision": 0.99})
+    assert res.cutpoints["optimal"]["distance"] == pytest.approx(0.4)
+    assert res.cutpoints["optimal"]["f1"] == 1.0
+    assert res.cutpoints["optimal"]["recall"] == 1.0
+    np.testing.assert_array_equal(res.thresholds["precision"], [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(res.thresholds["recall"], [1 / 3, 2 / 3, 1.0])
+    assert res.cutpoints["0.99 precision"]["distance"] == pytest.approx(0.4)
+    np.testing.assert_array_equal(match(d, nl, res), q)
+
+
+def test_all_wrong_input():
     d, nl, q = _pairs([(0.1, False), (0.2, False), (0.3, False)])
     with pytest.raises(ValueError, match="all 3 matches are wrong"):
         calibrate(d, nl, q)

@@ -169,7 +169,7 @@ def test_retrieval_hand_example():
     assert out["r_precision"] == pytest.approx((3 / 4 + 1 / 2) / 2)
     # MAP@R: q0 (P@1 + P@3 + P@4) / 4 = (1 + 2/3 + 3/4) / 4 = 29/48; q1 P@2 / 2 = 1/4
     assert out["map@r"] == pytest.approx((29 / 48 + 1 / 4) / 2)
-    # MAP@5 (PML mean_average_precision): q0 (1 + 2/3 + 3/4) / 3; q1 (1/2 + 2/5) / 2
+    # MAP@5 (over the relevant items retrieved): q0 (1 + 2/3 + 3/4) / 3; q1 (1/2 + 2/5) / 2
     assert out["map@5"] == pytest.approx((29 / 36 + 9 / 20) / 2)
     # NDCG@5: q0 DCG = 1/log2(2) + 1/log2(4) + 1/log2(5), IDCG = 4 relevant on top
     dcg0 = 1 + 1 / 2 + 1 / math.log2(5)
@@ -209,7 +209,11 @@ def test_retrieval_defaults_and_aliases():
     )
     assert pml["precision_at_1"] == 0.5
     assert pml["mean_average_precision_at_r"] == pytest.approx((29 / 48 + 1 / 4) / 2)
-    assert pml["mean_average_precision"] == pytest.approx((29 / 36 + 9 / 20) / 2)
+    # PML 2.9's mean_average_precision divides by R (relevant items in the index), not by
+    # the relevant items retrieved: q0 (1 + 2/3 + 3/4) / 4; q1 (1/2 + 2/5) / 2
+    assert pml["mean_average_precision"] == pytest.approx((29 / 48 + 9 / 20) / 2)
+    with pytest.raises(ValueError, match="num_relevant"):
+        evaluate_retrieval(Q, NL, metrics=["mean_average_precision"])
     assert pml["recall@k"] == 1.0
 
 
@@ -253,7 +257,7 @@ def test_retrieval_errors():
 
 def _naive_retrieval(q, nl, r, k):
     """Per-query loops, straight from the formulas."""
-    res = {"map@r": [], "r_precision": [], "ndcg": [], "map": []}
+    res = {"map@r": [], "r_precision": [], "ndcg": [], "map": [], "map_pml": [], "mrr": []}
     for lab, row, rr in zip(q.tolist(), nl[:, :k].tolist(), r.tolist()):
         if rr == 0:
             continue
@@ -264,9 +268,11 @@ def _naive_retrieval(q, nl, r, k):
         for j in range(rcap):
             if rel[j]:
                 ap += sum(rel[: j + 1]) / (j + 1)
-        res["map@r"].append(ap / rcap)
+        res["map@r"].append(ap / rr)  # PML 2.9 divides by R even when k < R
         ap_all = sum(sum(rel[: j + 1]) / (j + 1) for j in range(k) if rel[j])
         res["map"].append(ap_all / max(1, sum(rel)))
+        res["map_pml"].append(ap_all / rr)
+        res["mrr"].append(next((1 / (j + 1) for j in range(k) if rel[j]), 0.0))
         dcg = sum(rel[j] / math.log2(j + 2) for j in range(k))
         idcg = sum(1 / math.log2(j + 2) for j in range(min(k, rr)))
         res["ndcg"].append(dcg / idcg)
@@ -281,8 +287,15 @@ def test_retrieval_vs_naive(seed):
     nl = rng.integers(0, 5, size=(n, k))
     nl[rng.random((n, k)) < 0.05] = -1
     r = rng.integers(0, 15, size=n)
-    got = evaluate_retrieval(q, nl, num_relevant=r, metrics=["map@r", "r_precision", "ndcg@k", "map@k"])
+    got = evaluate_retrieval(
+        q,
+        nl,
+        num_relevant=r,
+        metrics=["map@r", "r_precision", "ndcg@k", "map@k", "mean_average_precision", "mrr"],
+    )
     ref = _naive_retrieval(q, nl, r, k)
+    assert got["mean_average_precision"] == pytest.approx(ref["map_pml"], rel=1e-12)
+    assert got["mrr"] == pytest.approx(ref["mrr"], rel=1e-12)
     assert got["map@r"] == pytest.approx(ref["map@r"], rel=1e-12)
     assert got["r_precision"] == pytest.approx(ref["r_precision"], rel=1e-12)
     assert got["ndcg@k"] == pytest.approx(ref["ndcg"], rel=1e-12)
@@ -312,3 +325,19 @@ def test_confusion_matrix_with_no_match_row():
         confusion_matrix(true, pred[:-1])
     with pytest.raises(ValueError, match="duplicates"):
         confusion_matrix(true, pred, labels=[0, 1, 2, 2])
+
+
+def test_retrieval_metric_objects():
+    from simdex.metrics import MapAtK, MRRAtK, PrecisionAtK, RecallAtK, RPrecision
+
+    got = evaluate_retrieval(
+        Q,
+        NL,
+        num_relevant=R,
+        metrics=[RecallAtK(k=1), PrecisionAtK(k=3), MapAtK(k=5), MRRAtK(k=5), RPrecision()],
+    )
+    assert list(got) == ["recall@1", "precision@3", "map@5", "mrr@5", "r_precision"]
+    assert got["precision@3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert got["mrr@5"] == pytest.approx((1 + 1 / 2) / 2)
+    with pytest.raises(ValueError, match="k must be"):
+        RecallAtK(k=0)

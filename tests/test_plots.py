@@ -71,20 +71,50 @@ def test_plot_precision_recall(tmp_path, calib):
 def test_plot_confusion_matrix(tmp_path, calib):
     d, nl, q, res = calib
     pred = match(d, nl, res)
-    fig = plots.plot_confusion_matrix(q, pred, class_names={0: "zero"})
+    fig = plots.plot_confusion_matrix(y_true=q, y_pred=pred, class_names={0: "zero"})
     ax = fig.axes[0]
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert ticks[0] == "zero" and ticks[-1] == "no match"
     _save(fig, tmp_path / "cm.png")
-    _save(plots.plot_confusion_matrix(q, pred, normalize=True), tmp_path / "cm_norm.png")
+    _save(plots.plot_confusion_matrix(y_true=q, y_pred=pred, normalize=True), tmp_path / "cm_norm.png")
     with pytest.raises(ValueError, match="class_names"):
-        plots.plot_confusion_matrix(q, pred, class_names=["a"])
+        plots.plot_confusion_matrix(y_true=q, y_pred=pred, class_names=["a"])
     # unknown-class queries (true label -1) get an "unknown" column and no row
-    fig = plots.plot_confusion_matrix([0, -1, -1, 1], [0, -1, 1, 1])
+    fig = plots.plot_confusion_matrix(y_true=[0, -1, -1, 1], y_pred=[0, -1, 1, 1])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["unknown", "0", "1"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "no match"]
     _save(fig, tmp_path / "cm_unknown.png")
+
+
+def _cells(fig):
+    """The numbers written in the cells, row by row (rows: predicted + "no match")."""
+    ax = fig.axes[0]
+    ncols = len(ax.get_xticklabels())
+    vals = [int(t.get_text()) for t in ax.texts]
+    return [vals[i : i + ncols] for i in range(0, len(vals), ncols)]
+
+
+def test_confusion_matrix_keywords_names_and_no_match_row(tmp_path):
+    with pytest.raises(TypeError, match="keywords"):
+        plots.plot_confusion_matrix([0, 1], [0, 1])
+    with pytest.raises(TypeError, match="y_pred"):
+        plots.plot_confusion_matrix(y_true=[0, 1])
+    # 3 queries without a match: the last row says so, per true class
+    y_true = [0, 0, 1, 1, 2, 2]
+    y_pred = [0, -1, 1, -1, -1, 2]
+    fig = plots.plot_confusion_matrix(y_true=y_true, y_pred=y_pred)
+    assert _cells(fig) == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]
+    # string class names as labels, with None / -1 as "no match"
+    fig = plots.plot_confusion_matrix(y_true=["cat", "cat", "dog", "dog"], y_pred=["cat", None, "cat", "dog"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "no match"]
+    assert _cells(fig) == [[1, 1], [0, 1], [1, 0]]
+    # TF Similarity's `labels` = display names for integer labels
+    fig = plots.plot_confusion_matrix(y_true=[0, 1, 2], y_pred=[0, 2, -1], labels=["a", "b", "c"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c"]
+    _save(fig, tmp_path / "cm_names.png")
 
 
 def test_plot_neighbours(tmp_path):

@@ -14,9 +14,11 @@ The package, by role (imports only point down this list):
   the file format.
 * ``_validate``, ``_optional``, ``_runtime``: input checks, optional imports, the native core.
 
-Public faces: ``simdex.models``, ``layers``, ``losses``, ``samplers``, ``metrics``,
-``plots`` (also ``visualization``), ``calibration``, ``matchers``, ``embeddings``,
-``export``, ``neardup``, ``lsh`` and ``gpu`` are the modules that hold their code
+Public faces: ``simdex.models``, ``layers``, ``losses``, ``samplers``, ``callbacks``,
+``metrics``, ``retrieval_metrics``, ``plots`` (also ``visualization``), ``calibration``,
+``matchers``, ``embeddings``, ``export``, ``neardup``, ``lsh``, ``gpu``, and PyTorch
+Metric Learning's ``distances``, ``miners``, ``reducers``, ``regularizers`` are the
+modules that hold their code
 (``simdex.losses is simdex.learn.losses``), importable as ``import simdex.losses`` and
 reachable as attributes right after ``import simdex``.
 
@@ -71,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "calibrate": "simdex.evaluate.calibration",
     "match": "simdex.evaluate.calibration",
     "CalibrationResult": "simdex.evaluate.calibration",
+    "AccuracyCalculator": "simdex.evaluate.accuracy",
     # export, near-duplicate search
     "export_onnx": "simdex.embed.export",
     "OnnxEmbedder": "simdex.embed.export",
@@ -85,6 +88,12 @@ _FACES: dict[str, str] = {
     "layers": "simdex.learn.layers",
     "losses": "simdex.learn.losses",
     "samplers": "simdex.learn.samplers",
+    "callbacks": "simdex.learn.callbacks",
+    "distances": "simdex.learn.distances",
+    "miners": "simdex.learn.miners",
+    "reducers": "simdex.learn.reducers",
+    "regularizers": "simdex.learn.regularizers",
+    "retrieval_metrics": "simdex.evaluate.retrieval_metrics",
     "metrics": "simdex.evaluate.metrics",
     "plots": "simdex.evaluate.plots",
     "visualization": "simdex.evaluate.plots",

@@ -32,8 +32,11 @@ Differences from TensorFlow Similarity (deliberate):
   metric).
 * ``thresholds`` holds every distinct threshold, not only those where the
   calibration metric changes.
-* Input where every match is right, or every match is wrong, raises
-  ``ValueError``: no threshold can be learned from one class.
+* Input where every match is right (a perfect model) is calibrated like any
+  other: every threshold has precision 1, and the optimal cutpoint is the
+  largest distance (all queries matched). Input where every match is wrong
+  raises ``ValueError``: no threshold accepts a right match, so none can be
+  learned.
 
 The work is one sort of the matched distances plus a binary search per
 threshold (``O((n + m) log n)`` for ``n`` queries and ``m`` thresholds):
@@ -304,8 +307,7 @@ def calibrate(
 
     Raises:
         ValueError: empty input, shape mismatch, NaN, bad ``k``/``rounding``,
-            unknown metric, no finite distance, or single-class input (every
-            match right, or every match wrong).
+            unknown metric, no finite distance, or every match wrong.
         TypeError: non-integer labels, bad argument types.
     """
     q, nl, d = _metrics.prepare_labels(query_labels, neighbour_labels, distances)
@@ -333,11 +335,10 @@ def calibrate(
             raise ValueError(f"matcher {m!r} returned NaN distances")
         correct = (pred == q) & (pred != MISSING_LABEL)
         num_right = int(correct.sum())
-        if num_right == 0 or num_right == n:
-            state = "right" if num_right == n else "wrong"
+        if num_right == 0:
             raise ValueError(
-                f"cannot calibrate: all {n} matches are {state} (single-class input); a "
-                "threshold needs both right and wrong matches to trade off"
+                f"cannot calibrate: all {n} matches are wrong; no distance threshold accepts a "
+                "right match (check the index labels against the query labels)"
             )
         t = _metrics.default_thresholds(d[:, :k])
         counts = _metrics.confusion_counts(correct, pdist, t)

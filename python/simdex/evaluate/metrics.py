@@ -75,8 +75,26 @@ __all__ = [
     "evaluate_classification",
     "evaluate_retrieval",
     "confusion_matrix",
+    "MapAtK",
+    "MRRAtK",
+    "NDCGAtK",
+    "PrecisionAtK",
+    "RPrecision",
+    "RecallAtK",
+    "RetrievalMetric",
 ]
 
+# TF Similarity's retrieval-metric objects (RecallAtK(k=5)...) name metrics evaluate_retrieval computes.
+from simdex.evaluate.retrieval_metrics import (  # noqa: E402
+    MapAtK,
+    MRRAtK,
+    NDCGAtK,
+    PrecisionAtK,
+    RecallAtK,
+    RetrievalMetric,
+    RPrecision,
+    metric_names,
+)
 
 # --------------------------------------------------------------------------- input checks
 
@@ -386,14 +404,16 @@ def default_thresholds(distances: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- retrieval
 
-_AT_K = re.compile(r"^(recall|precision|ndcg|map)@(\d+|k)$")
+_AT_K = re.compile(r"^(recall|precision|ndcg|map|mrr)@(\d+|k)$")
 _RET_ALIASES = {
     "precision_at_1": "precision@1",
     "mean_average_precision_at_r": "map@r",
-    "mean_average_precision": "map@k",
+    "mean_average_precision": "mean_average_precision",
     "r_precision": "r_precision",
     "map@r": "map@r",
     "recall@k": "recall@k",
+    "mrr": "mrr@k",
+    "mean_reciprocal_rank": "mrr@k",
 }
 
 
@@ -403,12 +423,12 @@ def _parse_retrieval_name(name: Any, k: int) -> tuple[str, int | None]:
         raise TypeError(f"metric names must be str; got {type(name).__name__}")
     key = name.strip().lower().replace("_at_", "@")
     key = _RET_ALIASES.get(name.strip().lower(), key)
-    if key in ("map@r", "r_precision"):
+    if key in ("map@r", "r_precision", "mean_average_precision"):
         return key, None
     m = _AT_K.match(key)
     if m is None:
         raise ValueError(
-            f"unknown retrieval metric {name!r}; use recall@K, precision@K, ndcg@K, map@K "
+            f"unknown retrieval metric {name!r}; use recall@K, precision@K, ndcg@K, map@K, mrr@K "
             "(K an int or 'k'), map@r or r_precision"
         )
     cutoff = k if m.group(2) == "k" else int(m.group(2))
@@ -450,13 +470,22 @@ def evaluate_retrieval(
       neighbours count as not relevant, the divisor stays K.
     * ``r_precision``: ``sum(rel[:r]) / r`` with ``r = min(R, K)``
       (PyTorch Metric Learning's ``r_precision``).
-    * ``map@r``: ``(1 / r) * sum_{j <= r} rel[j] * P@j`` with ``r = min(R, K)``
-      and ``P@j = sum(rel[:j]) / j`` (PyTorch Metric Learning's
-      ``mean_average_precision_at_r``; name alias
-      ``"mean_average_precision_at_r"``).
-    * ``map@K``: ``sum_{j <= K} rel[j] * P@j / max(1, sum(rel[:K]))`` (PyTorch
-      Metric Learning's ``mean_average_precision``, divided by the relevant
-      items *retrieved*).
+    * ``map@r``: ``(1 / R) * sum_{j <= r} rel[j] * P@j`` with ``r = min(R, K)``
+      and ``P@j = sum(rel[:j]) / j`` (PyTorch Metric Learning 2.9's
+      ``mean_average_precision_at_r``, which divides by ``R`` even when
+      ``K < R``; name alias ``"mean_average_precision_at_r"``).
+    * ``mean_average_precision``: ``sum_{j <= k} rel[j] * P@j / R``, average
+      precision over all ``k`` neighbours divided by the number of relevant
+      items in the index (PyTorch Metric Learning 2.9's
+      ``mean_average_precision``, which does not cap ``R`` at ``k``: with
+      ``k < R`` the value is at most ``k / R``). Needs ``num_relevant``.
+    * ``map@K``: ``sum_{j <= K} rel[j] * P@j / max(1, sum(rel[:K]))``: average
+      precision over the relevant items *retrieved* in the first K (it ignores
+      relevant items that were not retrieved; PyTorch Metric Learning before
+      2.0 divided so).
+    * ``mrr@K``: ``1 / rank`` of the first relevant neighbour among the first
+      K, 0 when there is none (mean reciprocal rank; names ``"mrr"`` and
+      ``"mean_reciprocal_rank"`` mean ``mrr@k``).
     * ``ndcg@K``: ``DCG / IDCG`` with ``DCG = sum_{j <= K} rel[j] / log2(j + 1)``
       and IDCG the DCG of ``min(K, R)`` relevant items at the top (when
       ``num_relevant`` is not given, R is the number of relevant items
@@ -469,8 +498,9 @@ def evaluate_retrieval(
     Differences from PyTorch Metric Learning: like it, when ``num_relevant``
     is given, queries with ``R = 0`` ("lone" queries) are left out of every
     metric; where it would then return 0 for all-lone input, this raises
-    ``ValueError``. As there, ``r = min(R, K)``: MAP@R and R-precision are only
-    exact when ``K >= max(R)``; pass enough neighbours. ``k`` here plays the role
+    ``ValueError``. As there, R-precision looks at ``r = min(R, K)``
+    neighbours and MAP@R divides by ``R``: both are only exact when
+    ``K >= max(R)``; pass enough neighbours. ``k`` here plays the role
     of its ``k`` (how many neighbours are looked at).
 
     Args:
@@ -483,7 +513,8 @@ def evaluate_retrieval(
             ``"map@K"`` with K an int ``<= k`` or the letter ``k``; ``"map@r"``,
             ``"r_precision"``; and the PyTorch Metric Learning names
             ``"precision_at_1"``, ``"mean_average_precision_at_r"``,
-            ``"mean_average_precision"``. Default: ``recall@1``, ``recall@k``,
+            ``"mean_average_precision"``, ``"mean_reciprocal_rank"`` (``"mrr"``).
+            Default: ``recall@1``, ``recall@k``,
             ``precision@1``, ``precision@k``, ``ndcg@k`` (with k's value), plus
             ``map@r`` and ``r_precision`` when ``num_relevant`` is given.
         num_relevant: ``(n,)`` int >= 0, number of relevant items in the index
@@ -502,6 +533,8 @@ def evaluate_retrieval(
     q, nl, _ = prepare_labels(query_labels, neighbour_labels, None)
     k = nl.shape[1] if k is None else check_k_columns(k, nl.shape[1])
     nl = nl[:, :k]
+    if metrics is not None and not isinstance(metrics, str):
+        metrics = metric_names(metrics)  # RecallAtK(5) objects -> "recall@5"
     R = None
     if num_relevant is not None:
         R = as_labels(num_relevant, "num_relevant", ndim=1)
@@ -524,7 +557,7 @@ def evaluate_retrieval(
     for (kind, cutoff), nm in parsed:
         if cutoff is not None and not 1 <= cutoff <= k:
             raise ValueError(f"metric {nm!r} needs {cutoff} neighbours but k={k}")
-        if kind in ("map@r", "r_precision") and R is None:
+        if kind in ("map@r", "r_precision", "mean_average_precision") and R is None:
             raise ValueError(f"metric {nm!r} needs num_relevant (relevant items per query)")
 
     rel = (nl == q[:, None]) & (nl != MISSING_LABEL)
@@ -551,11 +584,17 @@ def evaluate_retrieval(
         elif cutoff is not None and kind == "map":
             summed = np.sum(prec_at[:, :cutoff] * relf[:, :cutoff], axis=1)
             per = summed / np.maximum(hits[:, cutoff - 1], 1.0)
+        elif cutoff is not None and kind == "mrr":
+            first = np.argmax(rel[:, :cutoff], axis=1)
+            per = np.where(hits[:, cutoff - 1] > 0, 1.0 / (first + 1.0), 0.0)
         elif cutoff is not None and kind == "ndcg":
             dcg = relf[:, :cutoff] @ discount[:cutoff]
             ideal_n = hits[:, cutoff - 1] if R is None else np.minimum(R, cutoff)
             idcg = cum_discount[ideal_n.astype(np.int64)]
             per = _ratio(dcg, idcg, 0.0)
+        elif kind == "mean_average_precision":  # PML 2.9: divided by R, all k columns
+            assert R is not None
+            per = np.sum(prec_at * relf, axis=1) / R
         else:  # map@r, r_precision
             assert R is not None
             r = np.minimum(R, k)
@@ -563,7 +602,7 @@ def evaluate_retrieval(
             if kind == "r_precision":
                 per = np.sum(relf * mask, axis=1) / r
             else:
-                per = np.sum(prec_at * relf * mask, axis=1) / r
+                per = np.sum(prec_at * relf * mask, axis=1) / R  # PML 2.9 divides by R, not r
         out[nm] = _per_class_mean(per, labels, avg_of_avgs)
     return out
 

@@ -31,6 +31,11 @@ __all__ = [
     "plot_precision_recall",
     "plot_confusion_matrix",
     "plot_neighbours",
+    "plot_lookup_neighbours",
+    "confusion_matrix",
+    "project_embeddings",
+    "projector",
+    "viz_neigbors_imgs",
 ]
 
 _GOOD = "#1a9850"
@@ -187,33 +192,65 @@ def plot_precision_recall(
     return fig
 
 
+def _encode_labels(
+    y_true: Any, y_pred: Any, no_match_label: Any
+) -> tuple[np.ndarray, np.ndarray, list[Any] | None]:
+    """Integer codes of string (or mixed) labels; ``None`` vocabulary when already integers.
+
+    A prediction equal to ``no_match_label`` (or to -1 / None / "" for string
+    labels) is "no match" and becomes -1.
+    """
+    t = np.asarray(y_true)
+    p = np.asarray(y_pred)
+    if t.dtype.kind in "iub" and p.dtype.kind in "iub":
+        return t, p, None
+    if t.dtype.kind == "f" and p.dtype.kind in "iuf":
+        return t, p, None
+    no_match = {no_match_label, -1, "-1", None, ""}
+    t_list, p_list = t.tolist(), p.tolist()
+    vocab = sorted(
+        {v for v in t_list if v not in no_match} | {v for v in p_list if v not in no_match}, key=str
+    )
+    code = {v: i for i, v in enumerate(vocab)}
+    t_codes = np.array([code.get(v, -1) for v in t_list], dtype=np.int64)
+    p_codes = np.array([code.get(v, -1) for v in p_list], dtype=np.int64)
+    return t_codes, p_codes, vocab
+
+
 def plot_confusion_matrix(
-    query_labels: Any,
-    predicted_labels: Any,
-    *,
-    labels: Sequence[int] | None = None,
-    class_names: Sequence[str] | Mapping[int, str] | None = None,
-    no_match_label: int = -1,
+    *args: Any,
+    y_true: Any = None,
+    y_pred: Any = None,
+    labels: Sequence[Any] | None = None,
+    class_names: Sequence[str] | Mapping[Any, str] | None = None,
+    no_match_label: Any = -1,
     normalize: bool = False,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
     """Confusion matrix of thresholded matches, with a "no match" row.
 
-    Columns are true classes, rows predicted classes; the last row counts the
-    queries of each class that got no match (see
+    ``y_true`` and ``y_pred`` are keyword-only: TF Similarity's function takes
+    ``(y_pred, y_true)`` and simdex's used to take ``(y_true, y_pred)``, so a
+    positional call would silently transpose the matrix; it raises
+    ``TypeError`` instead.
+
+    Columns are true classes, rows predicted classes; the last row counts, for
+    each true class, the queries that got no match (see
     :func:`simdex.metrics.confusion_matrix`). A true label equal to
     ``no_match_label`` (a class not in the index) is shown as an "unknown"
     column.
 
     Args:
-        query_labels: ``(n,)`` int true labels.
-        predicted_labels: ``(n,)`` int predictions, e.g. from
-            :func:`simdex.match`; ``no_match_label`` for no match.
-        labels: Classes to show, in order (default: all seen).
-        class_names: Display names, a list aligned with ``labels`` or a dict
-            label -> name.
-        no_match_label: Marker of no match in ``predicted_labels``.
+        y_true: ``(n,)`` true labels: ints, or strings (class names).
+        y_pred: ``(n,)`` predictions, e.g. from :meth:`simdex.SimilarityModel.match`;
+            ``no_match_label`` (or -1 / None with string labels) for no match.
+        labels: Classes to show, in order (default: all seen). TF Similarity
+            passes display names here: a list of strings for integer labels is
+            taken as ``class_names``.
+        class_names: Display names, a list aligned with the shown classes or a
+            dict label -> name.
+        no_match_label: Marker of no match in ``y_pred``.
         normalize: Divide each column by its total (fraction of each true class).
         title: Axes title.
         figsize: Figure size (default grows with the number of classes).
@@ -222,21 +259,47 @@ def plot_confusion_matrix(
         The Figure.
 
     Raises:
+        TypeError: positional labels, or a missing ``y_true``/``y_pred``.
         ValueError: bad inputs (see :func:`simdex.metrics.confusion_matrix`) or
             ``class_names`` of the wrong length.
     """
-    mat, lab = _metrics.confusion_matrix(
-        query_labels, predicted_labels, labels=labels, no_match_label=no_match_label
-    )
+    if args:
+        raise TypeError(
+            "plot_confusion_matrix takes the labels as keywords: plot_confusion_matrix(y_true=..., "
+            "y_pred=...) (TF Similarity's positional order is (y_pred, y_true), simdex's was "
+            "(y_true, y_pred); keywords cannot be transposed by mistake)"
+        )
+    if y_true is None or y_pred is None:
+        raise TypeError("plot_confusion_matrix needs y_true= and y_pred=")
+    t, p, vocab = _encode_labels(y_true, y_pred, no_match_label)
+    if vocab is not None:  # string labels: codes 0..V-1, -1 = no match / unknown
+        no_match_code = -1
+        if labels is not None:
+            unknown = [v for v in labels if v not in vocab]
+            if unknown:
+                raise ValueError(f"labels {unknown[:10]} do not occur in y_true or y_pred")
+            codes: Sequence[int] | None = [vocab.index(v) for v in labels]
+        else:
+            codes = None
+        if class_names is None:
+            class_names = {i: str(v) for i, v in enumerate(vocab)}
+    else:
+        no_match_code = no_match_label
+        codes = labels
+        if labels is not None and len(labels) and all(isinstance(v, str) for v in labels):
+            if class_names is not None:
+                raise TypeError("labels holds names and class_names is given too; pass one")
+            class_names, codes = list(labels), None
+    mat, lab = _metrics.confusion_matrix(t, p, labels=codes, no_match_label=no_match_code)
     if class_names is None:
-        names = ["unknown" if v == no_match_label else str(v) for v in lab.tolist()]
+        names = ["unknown" if v == no_match_code else str(v) for v in lab.tolist()]
     elif isinstance(class_names, Mapping):
-        names = [str(class_names.get(v, "unknown" if v == no_match_label else v)) for v in lab.tolist()]
+        names = [str(class_names.get(v, "unknown" if v == no_match_code else v)) for v in lab.tolist()]
     else:
         names = [str(v) for v in class_names]
         if len(names) != lab.size:
             raise ValueError(f"class_names has {len(names)} entries for {lab.size} labels")
-    is_unknown = (lab == no_match_label).tolist()
+    is_unknown = (lab == no_match_code).tolist()
     row_names = [nm for nm, u in zip(names, is_unknown) if not u] + ["no match"]
     values = mat.astype(np.float64)
     if normalize:
@@ -363,3 +426,10 @@ def plot_neighbours(
             ax.set_xticks([])
             ax.set_yticks([])
     return fig
+
+
+# Neighbour grids from lookups and the embedding projector live in simdex.viz.
+from simdex.evaluate.viz import plot_lookup_neighbours, project_embeddings, projector, viz_neigbors_imgs  # noqa: E402
+
+#: TF Similarity's name (``tfsim.visualization.confusion_matrix``); keyword-only labels here.
+confusion_matrix = plot_confusion_matrix

@@ -77,13 +77,10 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             os.close(dfd)
 
 
-def write_container(
-    path: str | os.PathLike[str],
-    kind: str,
-    params: Mapping[str, Any],
-    arrays: Mapping[str, np.ndarray],
-) -> None:
-    """Write ``params`` (JSON-serialisable) and ``arrays`` atomically to ``path``."""
+def _container_chunks(
+    kind: str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> list[bytes | memoryview]:
+    """Header and array bytes of a container (the SHA-256 digest follows them)."""
     specs = []
     offset = 0
     prepared = []
@@ -108,13 +105,32 @@ def write_container(
     header = (
         MAGIC + struct.pack("<II", FORMAT_VERSION, len(kind_b)) + kind_b + struct.pack("<Q", len(meta)) + meta
     )
+    return [header, *(a.reshape(-1).view(np.uint8).data for a in prepared)]
+
+
+def write_container(
+    path: str | os.PathLike[str],
+    kind: str,
+    params: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+) -> None:
+    """Write ``params`` (JSON-serialisable) and ``arrays`` atomically to ``path``."""
+    chunks = _container_chunks(kind, params, arrays)
     digest = hashlib.sha256()
     with atomic_writer(path) as f:
-        chunks: list[bytes | memoryview] = [header, *(a.reshape(-1).view(np.uint8).data for a in prepared)]
         for chunk in chunks:
             digest.update(chunk)
             f.write(chunk)
         f.write(digest.digest())
+
+
+def pack_container(kind: str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The bytes :func:`write_container` would write (to nest a container inside another file)."""
+    chunks = _container_chunks(kind, params, arrays)
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return b"".join([*(bytes(c) for c in chunks), digest.digest()])
 
 
 def read_container(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
@@ -130,7 +146,17 @@ def read_container(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], d
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
-    name = os.path.basename(path)
+    return unpack_container(data, os.path.basename(path))
+
+
+def unpack_container(
+    data: bytes, name: str = "container"
+) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Parse container bytes (:func:`pack_container`); ``name`` appears in error messages.
+
+    Raises:
+        CorruptFileError: truncated, corrupted or not a simdex container.
+    """
     min_size = len(MAGIC) + 8 + 8 + _DIGEST
     if len(data) < min_size or data[: len(MAGIC)] != MAGIC:
         raise CorruptFileError(f"{name!r} is not a simdex file (bad magic or too short: {len(data)} bytes)")

@@ -123,4 +123,69 @@ class MetricEmbedding(keras.layers.Layer):
         }
 
 
-__all__ = ["L2Normalize", "MetricEmbedding", "import_keras", "l2_normalize"]
+class _GeneralizedMeanPooling(keras.layers.Layer):
+    """Generalised-mean (GeM) pooling over the spatial axes: ``(mean(max(x, eps)**p))**(1/p)``.
+
+    ``p = 1`` is average pooling; large ``p`` approaches max pooling.
+    """
+
+    _spatial_rank = 0
+
+    def __init__(
+        self, p: float = 3.0, data_format: str | None = None, keepdims: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
+            raise ValueError(f"p must be a number > 0, got {p!r}")
+        fmt = data_format or keras.config.image_data_format()
+        if fmt not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+        self.p = float(p)
+        self.data_format = fmt
+        self.keepdims = bool(keepdims)
+
+    def _axes(self) -> tuple[int, ...]:
+        first = 1 if self.data_format == "channels_last" else 2
+        return tuple(range(first, first + self._spatial_rank))
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.maximum(inputs, ops.cast(1e-6, inputs.dtype)) ** self.p
+        return ops.mean(x, axis=self._axes(), keepdims=self.keepdims) ** (1.0 / self.p)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        axes = self._axes()
+        if self.keepdims:
+            return tuple(1 if i in axes else d for i, d in enumerate(input_shape))
+        return tuple(d for i, d in enumerate(input_shape) if i not in axes)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "p": self.p,
+            "data_format": self.data_format,
+            "keepdims": self.keepdims,
+        }
+
+
+@keras.saving.register_keras_serializable(package="simdex")
+class GeneralizedMeanPooling1D(_GeneralizedMeanPooling):
+    """GeM pooling over the steps of ``(batch, steps, channels)`` (TF Similarity's layer name)."""
+
+    _spatial_rank = 1
+
+
+@keras.saving.register_keras_serializable(package="simdex")
+class GeneralizedMeanPooling2D(_GeneralizedMeanPooling):
+    """GeM pooling over height and width of ``(batch, h, w, channels)`` (TF Similarity's layer name)."""
+
+    _spatial_rank = 2
+
+
+__all__ = [
+    "GeneralizedMeanPooling1D",
+    "GeneralizedMeanPooling2D",
+    "L2Normalize",
+    "MetricEmbedding",
+    "import_keras",
+    "l2_normalize",
+]

@@ -60,6 +60,46 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     return check_positive_number(value, name, allow_zero=allow_zero)
 
 
+def check_angle_radians(what: str, value: Any) -> float:
+    """Validate an angle given in radians: a finite number in ``[0, pi]``.
+
+    Angles above pi are almost always degrees given by mistake (PyTorch Metric
+    Learning's ``ArcFaceLoss(margin=28.6)`` is in degrees), so they are refused
+    with a message that names both units instead of being silently taken as
+    radians.
+
+    Raises:
+        TypeError: not a number.
+        ValueError: negative, not finite, or above pi.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number (radians), got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{what} must be a finite angle >= 0 in radians, got {value}")
+    if v > math.pi:
+        raise ValueError(
+            f"{what} is an angle in radians and must be <= pi, got {value}; it looks like degrees "
+            f"(PyTorch Metric Learning writes ArcFace margins in degrees): pass "
+            f"math.radians({value}) = {math.radians(v):.4f}"
+        )
+    return v
+
+
+def _take_alias(kwargs: dict[str, Any], alias: str, name: str, current: Any, default: Any, owner: str) -> Any:
+    """Pop keyword ``alias`` (another library's name for ``name``) from ``kwargs``.
+
+    Returns the aliased value when it was given, else ``current``; giving both
+    names with different values is a ``TypeError``.
+    """
+    if alias not in kwargs:
+        return current
+    value = kwargs.pop(alias)
+    if current != default and current != value:
+        raise TypeError(f"{owner} got both {name}={current!r} and its alias {alias}={value!r}")
+    return value
+
+
 def pairwise_distances(x: Any, distance: str = "cosine") -> Any:
     """All pairwise distances between the rows of ``x``.
 
@@ -233,9 +273,10 @@ class TripletLoss(MetricLoss):
     Args:
         distance: Pairwise distance (see module doc).
         positive_mining: ``"hard"`` (farthest positive) or ``"easy"`` (closest).
+            TF Similarity's name ``positive_mining_strategy`` is accepted too.
         negative_mining: ``"semi-hard"`` (closest negative farther than the
             positive; the farthest negative if none is), ``"hard"`` (closest) or
-            ``"easy"`` (farthest).
+            ``"easy"`` (farthest). Also accepted as ``negative_mining_strategy``.
         margin: Margin of the hinge (ignored with ``soft_margin``).
         soft_margin: Use the smooth ``softplus`` form instead of the hinge.
         name: Loss name.
@@ -251,6 +292,13 @@ class TripletLoss(MetricLoss):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
+        owner = type(self).__name__
+        positive_mining = _take_alias(
+            kwargs, "positive_mining_strategy", "positive_mining", positive_mining, "hard", owner
+        )
+        negative_mining = _take_alias(
+            kwargs, "negative_mining_strategy", "negative_mining", negative_mining, "semi-hard", owner
+        )
         super().__init__(distance=distance, name=name, **kwargs)
         self.positive_mining, self.negative_mining = _check_mining(positive_mining, negative_mining)
         self.margin = _check_positive("margin", margin, allow_zero=True)
@@ -315,6 +363,9 @@ class MultiSimilarityLoss(MetricLoss):
         epsilon: Mining slack (>= 0).
         lmda: Distance threshold that separates the two terms.
         name: Loss name.
+        base: PyTorch Metric Learning's threshold, given instead of ``lmda``: a
+            similarity for ``"cosine"`` (``lmda = 1 - base``) and ``"ip"``
+            (``lmda = -base``), a distance for the others (``lmda = base``).
     """
 
     def __init__(
@@ -327,7 +378,15 @@ class MultiSimilarityLoss(MetricLoss):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
+        base = kwargs.pop("base", None)
         super().__init__(distance=distance, name=name, **kwargs)
+        if base is not None:
+            if lmda != 0.5:
+                raise TypeError(f"MultiSimilarityLoss got both lmda={lmda!r} and base={base!r}")
+            if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base):
+                raise ValueError(f"base must be a finite number, got {base!r}")
+            # PML's base is a threshold on its matrix: a similarity for cosine / dot, a distance otherwise.
+            lmda = {"cosine": 1.0 - base, "ip": -base}.get(self.distance, base)
         self.alpha = _check_positive("alpha", alpha)
         self.beta = _check_positive("beta", beta)
         self.epsilon = _check_positive("epsilon", epsilon, allow_zero=True)
@@ -373,7 +432,8 @@ class CircleLoss(MetricLoss):
     Args:
         distance: Pairwise distance (cosine recommended).
         gamma: Scale (> 0).
-        margin: Relaxation margin ``m`` (>= 0).
+        margin: Relaxation margin ``m`` (>= 0); PyTorch Metric Learning's
+            keyword ``m`` is accepted too.
         name: Loss name.
     """
 
@@ -385,6 +445,7 @@ class CircleLoss(MetricLoss):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
+        margin = _take_alias(kwargs, "m", "margin", margin, 0.25, "CircleLoss")
         super().__init__(distance=distance, name=name, **kwargs)
         self.gamma = _check_positive("gamma", gamma)
         self.margin = _check_positive("margin", margin, allow_zero=True)
@@ -593,13 +654,18 @@ class _MarginSoftmaxLoss(keras.losses.Loss):
     def __init__(
         self,
         num_classes: int,
-        embedding_dim: int,
+        embedding_dim: int | None,
         scale: float,
         margin: float,
         seed: int | None = None,
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
+        embedding_dim = _take_alias(
+            kwargs, "embedding_size", "embedding_dim", embedding_dim, None, type(self).__name__
+        )
+        if embedding_dim is None:
+            raise TypeError(f"{type(self).__name__} needs embedding_dim (the size of the embeddings)")
         super().__init__(name=name, **kwargs)
         self.scale = _check_positive("scale", scale)
         self.margin = _check_positive("margin", margin, allow_zero=True)
@@ -660,9 +726,13 @@ class ArcFaceLoss(_MarginSoftmaxLoss):
 
     Args:
         num_classes: Number of classes.
-        embedding_dim: Size of the embeddings.
+        embedding_dim: Size of the embeddings (``embedding_size``, TF Similarity's
+            and PyTorch Metric Learning's name, is accepted too).
         scale: Logit scale ``s`` (> 0).
-        margin: Angular margin ``m`` in radians (>= 0).
+        margin: Angular margin ``m`` in **radians**, in ``[0, pi]`` (TF Similarity's
+            unit; PyTorch Metric Learning's ``margin=28.6`` degrees is
+            ``math.radians(28.6) ~= 0.5``). A value above pi raises
+            ``ValueError`` naming degrees vs radians.
         seed: Seed of the centres' initializer.
         name: Loss name.
     """
@@ -670,13 +740,14 @@ class ArcFaceLoss(_MarginSoftmaxLoss):
     def __init__(
         self,
         num_classes: int,
-        embedding_dim: int,
+        embedding_dim: int | None = None,
         scale: float = 30.0,
         margin: float = 0.5,
         seed: int | None = None,
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
+        check_angle_radians("ArcFaceLoss margin", margin)
         super().__init__(num_classes, embedding_dim, scale, margin, seed=seed, name=name, **kwargs)
 
     def _target_logit(self, cos: Any) -> Any:
@@ -697,7 +768,7 @@ class CosFaceLoss(_MarginSoftmaxLoss):
     def __init__(
         self,
         num_classes: int,
-        embedding_dim: int,
+        embedding_dim: int | None = None,
         scale: float = 30.0,
         margin: float = 0.35,
         seed: int | None = None,
@@ -709,6 +780,26 @@ class CosFaceLoss(_MarginSoftmaxLoss):
     def _target_logit(self, cos: Any) -> Any:
         return cos - self.margin
 
+
+# ----------------------------------------------------------------------------- PML-style losses
+# Composable losses (miners, reducers, distance objects) live in simdex.losses_pml; their
+# names are part of this module too (simdex.losses.ProxyAnchorLoss...).
+from simdex.learn.losses_pml import (  # noqa: E402
+    ComposableLoss,
+    GeneralizedLiftedStructureLoss,
+    LiftedStructureLoss,
+    NPairAngularLoss,
+    NPairLoss,
+    ProxyAnchorLoss,
+    ProxyNCALoss,
+    SoftTripleLoss,
+    SphereFaceLoss,
+    SupConLoss,
+    TripletMarginLoss,
+)
+
+#: TF Similarity's name of the lifted structure loss.
+LiftedStructLoss = LiftedStructureLoss
 
 # ----------------------------------------------------------------------------- lookup
 _BY_NAME: dict[str, type[keras.losses.Loss]] = {
@@ -722,6 +813,16 @@ _BY_NAME: dict[str, type[keras.losses.Loss]] = {
     "angular": AngularLoss,
     "arcface": ArcFaceLoss,
     "cosface": CosFaceLoss,
+    "triplet_margin": TripletMarginLoss,
+    "supcon": SupConLoss,
+    "lifted_structure": LiftedStructureLoss,
+    "generalized_lifted_structure": GeneralizedLiftedStructureLoss,
+    "npair_pairs": NPairLoss,
+    "npair_angular": NPairAngularLoss,
+    "proxy_anchor": ProxyAnchorLoss,
+    "proxy_nca": ProxyNCALoss,
+    "soft_triple": SoftTripleLoss,
+    "sphereface": SphereFaceLoss,
 }
 for _cls in set(_BY_NAME.values()):
     _BY_NAME[_cls.__name__.lower()] = _cls
@@ -757,13 +858,26 @@ __all__ = [
     "ArcFaceLoss",
     "CircleLoss",
     "ClassCenters",
+    "ComposableLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "GeneralizedLiftedStructureLoss",
+    "LiftedStructLoss",
+    "LiftedStructureLoss",
     "MetricLoss",
     "MultiClassNPairLoss",
     "MultiSimilarityLoss",
+    "NPairAngularLoss",
+    "NPairLoss",
     "PNLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "SoftTripleLoss",
+    "SphereFaceLoss",
+    "SupConLoss",
     "TripletLoss",
+    "TripletMarginLoss",
+    "check_angle_radians",
     "get",
     "pairwise_distances",
 ]

@@ -42,7 +42,14 @@ import simdex.learn.layers  # noqa: F401  (registers the simdex layers with Kera
 from simdex._optional import import_keras
 from simdex._validate import MISSING_LABEL, as_labels, canonical_metric, check_positive_int
 from simdex.index.collection import Collection
-from simdex.index.io import CorruptFileError, read_container, write_container
+from simdex.index.io import (
+    CorruptFileError,
+    atomic_writer,
+    pack_container,
+    read_container,
+    unpack_container,
+    write_container,
+)
 
 if TYPE_CHECKING:  # the real module, for type checkers; at run time with an install hint
     import keras
@@ -54,6 +61,8 @@ __all__ = ["Lookup", "SimilarityModel", "load_model"]
 
 _KIND = "SimilarityModel"
 _FORMAT = 2  # 2: weights as raw arrays and a nested Collection state (no nested files)
+_STATE_KIND = "SimilarityModelState"  # index, labels, data, calibration (no network)
+_KERAS_STATE_ENTRY = "simdex/state.simdex"  # where a .keras archive keeps that state
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -143,6 +152,20 @@ class SimilarityModel(keras.Model):
                 f"index must be None, 'exact', 'lsh' or an index object, got {type(index).__name__}"
             )
 
+    def _set_distance(self, distance: str) -> None:
+        distance = canonical_metric(distance)
+        st = self._sim
+        if distance == st.distance:
+            return
+        if st.index is not None and (len(st.collection) > 0 or st.index_spec == "custom"):
+            raise ValueError(
+                f"the index already uses distance {st.distance!r}; cannot switch to {distance!r} "
+                "(call reset_index() first, or build the model with this distance)"
+            )
+        st.distance = distance
+        st.collection = Collection(None, st._new_index)  # built with the new metric on the next index()
+        st.calibration = None
+
     # ------------------------------------------------------------------ properties / config
     @property
     def distance(self) -> str:
@@ -166,13 +189,26 @@ class SimilarityModel(keras.Model):
         return config
 
     # ------------------------------------------------------------------ training
-    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, **kwargs: Any) -> None:
+    def compile(
+        self, optimizer: Any = "rmsprop", loss: Any = None, distance: str | None = None, **kwargs: Any
+    ) -> None:
         """``keras.Model.compile``; also trains the variables of losses that have some.
 
         Losses such as :class:`simdex.losses.ArcFaceLoss` expose
         ``trainable_layers``; their variables join :attr:`trainable_variables`
         so the optimiser updates them in ``fit``.
+
+        Args:
+            optimizer, loss, **kwargs: As for ``keras.Model.compile``.
+            distance: TF Similarity's ``compile(distance=...)``: sets the index
+                metric (as the constructor's ``distance``). It must agree with
+                the index when one already holds items.
+
+        Raises:
+            ValueError: ``distance`` unknown, or different from a non-empty index's metric.
         """
+        if distance is not None:
+            self._set_distance(distance)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
         layers: list[Any] = []
         pending = [loss]
@@ -366,13 +402,14 @@ class SimilarityModel(keras.Model):
         D, ids = index.search(emb, k)
         return np.asarray(D, dtype=np.float32), np.asarray(ids, dtype=np.int64)
 
-    def lookup(self, x: Any, k: int = 5, batch_size: int = 256) -> list[list[Lookup]]:
+    def lookup(self, x: Any, k: int = 5, batch_size: int = 256, verbose: int = 0) -> list[list[Lookup]]:
         """Nearest indexed neighbours of each example of ``x``.
 
         Args:
             x: ``(n, *input_shape)`` queries.
             k: Neighbours per query (>= 1).
             batch_size: Rows per model call.
+            verbose: 1 prints a one-line summary (TF Similarity's argument).
 
         Returns:
             ``n`` lists of up to ``k`` :class:`Lookup` records, nearest first
@@ -382,7 +419,70 @@ class SimilarityModel(keras.Model):
             ValueError: ``k < 1``, bad input shape.
         """
         D, ids = self._search(x, k, batch_size)
-        return self._records(D, ids)
+        records = self._records(D, ids)
+        if verbose:
+            print(f"[simdex] looked up {len(records)} queries, k={k}")
+        return records
+
+    def index_single(self, x: Any, y: int | None = None, data: Any = None, verbose: int = 0) -> int:
+        """Index one example (TF Similarity's ``index_single``).
+
+        Args:
+            x: One example, shape ``input_shape``.
+            y: Its integer label, or None.
+            data: Data kept with it, or None.
+            verbose: 1 prints a one-line summary.
+
+        Returns:
+            The id the index gave it.
+        """
+        ids = self.index(
+            np.asarray(x)[None, ...],
+            None if y is None else np.asarray([y]),
+            data=None if data is None else [data],
+            verbose=verbose,
+        )
+        return int(ids[0])
+
+    def to_data_frame(self, num_items: int = 0) -> Any:
+        """The indexed items as a pandas DataFrame (TF Similarity's ``to_data_frame``).
+
+        Args:
+            num_items: Rows to return (the first ones by id); 0 means all.
+
+        Returns:
+            A DataFrame indexed by item id with columns ``label`` (int, -1 when
+            unlabeled), ``data`` (object, None when absent) and ``embedding``
+            (one float32 array per row).
+
+        Raises:
+            ImportError: pandas is missing (``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("to_data_frame needs pandas: pip install pandas") from e
+        if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 0:
+            raise ValueError(f"num_items must be an int >= 0, got {num_items!r}")
+        st = self._sim
+        if st.index is None or len(st.collection) == 0:
+            return pd.DataFrame({"label": [], "data": [], "embedding": []})
+        ids = np.sort(np.asarray(st.index.ids if hasattr(st.index, "ids") else self._known_ids(), np.int64))
+        if num_items:
+            ids = ids[:num_items]
+        vectors = st.index.get_vectors(ids)
+        return pd.DataFrame(
+            {
+                "label": st.collection.labels_of(ids, MISSING_LABEL, np.int64),
+                "data": [st.collection.data.get(i) for i in ids.tolist()],
+                "embedding": list(np.asarray(vectors)),
+            },
+            index=pd.Index(ids, name="id"),
+        )
+
+    def _known_ids(self) -> np.ndarray:
+        coll = self._sim.collection
+        return np.array(sorted(coll.labels.keys() | coll.data.keys()), dtype=np.int64)
 
     def _records(self, D: np.ndarray, ids: np.ndarray) -> list[list[Lookup]]:
         """Lookup records for ``(q, k)`` distances and ids (id -1: empty slot, skipped)."""
@@ -565,7 +665,16 @@ class SimilarityModel(keras.Model):
         return calibration.match(D, nl, threshold, k=k, matcher=cal.matcher, no_match_label=no_match_label)
 
     def evaluate_retrieval(
-        self, x: Any, y: Any, k: int = 5, metrics: Sequence[str] | None = None, batch_size: int = 256
+        self,
+        x: Any,
+        y: Any,
+        k: int = 5,
+        metrics: Sequence[Any] | None = None,
+        batch_size: int = 256,
+        *,
+        retrieval_metrics: Sequence[Any] | None = None,
+        distance_threshold: float | None = None,
+        verbose: int = 0,
     ) -> dict[str, float]:
         """Retrieval metrics of ``x`` against the index (:func:`simdex.metrics.evaluate_retrieval`).
 
@@ -576,21 +685,47 @@ class SimilarityModel(keras.Model):
         Args:
             x: ``(n, *input_shape)`` queries (not in the index).
             y: ``(n,)`` their integer labels.
-            k: Neighbours to retrieve.
-            metrics: Metric names (default: the module's defaults).
+            k: Neighbours to retrieve (raised to the largest cutoff a metric needs,
+                and to the largest indexed class for ``map@r`` / ``r_precision``).
+            metrics: Metric names (default: the module's defaults), or objects
+                with a ``name`` (e.g. :class:`simdex.metrics.RecallAtK`).
             batch_size: Rows per model call.
+            retrieval_metrics: TF Similarity's name for ``metrics``.
+            distance_threshold: Neighbours farther than this count as not
+                retrieved (TF Similarity's argument); None keeps every neighbour.
+            verbose: 1 prints the results.
 
         Returns:
             Metric name -> float.
         """
         from simdex.evaluate import metrics as _metrics
+        from simdex.evaluate import retrieval_metrics as _rm
 
-        D, nl, labels = self._neighbours(x, y, k, batch_size)
+        if retrieval_metrics is not None:
+            if metrics is not None:
+                raise TypeError("pass metrics or retrieval_metrics, not both")
+            metrics = retrieval_metrics
+        names = None if metrics is None else _rm.metric_names(metrics)
         counts: dict[int, int] = {}
         for lab in self._sim.collection.labels.values():
             counts[lab] = counts.get(lab, 0) + 1
+        if names is not None:
+            k = max([k, *(_rm.cutoff(nm) for nm in names)])
+            whole_class = {"map@r", "r_precision", "mean_average_precision_at_r"}
+            if counts and any(nm.strip().lower() in whole_class for nm in names):
+                k = max(k, max(counts.values()))  # MAP@R and R-precision look at R neighbours
+        D, nl, labels = self._neighbours(x, y, k, batch_size)
+        if distance_threshold is not None:
+            t = float(distance_threshold)
+            if np.isnan(t):
+                raise ValueError("distance_threshold is NaN")
+            nl = np.where(D <= t, nl, MISSING_LABEL)
         num_relevant = np.array([counts.get(int(v), 0) for v in labels], dtype=np.int64)
-        return _metrics.evaluate_retrieval(labels, nl, k=k, metrics=metrics, num_relevant=num_relevant)
+        result = _metrics.evaluate_retrieval(labels, nl, k=k, metrics=names, num_relevant=num_relevant)
+        if verbose:
+            for name, value in result.items():
+                print(f"{name:>16}: {value:.4f}")
+        return result
 
     def evaluate_classification(
         self,
@@ -601,6 +736,9 @@ class SimilarityModel(keras.Model):
         matcher: Any = "match_nearest",
         metrics: Sequence[str] | None = None,
         batch_size: int = 256,
+        *,
+        extra_metrics: Sequence[str] | None = None,
+        verbose: int = 0,
     ) -> dict[str, np.ndarray]:
         """Thresholded classification metrics (:func:`simdex.metrics.evaluate_classification`).
 
@@ -612,12 +750,20 @@ class SimilarityModel(keras.Model):
             matcher: Matcher name/config/instance.
             metrics: Metric names.
             batch_size: Rows per model call.
+            extra_metrics: TF Similarity's argument: metrics computed besides
+                ``f1`` (``metrics = ["f1", *extra_metrics]``).
+            verbose: Accepted for TF Similarity compatibility (nothing is printed).
 
         Returns:
             ``{"distance": (m,), <metric>: (m,)}`` float64 arrays.
         """
         from simdex.evaluate import metrics as _metrics
 
+        if extra_metrics is not None:
+            if metrics is not None:
+                raise TypeError("pass metrics or extra_metrics, not both")
+            extra = [extra_metrics] if isinstance(extra_metrics, str) else list(extra_metrics)
+            metrics = list(dict.fromkeys(["f1", *extra]))
         D, nl, labels = self._neighbours(x, y, k, batch_size)
         return _metrics.evaluate_classification(
             labels, nl, D, thresholds=thresholds, k=k, matcher=matcher, metrics=metrics
@@ -629,44 +775,160 @@ class SimilarityModel(keras.Model):
 
         The file is written atomically: if anything fails, a previous file at
         ``filepath`` is left untouched. Load it with :func:`simdex.load_model`.
-        The optimiser state and the compile settings are not saved.
+
+        * ``*.keras``: a real Keras archive (``keras.models.load_model`` reads the
+          model and its weights, compile settings and optimiser state, as for any
+          Keras model) with the index, labels, data and calibration in an extra
+          ``simdex/state.simdex`` entry that :func:`simdex.load_model` and
+          :meth:`load_index` restore.
+        * ``*.h5`` / ``*.hdf5``: refused (Keras' legacy HDF5 format cannot hold the index).
+        * any other name (e.g. ``"model.simdex"``): simdex's own single-file format;
+          the optimiser state and the compile settings are not saved.
 
         Args:
-            filepath: Destination file (any extension, e.g. ``"model.simdex"``).
+            filepath: Destination file.
             overwrite: If False and ``filepath`` exists, raise ``FileExistsError``.
+            **kwargs: TF Similarity's ``save_index`` (False: leave the index, labels,
+                data and calibration out) and ``compression`` (ignored).
 
         Raises:
+            ValueError: an ``.h5``/``.hdf5`` name.
             TypeError: indexed data that is neither same-shape arrays nor
-                JSON-serialisable; an index that cannot be saved.
+                JSON-serialisable; an index that cannot be saved; unknown arguments.
         """
+        save_index = bool(kwargs.pop("save_index", True))  # TF Similarity's arguments
+        kwargs.pop("compression", None)  # the index is stored as is
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+            raise TypeError(f"SimilarityModel.save() got unexpected arguments {sorted(kwargs)}")
         path = os.fspath(filepath)
+        lower = path.lower()
+        if lower.endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"cannot save a SimilarityModel to {path!r}: Keras' legacy HDF5 format cannot hold the "
+                "index; use a '.keras' name (Keras archive + index) or '.simdex' (simdex's format)"
+            )
         if not overwrite and os.path.exists(path):
             raise FileExistsError(f"{path!r} exists and overwrite=False")
-        st = self._sim
+        params, arrays = self._state_payload(with_index=save_index)
+        if lower.endswith(".keras"):
+            self._save_keras_archive(path, params, arrays)
+            return
         try:
             architecture = keras.saving.serialize_keras_object(self)
             architecture.pop("compile_config", None)  # compile state is not saved (documented)
             json.dumps(architecture)
         except (NotImplementedError, TypeError, ValueError) as e:
             raise TypeError(f"cannot serialise the model architecture ({e}); implement get_config()") from e
-        collection_params, collection_arrays = st.collection.state()
         weights = [np.ascontiguousarray(w) for w in self.get_weights()]
-        params: dict[str, Any] = {
-            "format": _FORMAT,
-            "architecture": architecture,
-            "distance": st.distance,
-            "index_spec": st.index_spec,
-            "keras_version": keras.__version__,
-            "calibration": None if st.calibration is None else st.calibration.to_dict(),
-            "weights": [{"dtype": w.dtype.str, "shape": list(w.shape)} for w in weights],
-            "collection": collection_params,
-        }
-        arrays: dict[str, np.ndarray] = {f"collection/{k}": v for k, v in collection_arrays.items()}
+        params["architecture"] = architecture
+        params["weights"] = [{"dtype": w.dtype.str, "shape": list(w.shape)} for w in weights]
         for i, w in enumerate(weights):  # raw bytes: any dtype Keras uses (float16 included)
             arrays[f"weights/{i}"] = w.reshape(-1).view(np.uint8) if w.size else np.empty(0, np.uint8)
         write_container(path, _KIND, params, arrays)
+
+    def _state_payload(self, with_index: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Params and arrays of the non-Keras state: the collection (index, labels, data), calibration."""
+        st = self._sim
+        collection = st.collection if with_index else Collection(None, st._new_index)
+        collection_params, collection_arrays = collection.state()
+        calibration = st.calibration if with_index else None
+        params: dict[str, Any] = {
+            "format": _FORMAT,
+            "distance": st.distance,
+            "index_spec": st.index_spec,
+            "keras_version": keras.__version__,
+            "calibration": None if calibration is None else calibration.to_dict(),
+            "collection": collection_params,
+        }
+        return params, {f"collection/{k}": v for k, v in collection_arrays.items()}
+
+    def _save_keras_archive(self, path: str, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        import io
+        import zipfile
+
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and self.built and not getattr(optimizer, "built", True):
+            # Loading a compiled model builds its optimizer; build it now so the saved
+            # optimizer state has the variables the loader expects (a compiled, unfit model).
+            optimizer.build(self.trainable_variables)
+        import tempfile
+
+        # Keras' public save_model writes only to a path ending in .keras: let it write one in a
+        # scratch folder, then add our state (packed in memory) and write the result atomically.
+        with tempfile.TemporaryDirectory(prefix="simdex-save-") as tmp:
+            scratch = os.path.join(tmp, "model.keras")
+            keras.saving.save_model(self, scratch)
+            with open(scratch, "rb") as f:
+                buffer = io.BytesIO(f.read())
+        with zipfile.ZipFile(buffer, "a") as zf:
+            zf.writestr(_KERAS_STATE_ENTRY, pack_container(_STATE_KIND, params, arrays))
+        with atomic_writer(path) as dst:
+            dst.write(buffer.getvalue())
+
+    # ------------------------------------------------------------------ TF Similarity names
+    def save_index(self, filepath: str | os.PathLike[str]) -> None:
+        """Save the index with its labels, data and calibration (not the network) to one file.
+
+        TF Similarity's ``save_index``; restore with :meth:`load_index`.
+        """
+        params, arrays = self._state_payload()
+        write_container(os.fspath(filepath), _STATE_KIND, params, arrays)
+
+    def load_index(self, filepath: str | os.PathLike[str]) -> None:
+        """Replace the index, labels, data and calibration with those saved by :meth:`save_index`
+        (or by :meth:`save`: TF Similarity's ``reloaded.load_index(save_path)``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            simdex.CorruptFileError: not a file written by :meth:`save_index` or :meth:`save`.
+        """
+        path = os.fspath(filepath)
+        kind, params, arrays = _read_state(path)
+        if kind == _KIND and int(params.get("format", 0)) < 2:
+            raise CorruptFileError(f"{path!r} is a simdex 0.1 model file: load it with simdex.load_model")
+        if kind not in (_STATE_KIND, _KIND):
+            raise CorruptFileError(f"{path!r} holds a {kind!r}, not a saved SimilarityModel index")
+        _restore_state(self, path, params, arrays)
+
+
+def _read_state(path: str) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """The container of a model/state file, or the state entry of a ``.keras`` archive."""
+    import zipfile
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if _KERAS_STATE_ENTRY not in zf.namelist():
+                raise CorruptFileError(f"{path!r} is a Keras archive without a simdex index")
+            return unpack_container(zf.read(_KERAS_STATE_ENTRY), f"{path}:{_KERAS_STATE_ENTRY}")
+    return read_container(path)
+
+
+def _restore_state(
+    model: SimilarityModel, path: str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> None:
+    """Put a saved collection (index, labels, data), distance and calibration into ``model``."""
+    if int(params.get("format", 0)) > _FORMAT:
+        raise CorruptFileError(f"{path!r} uses model format {params.get('format')}; upgrade simdex")
+    try:
+        collection_arrays = {
+            k[len("collection/") :]: v for k, v in arrays.items() if k.startswith("collection/")
+        }
+        collection = Collection.from_state(params["collection"], collection_arrays, model._sim._new_index)
+        calibration = params.get("calibration")
+        if calibration is not None:
+            from simdex.evaluate.calibration import CalibrationResult
+
+            calibration = CalibrationResult.from_dict(calibration)
+    except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, CorruptFileError):
+            raise
+        raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
+    model._sim.collection = collection
+    model._sim.distance = str(params.get("distance", model._sim.distance))
+    model._sim.index_spec = str(params.get("index_spec", model._sim.index_spec))
+    model._sim.calibration = calibration
 
 
 def _restore_format1(
@@ -700,7 +962,7 @@ def _restore_format1(
 def load_model(
     filepath: str | os.PathLike[str], custom_objects: Mapping[str, Any] | None = None, safe_mode: bool = True
 ) -> SimilarityModel:
-    """Load a model written by :meth:`SimilarityModel.save`.
+    """Load a model written by :meth:`SimilarityModel.save` (``.keras`` archive or simdex format).
 
     Args:
         filepath: The file.
@@ -717,7 +979,25 @@ def load_model(
         FileNotFoundError: no such file.
         simdex.CorruptFileError: not a simdex model file, corrupted or truncated.
     """
+    import zipfile
+
     path = os.fspath(filepath)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    if zipfile.is_zipfile(path):  # a .keras archive: Keras reads the network, then the simdex state
+        model = keras.saving.load_model(path, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode)
+        if not isinstance(model, SimilarityModel):
+            raise CorruptFileError(
+                f"{path!r} is a Keras archive of a {type(model).__name__}, not a SimilarityModel"
+            )
+        with zipfile.ZipFile(path) as zf:
+            has_state = _KERAS_STATE_ENTRY in zf.namelist()
+        if has_state:
+            kind, params, arrays = _read_state(path)
+            if kind != _STATE_KIND:
+                raise CorruptFileError(f"{path!r} has a {kind!r} where the simdex state belongs")
+            _restore_state(model, path, params, arrays)
+        return model
     kind, params, arrays = read_container(path)
     if kind != _KIND:
         raise CorruptFileError(
@@ -743,16 +1023,13 @@ def load_model(
                 for i, spec in enumerate(params["weights"])
             ]
             model.set_weights(weights)
-            collection_arrays = {
-                k[len("collection/") :]: v for k, v in arrays.items() if k.startswith("collection/")
-            }
-            model._sim.collection = Collection.from_state(
-                params["collection"], collection_arrays, model._sim._new_index
-            )
     except (KeyError, ValueError, TypeError) as e:
         if isinstance(e, CorruptFileError):
             raise
         raise CorruptFileError(f"{path!r} has inconsistent model contents: {e}") from e
+    if int(params.get("format", 0)) >= 2:
+        _restore_state(model, path, params, arrays)
+        return model
     model._sim.distance = str(params.get("distance", model._sim.distance))
     model._sim.index_spec = str(params.get("index_spec", model._sim.index_spec))
     if params.get("calibration") is not None:
