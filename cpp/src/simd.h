@@ -9,3 +9,33 @@ namespace simdex::simd {
 float dot(const float* a, const float* b, std::int64_t d);
 
 }  // namespace simdex::simd
+
+namespace simdex::simd {
+
+/// Hamming distances of n sketches of W 64-bit words (row i: codes[i*W .. i*W+W)) to
+/// the query sketch q (W words): out[i] = popcount(codes_i XOR q). W in [1, 8].
+/// AVX-512 VPOPCNTDQ / POPCNT / portable versions, chosen at load time (same result).
+void hamming(const std::uint64_t* codes, std::int64_t n, int W, const std::uint64_t* q,
+             std::uint16_t* out);
+
+/// As hamming, for the rows rows[0..n) of codes (random access).
+void hamming_gather(const std::uint64_t* codes, const std::uint32_t* rows, std::int64_t n, int W,
+                    const std::uint64_t* q, std::uint16_t* out);
+
+/// Name of the popcount kernel in use ("avx512-vpopcntdq", "popcnt", "scalar").
+const char* popcount_kernel();
+
+}  // namespace simdex::simd
+
+namespace simdex::simd {
+
+/// Hamming distances for sketches in the blocked planar layout: rows come in blocks of
+/// 8, and word w of row 8b+j is planar[b*8W + w*8 + j], so eight rows are compared
+/// with one vertical popcount per word. n: rows, a multiple of 8.
+void hamming_planar(const std::uint64_t* planar, std::int64_t n, int W, const std::uint64_t* q,
+                    std::uint16_t* out);
+
+/// Positions i in [0, n) with h[i] <= t, ascending, into idx; returns their count.
+std::int64_t select_le(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx);
+
+}  // namespace simdex::simd

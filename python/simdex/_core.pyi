@@ -64,11 +64,37 @@ def lsh_project_only(
     x: npt.NDArray[np.float32], planes: npt.NDArray[np.float32], num_threads: int = 0
 ) -> None: ...
 def lsh_probe_masks(margins: npt.NDArray[np.float32], num_probes: int) -> npt.NDArray[np.uint64]: ...
+def lsh_hamming(
+    codes: npt.NDArray[np.uint64], q: npt.NDArray[np.uint64], rows: npt.NDArray[np.uint32] | None = None
+) -> npt.NDArray[np.uint16]: ...
+def popcount_kernel() -> str: ...
 
 class LshIndex(_StoreAccessors):
     def __init__(
-        self, dim: int, num_tables: int, hash_bits: int, planes: npt.NDArray[np.float32], metric: str
+        self,
+        dim: int,
+        num_tables: int,
+        hash_bits: int,
+        planes: npt.NDArray[np.float32],
+        metric: str,
+        *,
+        center: npt.NDArray[np.float32] | None = None,
+        sketch_words: int = 0,
+        sketch_planes: npt.NDArray[np.float32] | None = None,
     ) -> None: ...
+    def rebuild(
+        self,
+        num_tables: int,
+        hash_bits: int,
+        planes: npt.NDArray[np.float32],
+        *,
+        center: npt.NDArray[np.float32] | None = None,
+        sketch_words: int = 0,
+        sketch_planes: npt.NDArray[np.float32] | None = None,
+        num_threads: int = 0,
+    ) -> None: ...
+    @property
+    def sketch_words(self) -> int: ...
     @property
     def dim(self) -> int: ...
     @property
@@ -89,6 +115,15 @@ class LshIndex(_StoreAccessors):
         num_probes: int,
         num_threads: int = 0,
         refine: int = 16,
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+        rerank: int = 0,
+        scan: bool = False,
+    ) -> tuple[
+        npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]
+    ]: ...
+    def search_exact(
+        self, queries: npt.NDArray[np.float32], k: int, num_threads: int = 0
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+    def live_ids(self) -> npt.NDArray[np.int64]: ...
+    def mean_unit(self) -> npt.NDArray[np.float32]: ...
     def table_stats(self, table: int) -> dict[str, float]: ...
     def memory_bytes(self) -> int: ...

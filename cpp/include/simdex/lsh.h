@@ -139,6 +139,41 @@ struct LshTableStats {
   std::int64_t max_bucket_size = 0;
 };
 
+/// Options of an LshIndex beyond its hash tables. The defaults give classic
+/// hyperplane LSH (codes as lsh_hash computes them, no sketches).
+struct LshOptions {
+  /// Centre for hashing: when not empty (d floats), tables and sketches hash the unit
+  /// vector minus the centre, x/|x| - c, instead of x. Centring balances the bits of
+  /// data that sits in one cone (e.g. word embeddings), so buckets are even in size.
+  std::vector<float> center;
+  /// Sketch words per vector W in [0, 8]: 64*W further sign bits per vector, stored
+  /// contiguously per slot, plus a copy of word 0 beside every bucket entry so that
+  /// bucket members are filtered by Hamming distance without touching their rows.
+  int sketch_words = 0;
+  /// 64*W*d floats, row-major: the sketch hyperplanes (bit j of word w from row 64w+j).
+  std::vector<float> sketch_planes;
+};
+
+/// Search knobs of LshIndex::search.
+struct LshSearchParams {
+  std::int64_t num_probes = 1;  ///< buckets probed per table, >= 1
+  /// Classic path (rerank == 0), kCosine: int8 pre-rank keeps refine*k candidates for
+  /// the float32 pass (refine <= 0: every candidate in float32).
+  std::int64_t refine = 16;
+  /// > 0 (needs sketch_words > 0): only the rerank candidates nearest in sketch
+  /// Hamming distance go on. Bucket entries are filtered on word 0 (kept beside the
+  /// entry) with a running threshold that admits only entries that can still be among
+  /// the best `rerank * (W > 1 ? 4 : 1)`; with W > 1 the survivors are ranked again on
+  /// the full 64*W bits. Under kCosine with W == 1 or d <= 64 the index also keeps
+  /// the int8 copy, and the rerank survivors pass through the int8 stage (refine) as
+  /// above: one cache line per candidate for d <= 60 instead of ceil(d/16).
+  std::int64_t rerank = 0;
+  /// With rerank > 0: rank every stored vector's full sketch (a sequential popcount
+  /// scan) instead of probing buckets. Pays for small and medium collections.
+  bool scan = false;
+  int num_threads = 0;  ///< <= 0: simdex::default_num_threads()
+};
+
 /// Multi-table LSH index with exact re-ranking.
 ///
 /// Storage: the vectors once, row-major, in "slots" (append order); per table a
@@ -148,7 +183,17 @@ struct LshTableStats {
 /// remove() marks slots dead (they are skipped at once and never returned) and the
 /// index compacts itself (no re-hashing) once more than half of the slots are dead.
 ///
-/// Concurrent search() calls are safe; add/remove/reset take an exclusive lock.
+/// Candidate pipeline of a query (search): probe buckets (or scan all sketches) ->
+/// de-duplicate (visited bitmap, O(candidates) to clear) -> admit (one place: drops
+/// removed slots; a per-candidate predicate such as an id filter belongs there) ->
+/// [sketch filter] -> exact distance -> top-k with ties to the smaller id.
+///
+/// Cost floor with sketches (per query, L tables, P probes, E bucket entries read,
+/// R re-ranked rows): L*P bucket look-ups (~1-2 cache misses each), E * 12 bytes read
+/// sequentially (slot + word-0 sketch) with one popcount each, R random rows of 4*d
+/// bytes and 2*R*d flops. Scan mode: n * 8W bytes read sequentially + R rows.
+///
+/// Concurrent search() calls are safe; add/remove/reset/rebuild take an exclusive lock.
 class LshIndex {
  public:
   /// @param d          dimension >= 1
@@ -156,8 +201,14 @@ class LshIndex {
   /// @param hash_bits  K in [1, 64]
   /// @param planes     L*K*d floats, copied
   /// @param metric     re-ranking distance (hashing is always angular)
+  /// @param options    centring and sketches (see LshOptions), copied
   LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const float* planes,
-           Metric metric);
+           Metric metric, const LshOptions& options = LshOptions());
+
+  /// Replace the hash configuration (tables, centring, sketches) and re-hash every live
+  /// vector (removed slots are dropped). Ids and vectors are unchanged.
+  void rebuild(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options,
+               int num_threads = 0);
 
   /// Add n vectors (x: n*d floats, finite; ids: n distinct ids >= 0). With replace,
   /// an existing id is removed first; otherwise an existing id is an error.
@@ -183,7 +234,30 @@ class LshIndex {
   /// every candidate exactly). The returned distances are always exact.
   void search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
               float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
-              int num_threads = 0, std::int64_t refine = 16) const;
+              int num_threads = 0, std::int64_t refine = 16) const {
+    LshSearchParams p;
+    p.num_probes = num_probes;
+    p.num_threads = num_threads;
+    p.refine = refine;
+    search(q, nq, k, p, distances, ids, num_candidates);
+  }
+
+  /// search() with every knob (LshSearchParams). Results depend on the knobs, never on
+  /// the thread count. num_scanned (nq counts or nullptr): bucket entries (or, with
+  /// scan, sketches) examined per query; num_candidates: distinct live candidates found
+  /// (classic path) or, with rerank > 0, those that passed the sketch threshold.
+  void search(const float* q, std::int64_t nq, std::int64_t k, const LshSearchParams& params,
+              float* distances, idx_t* ids, std::int64_t* num_candidates = nullptr,
+              std::int64_t* num_scanned = nullptr) const;
+
+  /// Exact k-NN over the stored live vectors (ground truth for self-configuration).
+  void search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
+                    int num_threads = 0) const;
+
+  /// Ids of the live vectors in slot order (size() of them).
+  void live_ids(idx_t* out) const;
+  /// Mean of the stored live unit vectors x/|x| (d floats, summed in double in slot order).
+  void mean_unit(float* out) const;
 
   /// Copy n stored vectors into out (n*d floats). @throws UnknownId.
   void get_vectors(const idx_t* ids, std::int64_t n, float* out) const;
@@ -196,6 +270,7 @@ class LshIndex {
   std::int64_t dim() const { return d_; }
   std::int64_t num_tables() const { return L_; }
   int hash_bits() const { return K_; }
+  int sketch_words() const { return W_; }
   Metric metric() const { return metric_; }
 
   /// Occupancy of table t (0 <= t < L).
@@ -216,7 +291,19 @@ class LshIndex {
     std::vector<std::uint32_t> prefix;   // 2^prefix_bits + 1 positions into keys
     // Delta: (code, slot) pairs sorted ascending.
     std::vector<std::pair<std::uint64_t, std::uint32_t>> delta;
+    // With sketches: word 0 of the sketch of slots[i], beside it (same order).
+    BigVector<std::uint64_t> sk;
   };
+
+  void configure(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options);
+  /// Codes (table-major, n per table) and sketches (n*W words) of n rows; inv: 1/|x|.
+  void hash_rows(const float* x, std::int64_t n, const float* inv, std::uint64_t* codes,
+                 std::uint64_t* sketches, int num_threads) const;
+  void add_locked(const float* x, std::int64_t n, const idx_t* ids, const std::uint64_t* codes,
+                  const std::uint64_t* sketches, const float* inv, int num_threads);
+  void fill_table_sketch(Table& t) const;
+  void update_planar(std::size_t first_slot);  // skp_ from sk_ for slots >= first_slot
+  std::int64_t size_unlocked() const { return static_cast<std::int64_t>(slot_of_.size()); }
 
   void build_prefix(Table& t) const;
   void merge_delta(Table& t) const;
@@ -239,6 +326,12 @@ class LshIndex {
   int K_;
   Metric metric_;
   std::vector<float> planes_;
+  int W_ = 0;                       // sketch words per vector
+  std::vector<float> all_planes_;   // (L*K + 64W) * d: table planes, then sketch planes
+  std::vector<float> center_;       // d floats or empty
+  std::vector<float> offsets_;      // L*K + 64W: <center, plane> (centred hashing)
+  BigVector<std::uint64_t> sk_;     // slots * W sketch words
+  BigVector<std::uint64_t> skp_;    // the same, blocked planar (simd::hamming_planar) for the scan
   BigVector<float> data_;        // slots * d
   std::vector<float> inv_norm_;  // slots: 1/|x| (0 for a zero row), used by kCosine
   // kCosine pre-filter: int8 copy of each unit row plus its float scale in the row's

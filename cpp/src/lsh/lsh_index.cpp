@@ -152,23 +152,110 @@ void* huge_alloc(std::size_t bytes) {
 }
 
 LshIndex::LshIndex(std::int64_t d, std::int64_t num_tables, int hash_bits, const float* planes,
-                   Metric metric)
+                   Metric metric, const LshOptions& options)
     : d_(d), L_(num_tables), K_(hash_bits), metric_(metric) {
   SIMDEX_CHECK_ARG(d >= 1, "dim must be >= 1, got ", d);
+  code_stride_ = (d + 4 + 15) / 16 * 16;
+  configure(num_tables, hash_bits, planes, options);
+}
+
+void LshIndex::configure(std::int64_t num_tables, int hash_bits, const float* planes,
+                         const LshOptions& options) {
   SIMDEX_CHECK_ARG(num_tables >= 1 && num_tables <= 4096, "num_tables must be in [1, 4096], got ",
                    num_tables);
   SIMDEX_CHECK_ARG(hash_bits >= 1 && hash_bits <= kMaxHashBits, "hash_bits must be in [1, 64], got ",
                    hash_bits);
   SIMDEX_CHECK_ARG(planes != nullptr, "planes must not be null");
-  planes_.assign(planes, planes + num_tables * hash_bits * d);
-  code_stride_ = (d + 4 + 15) / 16 * 16;
-  tables_.resize(static_cast<std::size_t>(L_));
+  SIMDEX_CHECK_ARG(options.sketch_words >= 0 && options.sketch_words <= 8,
+                   "sketch_words must be in [0, 8] (0 to 512 sketch bits), got ", options.sketch_words);
+  SIMDEX_CHECK_ARG(options.sketch_planes.size() == static_cast<std::size_t>(64 * options.sketch_words * d_),
+                   "sketch_planes must hold 64 * sketch_words * dim = ", 64 * options.sketch_words * d_,
+                   " floats, got ", options.sketch_planes.size());
+  SIMDEX_CHECK_ARG(options.center.empty() || options.center.size() == static_cast<std::size_t>(d_),
+                   "center must be empty or hold dim = ", d_, " floats, got ", options.center.size());
+  for (float v : options.center) SIMDEX_CHECK_ARG(std::isfinite(v), "center must be finite");
+  for (float v : options.sketch_planes) SIMDEX_CHECK_ARG(std::isfinite(v), "sketch_planes must be finite");
+  L_ = num_tables;
+  K_ = hash_bits;
+  W_ = options.sketch_words;
+  planes_.assign(planes, planes + num_tables * hash_bits * d_);
+  all_planes_ = planes_;
+  all_planes_.insert(all_planes_.end(), options.sketch_planes.begin(), options.sketch_planes.end());
+  center_ = options.center;
+  const std::int64_t rows = L_ * K_ + 64 * W_;
+  offsets_.assign(static_cast<std::size_t>(rows), 0.0f);
+  if (!center_.empty())
+    for (std::int64_t r = 0; r < rows; ++r)
+      offsets_[r] = simd::dot(center_.data(), all_planes_.data() + r * d_, d_);
+  tables_.assign(static_cast<std::size_t>(L_), Table());
   for (auto& t : tables_) build_prefix(t);
+}
+
+void LshIndex::hash_rows(const float* x, std::int64_t n, const float* inv, std::uint64_t* codes,
+                         std::uint64_t* sketches, int num_threads) const {
+  // One GEMM per fixed block of rows against the table and sketch planes together.
+  // Without a centre the table bits are exactly lsh_hash's (<x, p> > 0); with one they
+  // are <x/|x| - c, p> > 0, i.e. <x, p> * (1/|x|) - <c, p> > 0.
+  constexpr std::int64_t kBlock = 256;
+  const std::int64_t LK = L_ * K_, rows = LK + 64 * W_;
+  const std::int64_t nblocks = (n + kBlock - 1) / kBlock;
+  const bool centred = !center_.empty();
+  int nt = num_threads > 0 ? num_threads : default_num_threads();
+  nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(nt, nblocks)));
+  std::vector<std::vector<float>> bufs(static_cast<std::size_t>(nt));
+  parallel_for(nblocks, nt, [&](std::int64_t b, int tid) {
+    const std::int64_t r0 = b * kBlock, cnt = std::min(kBlock, n - r0);
+    auto& buf = bufs[static_cast<std::size_t>(tid)];
+    buf.resize(static_cast<std::size_t>(kBlock * rows));
+    blas::gemm_abt(cnt, rows, d_, 1.0f, x + r0 * d_, all_planes_.data(), 0.0f, buf.data());
+    for (std::int64_t i = 0; i < cnt; ++i) {
+      float* pr = buf.data() + i * rows;
+      if (centred) {
+        const float s = inv[r0 + i];
+        for (std::int64_t r = 0; r < rows; ++r) pr[r] = pr[r] * s - offsets_[r];
+      }
+      for (std::int64_t t = 0; t < L_; ++t) {
+        std::uint64_t c = 0;
+        for (int j = 0; j < K_; ++j) c |= static_cast<std::uint64_t>(pr[t * K_ + j] > 0.0f) << j;
+        codes[t * n + r0 + i] = c;
+      }
+      for (int w = 0; w < W_; ++w) {
+        std::uint64_t c = 0;
+        const float* sp = pr + LK + 64 * w;
+        for (int j = 0; j < 64; ++j) c |= static_cast<std::uint64_t>(sp[j] > 0.0f) << j;
+        sketches[(r0 + i) * W_ + w] = c;
+      }
+    }
+  });
+}
+
+void LshIndex::update_planar(std::size_t first_slot) {
+  const std::size_t n = slot_id_.size(), W = static_cast<std::size_t>(W_);
+  if (W == 0) {
+    skp_ = {};
+    return;
+  }
+  const std::size_t blocks = (n + 7) / 8, b0 = first_slot / 8;
+  skp_.resize(blocks * 8 * W);
+  for (std::size_t b = b0; b < blocks; ++b)
+    for (std::size_t j = 0; j < 8; ++j) {
+      const std::size_t s = b * 8 + j;
+      for (std::size_t w = 0; w < W; ++w) skp_[b * 8 * W + w * 8 + j] = s < n ? sk_[s * W + w] : 0;
+    }
+}
+
+void LshIndex::fill_table_sketch(Table& t) const {
+  if (W_ == 0) {
+    t.sk = {};
+    return;
+  }
+  t.sk.resize(t.slots.size());
+  for (std::size_t i = 0; i < t.slots.size(); ++i) t.sk[i] = sk_[static_cast<std::size_t>(t.slots[i]) * W_];
 }
 
 std::int64_t LshIndex::size() const {
   std::shared_lock<RwLock> lock(mutex_);
-  return static_cast<std::int64_t>(slot_of_.size());
+  return size_unlocked();
 }
 
 void LshIndex::build_prefix(Table& t) const {
@@ -221,6 +308,7 @@ void LshIndex::finalize(Table& t, std::vector<std::uint64_t>& keys, BigVector<st
   }
   t.slots.swap(slots);
   build_prefix(t);
+  fill_table_sketch(t);
 }
 
 bool LshIndex::direct_pays(std::size_t entries) const {
@@ -254,6 +342,7 @@ void LshIndex::merge_delta_direct(Table& t, const std::uint64_t* new_codes, std:
   t.delta.clear();
   t.delta.shrink_to_fit();
   build_prefix(t);
+  fill_table_sketch(t);
 }
 
 void LshIndex::merge_delta(Table& t) const {
@@ -319,9 +408,6 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
                    int num_threads) {
   SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
   if (n == 0) return;
-  // Hash outside the lock (planes never change); this is the expensive part.
-  std::vector<std::uint64_t> codes(static_cast<std::size_t>(n * L_));  // table-major
-  lsh_hash(x, n, d_, planes_.data(), L_, K_, codes.data(), num_threads, /*table_major=*/true);
   std::vector<float> inv(static_cast<std::size_t>(n), 0.0f);
   compute_row_aux(x, n, d_, Metric::kCosine, inv.data());
 
@@ -341,26 +427,42 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
   const std::int64_t first = static_cast<std::int64_t>(slot_id_.size());
   SIMDEX_CHECK_ARG(first + n < std::int64_t{std::numeric_limits<std::uint32_t>::max()},
                    "an LSH index holds at most 2^32 - 2 vector slots; got ", first, " + ", n);
+  // Hashing may be interrupted (Ctrl-C): nothing has changed yet.
+  std::vector<std::uint64_t> codes(static_cast<std::size_t>(n * L_));  // table-major
+  std::vector<std::uint64_t> sketches(static_cast<std::size_t>(n * W_));
+  hash_rows(x, n, inv.data(), codes.data(), sketches.data(), num_threads);
   if (replace)
     for (std::int64_t i = 0; i < n; ++i)
       if (slot_of_.count(ids[i])) remove_locked(ids[i]);
+  add_locked(x, n, ids, codes.data(), sketches.data(), inv.data(), num_threads);
+}
 
+void LshIndex::add_locked(const float* x, std::int64_t n, const idx_t* ids, const std::uint64_t* codes,
+                          const std::uint64_t* sketches, const float* inv, int num_threads) {
+  const std::int64_t first = static_cast<std::int64_t>(slot_id_.size());
   data_.insert(data_.end(), x, x + n * d_);
-  inv_norm_.insert(inv_norm_.end(), inv.begin(), inv.end());
-  if (metric_ == Metric::kCosine) {
+  inv_norm_.insert(inv_norm_.end(), inv, inv + n);
+  sk_.insert(sk_.end(), sketches, sketches + n * W_);
+  // int8 stage: classic path, 64-bit sketches, and short rows (one cache line for d <= 60
+  // against 4 for the float row), where it halves the random reads of the re-rank.
+  const int nt = num_threads > 0 ? num_threads : default_num_threads();
+  if (metric_ == Metric::kCosine && (W_ <= 1 || d_ <= 64)) {
     codes8_.resize(static_cast<std::size_t>((first + n) * code_stride_));
-    for (std::int64_t i = 0; i < n; ++i)
-      quantize_unit_row(x + i * d_, d_, inv[i], code_stride_, codes8_.data() + (first + i) * code_stride_);
+    constexpr std::int64_t kRows = 4096;  // blocks of rows, so the threads share the work
+    run_uninterruptible((n + kRows - 1) / kRows, nt, [&](std::int64_t b) {
+      for (std::int64_t i = b * kRows; i < std::min(n, (b + 1) * kRows); ++i)
+        quantize_unit_row(x + i * d_, d_, inv[i], code_stride_, codes8_.data() + (first + i) * code_stride_);
+    });
   }
   slot_id_.insert(slot_id_.end(), ids, ids + n);
   dead_bits_.resize((slot_id_.size() + 63) / 64, 0);
   slot_of_.reserve(slot_of_.size() + static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(first + i));
 
-  const int nt = num_threads > 0 ? num_threads : default_num_threads();
+  update_planar(static_cast<std::size_t>(first));
   run_uninterruptible(L_, nt, [&](std::int64_t ti) {
     Table& t = tables_[static_cast<std::size_t>(ti)];
-    const std::uint64_t* tc = codes.data() + static_cast<std::size_t>(ti * n);
+    const std::uint64_t* tc = codes + static_cast<std::size_t>(ti * n);
     const std::size_t total_delta = t.delta.size() + static_cast<std::size_t>(n);
     const bool merge = total_delta > std::max(kMinDelta, t.slots.size() / 8);
     if (merge && direct_pays(t.slots.size() + total_delta)) {
@@ -377,6 +479,40 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
     std::inplace_merge(t.delta.begin(), t.delta.begin() + static_cast<std::ptrdiff_t>(old), t.delta.end());
     if (merge) merge_delta(t);
   });
+}
+
+void LshIndex::rebuild(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options,
+                       int num_threads) {
+  std::unique_lock<RwLock> lock(mutex_);
+  // Live rows in slot order (the order add() gave them), then a fresh configuration.
+  std::vector<float> x;
+  std::vector<idx_t> ids;
+  x.reserve(static_cast<std::size_t>(size_unlocked() * d_));
+  ids.reserve(static_cast<std::size_t>(size_unlocked()));
+  for (std::size_t s = 0; s < slot_id_.size(); ++s) {
+    if (slot_id_[s] < 0) continue;
+    x.insert(x.end(), data_.begin() + static_cast<std::ptrdiff_t>(s * d_),
+             data_.begin() + static_cast<std::ptrdiff_t>((s + 1) * d_));
+    ids.push_back(slot_id_[s]);
+  }
+  const std::int64_t n = static_cast<std::int64_t>(ids.size());
+  configure(num_tables, hash_bits, planes, options);  // validates first: on error nothing changed
+  data_ = {};
+  inv_norm_ = {};
+  codes8_ = {};
+  sk_ = {};
+  skp_ = {};
+  slot_id_ = {};
+  slot_of_ = {};
+  dead_ = 0;
+  dead_bits_ = {};
+  if (n == 0) return;
+  std::vector<float> inv(static_cast<std::size_t>(n), 0.0f);
+  compute_row_aux(x.data(), n, d_, Metric::kCosine, inv.data());
+  std::vector<std::uint64_t> codes(static_cast<std::size_t>(n * L_));
+  std::vector<std::uint64_t> sketches(static_cast<std::size_t>(n * W_));
+  hash_rows(x.data(), n, inv.data(), codes.data(), sketches.data(), num_threads);
+  add_locked(x.data(), n, ids.data(), codes.data(), sketches.data(), inv.data(), num_threads);
 }
 
 void LshIndex::remove_locked(idx_t id) {
@@ -412,6 +548,7 @@ void LshIndex::compact_locked() {
       if (!codes8_.empty())
         std::memcpy(codes8_.data() + live * code_stride_, codes8_.data() + s * code_stride_,
                     static_cast<std::size_t>(code_stride_));
+      for (int w = 0; w < W_; ++w) sk_[static_cast<std::size_t>(live) * W_ + w] = sk_[s * W_ + w];
     }
     remap[s] = live++;
   }
@@ -419,6 +556,8 @@ void LshIndex::compact_locked() {
   inv_norm_.resize(live);
   slot_id_.resize(live);
   if (!codes8_.empty()) codes8_.resize(static_cast<std::size_t>(live) * code_stride_);
+  sk_.resize(static_cast<std::size_t>(live) * W_);
+  update_planar(0);
   for (auto& kv : slot_of_) kv.second = remap[kv.second];
   dead_ = 0;
   dead_bits_.assign((static_cast<std::size_t>(live) + 63) / 64, 0);
@@ -446,6 +585,8 @@ void LshIndex::reset() {
   data_ = {};
   inv_norm_ = {};
   codes8_ = {};
+  sk_ = {};
+  skp_ = {};
   slot_id_ = {};
   slot_of_ = {};
   dead_ = 0;
@@ -456,44 +597,157 @@ void LshIndex::reset() {
   }
 }
 
-void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int64_t num_probes,
-                      float* distances, idx_t* labels, std::int64_t* num_candidates,
-                      int num_threads, std::int64_t refine) const {
+namespace {
+
+// Keep the `keep` entries with the smallest h (ties: first come), compacting cand/h in
+// place in their original order. hist: counts of h over the entries (size maxh + 1).
+void select_smallest(std::vector<std::uint32_t>& cand, std::vector<std::uint16_t>& h,
+                     std::vector<std::uint32_t>& hist, std::size_t keep) {
+  if (cand.size() <= keep) return;
+  std::size_t below = 0;
+  std::size_t T = 0;
+  while (below + hist[T] < keep) below += hist[T++];
+  std::size_t at_T = keep - below, w = 0;  // entries with h == T still admitted
+  for (std::size_t i = 0; i < cand.size(); ++i) {
+    if (h[i] < T || (h[i] == T && at_T > 0)) {
+      if (h[i] == T) --at_T;
+      cand[w] = cand[i];
+      h[w++] = h[i];
+    }
+  }
+  cand.resize(w);
+  h.resize(w);
+}
+
+}  // namespace
+
+void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, const LshSearchParams& params,
+                      float* distances, idx_t* ids, std::int64_t* num_candidates,
+                      std::int64_t* num_scanned) const {
   SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
-  SIMDEX_CHECK_ARG(num_probes >= 1, "num_probes must be >= 1, got ", num_probes);
+  SIMDEX_CHECK_ARG(params.num_probes >= 1, "num_probes must be >= 1, got ", params.num_probes);
   SIMDEX_CHECK_ARG(nq >= 0, "nq must be >= 0, got ", nq);
+  SIMDEX_CHECK_ARG(params.rerank >= 0, "rerank must be >= 0, got ", params.rerank);
   std::shared_lock<RwLock> lock(mutex_);
-  const std::int64_t LK = L_ * K_;
+  SIMDEX_CHECK_ARG(params.rerank == 0 || W_ > 0,
+                   "rerank > 0 needs sketches; build the index with sketch_words >= 1");
+  SIMDEX_CHECK_ARG(!params.scan || params.rerank > 0, "scan needs rerank > 0");
+  const std::int64_t num_probes = params.num_probes, refine = params.refine;
+  const bool sketch = params.rerank > 0;
+  const std::int64_t LK = L_ * K_, rows_all = LK + 64 * W_;
   const std::int64_t P = K_ < 63 ? std::min<std::int64_t>(num_probes, std::int64_t{1} << K_) : num_probes;
   const std::size_t nslots = slot_id_.size();
   const std::int64_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
+  const bool centred = !center_.empty();
+  // Budget of the word-0 filter: with more words the survivors are ranked again.
+  const std::size_t R = static_cast<std::size_t>(std::max<std::int64_t>(params.rerank, k));
+  const std::size_t budget0 = W_ > 1 ? 4 * R : R;
 
-  parallel_for(nblocks, num_threads, [&](std::int64_t b, int /*tid*/) {
+  parallel_for(nblocks, params.num_threads, [&](std::int64_t b, int /*tid*/) {
     const std::int64_t q0 = b * kQueryBlock, rows = std::min(kQueryBlock, nq - q0);
-    std::vector<float> proj(static_cast<std::size_t>(rows * LK));
-    blas::gemm_abt(rows, LK, d_, 1.0f, q + q0 * d_, planes_.data(), 0.0f, proj.data());
-    std::vector<std::uint64_t> codes(static_cast<std::size_t>(L_));
+    std::vector<float> proj(static_cast<std::size_t>(rows * rows_all));
+    blas::gemm_abt(rows, rows_all, d_, 1.0f, q + q0 * d_, all_planes_.data(), 0.0f, proj.data());
     std::vector<std::uint64_t> masks(static_cast<std::size_t>(P));
     std::vector<float> margins(static_cast<std::size_t>(K_)), qn(static_cast<std::size_t>(code_stride_), 0.0f);
     std::vector<std::uint32_t> cand;
+    std::vector<std::uint16_t> hd, hbuf;
+    std::vector<std::uint32_t> sel;
+    std::vector<std::uint32_t> hist;
     std::vector<float> scores, hv(static_cast<std::size_t>(k));
     std::vector<idx_t> cid, hi(static_cast<std::size_t>(k));
     std::vector<float> fv;
     std::vector<idx_t> fi;
     std::vector<std::uint64_t>& vis = t_visited;
     if (vis.size() < (nslots + 63) / 64) vis.resize((nslots + 63) / 64, 0);
-    const std::uint64_t* dead = dead_bits_.data();
-    const bool any_dead = dead_ > 0;
     std::vector<std::uint64_t> probe_code(static_cast<std::size_t>(L_ * P));
     std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges(static_cast<std::size_t>(L_ * P));
     std::vector<std::int64_t> probe_count(static_cast<std::size_t>(L_));
 
+    // Per query of the block: centred projections, table codes and sketch.
+    std::vector<std::uint64_t> codes_all(static_cast<std::size_t>(rows * L_));
+    std::vector<std::uint64_t> qsk_all(static_cast<std::size_t>(rows * std::max(W_, 1)), 0);
+    std::vector<float> qnorm2_all(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float* pr = proj.data() + r * rows_all;
+      const float* qv = q + (q0 + r) * d_;
+      const float qnorm2 = simd::dot(qv, qv, d_);
+      qnorm2_all[r] = qnorm2;
+      if (centred) {  // the query's projections of x/|x| - c, as for stored rows
+        const float s = qnorm2 > 0 ? 1.0f / std::sqrt(qnorm2) : 0.0f;
+        for (std::int64_t j = 0; j < rows_all; ++j) pr[j] = pr[j] * s - offsets_[j];
+      }
+      for (std::int64_t t = 0; t < L_; ++t) {
+        std::uint64_t c = 0;
+        for (int j = 0; j < K_; ++j) c |= static_cast<std::uint64_t>(pr[t * K_ + j] > 0.0f) << j;
+        codes_all[r * L_ + t] = c;
+      }
+      for (int w = 0; w < W_; ++w) {
+        std::uint64_t c = 0;
+        for (int j = 0; j < 64; ++j) c |= static_cast<std::uint64_t>(pr[LK + 64 * w + j] > 0.0f) << j;
+        qsk_all[r * W_ + w] = c;
+      }
+    }
+    const std::uint64_t* dead = dead_bits_.data();
+    const bool any_dead = dead_ > 0;
+    // The one place a candidate slot is admitted (after de-duplication, before any
+    // distance): removed slots stop here. A per-candidate predicate (e.g. an id filter:
+    // slot_id_[s]) belongs here too, so that refused ids use none of the budget.
+    auto admit = [&](std::uint32_t s) { return !any_dead || !(dead[s >> 6] >> (s & 63) & 1); };
+
+    // Sketch scan, batched: each chunk of sketches (64 KiB for 256 bits) is read from
+    // memory once and compared with every query of the block while it sits in L2. Per
+    // query the best R are kept with a running threshold (histogram); only positions
+    // at or under the chunk-start threshold are looked at one by one.
+    struct ScanState {
+      std::vector<std::uint32_t> cand;
+      std::vector<std::uint16_t> hd;
+      std::vector<std::uint32_t> hist;
+      std::size_t T = 0, n_le = 0;
+    };
+    std::vector<ScanState> scan_state;
+    if (sketch && params.scan) {
+      const std::size_t maxh = static_cast<std::size_t>(64 * W_);
+      scan_state.resize(static_cast<std::size_t>(rows));
+      for (auto& st : scan_state) {
+        st.hist.assign(maxh + 1, 0);
+        st.T = maxh;
+      }
+      constexpr std::size_t kChunk = 2048;  // a multiple of 8
+      hbuf.resize(kChunk);
+      sel.resize(kChunk);
+      const std::size_t padded = (nslots + 7) / 8 * 8;
+      for (std::size_t s0 = 0; s0 < padded; s0 += kChunk) {
+        const std::size_t cnt = std::min(kChunk, padded - s0);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          ScanState& st = scan_state[static_cast<std::size_t>(r)];
+          simd::hamming_planar(skp_.data() + s0 * W_, static_cast<std::int64_t>(cnt), W_,
+                               qsk_all.data() + r * W_, hbuf.data());
+          const std::int64_t m = simd::select_le(hbuf.data(), static_cast<std::int64_t>(cnt),
+                                                 static_cast<std::uint16_t>(st.T), sel.data());
+          for (std::int64_t e = 0; e < m; ++e) {
+            const std::uint16_t h = hbuf[sel[e]];
+            const std::uint32_t s = static_cast<std::uint32_t>(s0 + sel[e]);
+            if (h > st.T || s >= nslots || !admit(s)) continue;
+            st.cand.push_back(s);
+            st.hd.push_back(h);
+            ++st.hist[h];
+            ++st.n_le;
+            while (st.T > 0 && st.n_le - st.hist[st.T] >= R) st.n_le -= st.hist[st.T--];
+          }
+        }
+      }
+    }
 
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t qi = q0 + r;
-      const float* pr = proj.data() + r * LK;
-      lsh_pack_signs(pr, 1, L_, K_, codes.data());
+      float* pr = proj.data() + r * rows_all;
+      const float* qv = q + qi * d_;
+      const float qnorm2 = qnorm2_all[r];
+      const std::uint64_t* codes = codes_all.data() + r * L_;
+      const std::uint64_t* qsk = qsk_all.data() + r * std::max(W_, 1);
       cand.clear();
+      hd.clear();
+      std::int64_t scanned = 0;
       std::uint64_t* vbits = vis.data();
       auto visit = [&](std::uint32_t s) {
         const std::uint64_t bit = std::uint64_t{1} << (s & 63);
@@ -503,53 +757,122 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
           cand.push_back(s);
         }
       };
-      // Three passes so that memory latency overlaps: (1) probe codes of every table,
-      // prefetching their offsets; (2) bucket ranges, prefetching their first slots;
-      // (3) the slots themselves.
-      for (std::int64_t t = 0; t < L_; ++t) {
-        for (int j = 0; j < K_; ++j) margins[j] = std::fabs(pr[t * K_ + j]);
-        const std::int64_t np = lsh_probe_masks(margins.data(), K_, P, masks.data());
-        probe_count[t] = np;
-        for (std::int64_t p = 0; p < np; ++p) probe_code[t * P + p] = codes[t] ^ masks[p];
-      }
-      for (std::int64_t t = 0; t < L_; ++t) {
-        const Table& tab = tables_[static_cast<std::size_t>(t)];
-        if (tab.direct)
-          for (std::int64_t p = 0; p < probe_count[t]; ++p)
-            SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.offs.data() + probe_code[t * P + p]));
-      }
-      for (std::int64_t t = 0; t < L_; ++t) {
-        const Table& tab = tables_[static_cast<std::size_t>(t)];
-        for (std::int64_t p = 0; p < probe_count[t]; ++p) {
-          const auto rg = main_range(tab, probe_code[t * P + p]);
-          ranges[t * P + p] = rg;
-          if (rg.second > rg.first)
-            SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.slots.data() + rg.first));
-        }
-      }
-      for (std::int64_t t = 0; t < L_; ++t) {
-        const Table& tab = tables_[static_cast<std::size_t>(t)];
-        const std::uint32_t* sl = tab.slots.data();
-        for (std::int64_t p = 0; p < probe_count[t]; ++p) {
-          const auto rg = ranges[t * P + p];
-          for (std::uint32_t i = rg.first; i < rg.second; ++i) visit(sl[i]);
-          for_each_in_delta(tab, probe_code[t * P + p], visit);
-        }
-      }
 
-      // Clear the visited words, then drop removed slots.
-      for (std::uint32_t s : cand) vbits[s >> 6] = 0;
-      if (any_dead) {
-        std::size_t w = 0;
-        for (std::uint32_t s : cand)
-          if (!(dead[s >> 6] >> (s & 63) & 1)) cand[w++] = s;
-        cand.resize(w);
+      if (sketch && params.scan) {
+        ScanState& st = scan_state[static_cast<std::size_t>(r)];
+        cand.swap(st.cand);
+        hd.swap(st.hd);
+        hist.swap(st.hist);
+        scanned = static_cast<std::int64_t>(nslots);
+        if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
+        select_smallest(cand, hd, hist, R);
+      } else {
+        // Probe codes of every table (prefetching their offsets), then bucket ranges
+        // (prefetching their first entries), then the entries, so latencies overlap.
+        for (std::int64_t t = 0; t < L_; ++t) {
+          for (int j = 0; j < K_; ++j) margins[j] = std::fabs(pr[t * K_ + j]);
+          const std::int64_t np = lsh_probe_masks(margins.data(), K_, P, masks.data());
+          probe_count[t] = np;
+          for (std::int64_t p = 0; p < np; ++p) probe_code[t * P + p] = codes[t] ^ masks[p];
+        }
+        for (std::int64_t t = 0; t < L_; ++t) {
+          const Table& tab = tables_[static_cast<std::size_t>(t)];
+          if (tab.direct)
+            for (std::int64_t p = 0; p < probe_count[t]; ++p)
+              SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.offs.data() + probe_code[t * P + p]));
+        }
+        for (std::int64_t t = 0; t < L_; ++t) {
+          const Table& tab = tables_[static_cast<std::size_t>(t)];
+          for (std::int64_t p = 0; p < probe_count[t]; ++p) {
+            const auto rg = main_range(tab, probe_code[t * P + p]);
+            ranges[t * P + p] = rg;
+            if (rg.second > rg.first) {
+              SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.slots.data() + rg.first));
+              if (sketch) SIMDEX_PREFETCH(reinterpret_cast<const char*>(tab.sk.data() + rg.first));
+            }
+          }
+        }
+        if (!sketch) {
+          for (std::int64_t t = 0; t < L_; ++t) {
+            const Table& tab = tables_[static_cast<std::size_t>(t)];
+            const std::uint32_t* sl = tab.slots.data();
+            for (std::int64_t p = 0; p < probe_count[t]; ++p) {
+              const auto rg = ranges[t * P + p];
+              scanned += rg.second - rg.first;
+              for (std::uint32_t i = rg.first; i < rg.second; ++i) visit(sl[i]);
+              for_each_in_delta(tab, probe_code[t * P + p], visit);
+            }
+          }
+          for (std::uint32_t s : cand) vbits[s >> 6] = 0;  // clear only the words we set
+          std::size_t w = 0;
+          for (std::uint32_t s : cand)
+            if (admit(s)) cand[w++] = s;
+          cand.resize(w);
+          if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
+        } else {
+          // Word-0 filter beside the entries: h > T cannot be among the best budget0
+          // (T only falls), so such entries are skipped without touching the slot.
+          hist.assign(65, 0);
+          std::size_t T = 64, n_le = 0;
+          auto offer = [&](std::uint32_t s, std::uint16_t h) {
+            const std::uint64_t bit = std::uint64_t{1} << (s & 63);
+            std::uint64_t& wd = vbits[s >> 6];
+            if (wd & bit) return;
+            wd |= bit;
+            cand.push_back(s);  // kept for clearing; admitted entries also get h
+            if (!admit(s)) {
+              hd.push_back(0xFFFF);
+              return;
+            }
+            hd.push_back(h);
+            ++hist[h];
+            ++n_le;
+            while (T > 0 && n_le - hist[T] >= budget0) n_le -= hist[T--];
+          };
+          for (std::int64_t t = 0; t < L_; ++t) {
+            const Table& tab = tables_[static_cast<std::size_t>(t)];
+            const std::uint32_t* sl = tab.slots.data();
+            for (std::int64_t p = 0; p < probe_count[t]; ++p) {
+              const auto rg = ranges[t * P + p];
+              const std::size_t cnt = rg.second - rg.first;
+              scanned += static_cast<std::int64_t>(cnt);
+              if (cnt) {
+                if (hbuf.size() < cnt) hbuf.resize(cnt);
+                simd::hamming(tab.sk.data() + rg.first, static_cast<std::int64_t>(cnt), 1, qsk, hbuf.data());
+                for (std::size_t i = 0; i < cnt; ++i)
+                  if (hbuf[i] <= T) offer(sl[rg.first + i], hbuf[i]);
+              }
+              for_each_in_delta(tab, probe_code[t * P + p], [&](std::uint32_t s) {
+                ++scanned;
+                const std::uint16_t h = static_cast<std::uint16_t>(
+                    __builtin_popcountll(sk_[static_cast<std::size_t>(s) * W_] ^ qsk[0]));
+                if (h <= T) offer(s, h);
+              });
+            }
+          }
+          for (std::uint32_t s : cand) vbits[s >> 6] = 0;
+          std::size_t w = 0;  // drop the refused and those above the final threshold
+          for (std::size_t i = 0; i < cand.size(); ++i)
+            if (hd[i] <= T) {
+              cand[w] = cand[i];
+              hd[w++] = hd[i];
+            }
+          cand.resize(w);
+          hd.resize(w);
+          if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
+          select_smallest(cand, hd, hist, budget0);
+          if (W_ > 1 && cand.size() > R) {  // rank the survivors on all 64*W bits
+            simd::hamming_gather(sk_.data(), cand.data(), static_cast<std::int64_t>(cand.size()), W_, qsk,
+                                 hd.data());
+            hist.assign(static_cast<std::size_t>(64 * W_) + 1, 0);
+            for (std::uint16_t h : hd) ++hist[h];
+            select_smallest(cand, hd, hist, R);
+          }
+        }
       }
-      if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
+      if (num_scanned) num_scanned[qi] = scanned;
 
       // Exact re-rank: scores (higher is better), then the SIMD top-k filter.
-      const float* qv = q + qi * d_;
-      float qnorm2 = simd::dot(qv, qv, d_);
       if (metric_ == Metric::kCosine) {
         const float inv = qnorm2 > 0 ? 1.0f / std::sqrt(qnorm2) : 0.0f;
         for (std::int64_t j = 0; j < d_; ++j) qn[j] = qv[j] * inv;
@@ -557,7 +880,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
       }
       std::size_t nc = cand.size();
       const std::int64_t keep = refine > 0 ? refine * k : 0;
-      if (metric_ == Metric::kCosine && keep > 0 && static_cast<std::int64_t>(nc) > keep) {
+      if (!codes8_.empty() && keep > 0 && static_cast<std::int64_t>(nc) > keep) {
         // Pre-filter: int8 scores (one cache line per candidate), keep the best refine*k.
         scores.resize(nc);
         constexpr std::size_t kAhead8 = 24;
@@ -582,10 +905,11 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
       scores.resize(nc);
       cid.resize(nc);
       constexpr std::size_t kAhead = 12;
+      const std::size_t row_bytes = static_cast<std::size_t>(d_) * 4;
       for (std::size_t c = 0; c < nc; ++c) {
         if (c + kAhead < nc) {
           const char* pf = reinterpret_cast<const char*>(data_.data() + cand[c + kAhead] * d_);
-          for (std::int64_t off = 0; off < d_ * 4; off += 64) SIMDEX_PREFETCH(pf + off);
+          for (std::size_t off = 0; off < row_bytes; off += 64) SIMDEX_PREFETCH(pf + off);
         }
         const std::uint32_t s = cand[c];
         const float* xv = data_.data() + static_cast<std::size_t>(s) * d_;
@@ -602,7 +926,7 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
       if (nc) heap_push_block(scores.data(), static_cast<std::int64_t>(nc), cid.data(), 0, k, hv.data(), hi.data());
       heap_sort_best_first(k, hv.data(), hi.data());
       float* od = distances + qi * k;
-      idx_t* oi = labels + qi * k;
+      idx_t* oi = ids + qi * k;
       for (std::int64_t r2 = 0; r2 < k; ++r2) {
         if (hi[r2] == kEmptyId) {
           od[r2] = std::numeric_limits<float>::infinity();
@@ -627,6 +951,55 @@ void LshIndex::search(const float* q, std::int64_t nq, std::int64_t k, std::int6
         }
     }
   });
+}
+
+void LshIndex::search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
+                            int num_threads) const {
+  SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
+  std::shared_lock<RwLock> lock(mutex_);
+  const std::int64_t nslots = static_cast<std::int64_t>(slot_id_.size());
+  // Removed slots still hold their rows: ask for k + dead and drop them.
+  const std::int64_t kk = std::min<std::int64_t>(std::max<std::int64_t>(nslots, 1), k + dead_);
+  std::vector<float> D(static_cast<std::size_t>(nq * kk));
+  std::vector<idx_t> I(static_cast<std::size_t>(nq * kk));
+  std::vector<float> aux(static_cast<std::size_t>(nslots));
+  compute_row_aux(data_.data(), nslots, d_, metric_, aux.data());
+  KnnParams kp;
+  kp.num_threads = num_threads;
+  knn_exact(q, nq, data_.data(), nslots, d_, kk, metric_, aux.data(), slot_id_.data(), D.data(), I.data(), kp);
+  for (std::int64_t i = 0; i < nq; ++i) {
+    std::int64_t w = 0;
+    for (std::int64_t j = 0; j < kk && w < k; ++j) {
+      const idx_t id = I[i * kk + j];
+      if (id < 0) continue;  // a removed slot (id -1) or padding
+      distances[i * k + w] = D[i * kk + j];
+      ids[i * k + w++] = id;
+    }
+    for (; w < k; ++w) {
+      distances[i * k + w] = std::numeric_limits<float>::infinity();
+      ids[i * k + w] = -1;
+    }
+  }
+}
+
+void LshIndex::live_ids(idx_t* out) const {
+  std::shared_lock<RwLock> lock(mutex_);
+  std::int64_t w = 0;
+  for (idx_t id : slot_id_)
+    if (id >= 0) out[w++] = id;
+}
+
+void LshIndex::mean_unit(float* out) const {
+  std::shared_lock<RwLock> lock(mutex_);
+  std::vector<double> acc(static_cast<std::size_t>(d_), 0.0);
+  std::int64_t n = 0;
+  for (std::size_t s = 0; s < slot_id_.size(); ++s) {
+    if (slot_id_[s] < 0) continue;
+    const float* x = data_.data() + s * d_;
+    for (std::int64_t j = 0; j < d_; ++j) acc[j] += static_cast<double>(x[j]) * inv_norm_[s];
+    ++n;
+  }
+  for (std::int64_t j = 0; j < d_; ++j) out[j] = n ? static_cast<float>(acc[j] / n) : 0.0f;
 }
 
 void LshIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
@@ -687,7 +1060,8 @@ std::int64_t LshIndex::memory_bytes() const {
   std::shared_lock<RwLock> lock(mutex_);
   std::int64_t b = static_cast<std::int64_t>(data_.capacity() * sizeof(float) +
                                              inv_norm_.capacity() * sizeof(float) +
-                                             codes8_.capacity() +
+                                             codes8_.capacity() + sk_.capacity() * 8 +
+                                             all_planes_.capacity() * sizeof(float) + skp_.capacity() * 8 +
                                              slot_id_.capacity() * sizeof(idx_t) +
                                              planes_.capacity() * sizeof(float));
   // unordered_map: a node (key, value, next pointer, cached hash) plus a bucket pointer.
@@ -695,7 +1069,7 @@ std::int64_t LshIndex::memory_bytes() const {
   for (const auto& t : tables_)
     b += static_cast<std::int64_t>(t.keys.capacity() * 8 + t.offs.capacity() * 4 +
                                    t.slots.capacity() * 4 + t.prefix.capacity() * 4 +
-                                   t.delta.capacity() * 16);
+                                   t.delta.capacity() * 16 + t.sk.capacity() * 8);
   return b;
 }
 

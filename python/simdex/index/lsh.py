@@ -51,21 +51,48 @@ class LSHIndex(Index):
     :func:`simdex.load_index` / ``len``); results are approximate (a true neighbour
     may be missed) but the distances returned are exact.
 
+    **Self-configuring by default.** ``LSHIndex(dim)`` (no tuning argument, or only
+    ``target_recall``) chooses its own structure at the first search after the data
+    grew (or shrank) by more than 2x: it centres the hashing on the data's mean
+    direction and measures recall@10 on up to 300 of its own vectors (as queries,
+    their own ids removed) for (a) centred buckets over a probe grid and (b) the
+    sketch scan over a re-rank grid, and keeps the cheapest setting (modelled cache
+    lines and popcounts per query) that reaches ``target_recall`` + 0.015 on that
+    sample. The choice is deterministic (no timings); ``stats()["autoconfig"]`` says
+    what was chosen, the sample recall and the seconds it took. Passing any of
+    ``num_tables``, ``hash_bits``, ``num_probes``, ``sketch_bits`` or ``rerank`` gives
+    a fixed configuration instead (unset ones take 16, 14, 8, 0, 0).
+
     Args:
         dim: Vector dimension.
         num_tables: Hash tables L (more: higher recall, more memory and time).
         hash_bits: Bits per table K in [1, 64] (more: smaller buckets, fewer candidates).
             A good start is about ``log2(n) - 4``; :meth:`tune` picks it from data.
         num_probes: Buckets probed per table by default (1 = the query's own bucket).
-        seed: Seed of the hyperplanes (see :class:`RandomProjection`).
+        seed: Seed of the hyperplanes (see :class:`RandomProjection`) and sketches.
         metric: Re-ranking distance, ``"cosine"`` (default; the hash family is built
             for it), or ``"ip"``, ``"l2"``, ``"sql2"`` (hashing stays angular, so these
             only make sense for roughly normalised data).
-        refine: Under ``"cosine"``, when a query has more than ``refine * k``
-            candidates, an int8 copy of the unit vectors (one cache line each for
-            dim <= 64) ranks them first and only the best ``refine * k`` are re-ranked
+        refine: Under ``"cosine"``, when more than ``refine * k`` candidates reach the
+            exact stage, an int8 copy of the unit vectors (one cache line each for
+            dim <= 60) ranks them first and only the best ``refine * k`` are re-ranked
             with the float32 vectors; 0 re-ranks every candidate in float32. Returned
             distances are exact either way.
+        target_recall: Recall@10 the self-configuration aims at (default 0.9); only
+            for a self-configuring index.
+        sketch_bits: Sign bits of further random projections kept per vector (a
+            multiple of 64, at most 512; default 128 when ``rerank`` is given, else 0).
+            Word 0 is also stored beside every bucket entry.
+        rerank: With sketches: only the ``rerank`` candidates nearest in sketch Hamming
+            distance go on to the int8 / exact stage (bucket entries farther than the
+            running threshold are dropped without touching their vectors); 0 = every
+            candidate (classic).
+        scan: With ``rerank``: rank the sketches of all stored vectors (a sequential,
+            batched popcount scan) instead of probing buckets; pays for small and
+            medium collections.
+        center: Hash ``x/|x| - c`` with ``c`` the mean direction of the first batch
+            added (the self-configuration always centres). Balances the buckets of
+            data that lies in one cone, e.g. word embeddings.
         device: ``"cpu"`` (default) or ``"cuda"``. With ``"cuda"`` the vectors and ids
             stay in the host store (add / remove / save work as on the CPU) and searches
             run on GPU tables (:class:`simdex.gpu.GpuLSHIndex`: same hyperplanes, CUB-sorted
@@ -73,7 +100,9 @@ class LSHIndex(Index):
             from the store on the first search after a change. The GPU keeps a second copy
             of the vectors. Queries may be device arrays (CuPy, PyTorch, ...): results
             come back as the same kind. ``num_probes`` is then at most
-            ``min(17, hash_bits + 1)``; ``refine`` and ``num_threads`` are ignored.
+            ``min(17, hash_bits + 1)``; ``refine`` and ``num_threads`` are ignored. A
+            CUDA index does not configure itself (no tuning argument gives the classic
+            16 tables x 14 bits x 8 probes) and has no sketches.
 
     Example:
         >>> import numpy as np
@@ -88,21 +117,68 @@ class LSHIndex(Index):
     def __init__(
         self,
         dim: int,
-        num_tables: int = 16,
-        hash_bits: int = 14,
-        num_probes: int = 8,
+        num_tables: int | None = None,
+        hash_bits: int | None = None,
+        num_probes: int | None = None,
         seed: int = 0,
         metric: str = "cosine",
         refine: int = 16,
         *,
+        target_recall: float | None = None,
+        sketch_bits: int | None = None,
+        rerank: int | None = None,
+        scan: bool = False,
+        center: bool = False,
         device: str = "cpu",
     ) -> None:
         super().__init__(dim, metric, device)
-        self.num_probes = check_int(num_probes, "num_probes", 1, MAX_PROBES)
+        explicit = any(v is not None for v in (num_tables, hash_bits, num_probes, rerank, sketch_bits))
+        if target_recall is not None and explicit:
+            raise ValueError(
+                "target_recall applies to a self-configuring index: leave num_tables, hash_bits, "
+                "num_probes, sketch_bits and rerank unset (or call tune() for an explicit grid)"
+            )
+        self.auto = not explicit and self.device == "cpu"
+        self.target_recall = 0.9 if target_recall is None else float(target_recall)
+        if not 0.0 < self.target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
         self.refine = check_int(refine, "refine", 0)
-        self.projection = RandomProjection(self.dim, num_tables, hash_bits, seed)
+        if self.auto:  # placeholders until the first search configures the index
+            num_tables, hash_bits, num_probes = 1, 1, 1
+        self.num_probes = check_int(8 if num_probes is None else num_probes, "num_probes", 1, MAX_PROBES)
+        self.rerank = check_int(0 if rerank is None else rerank, "rerank", 0)
+        if sketch_bits is None:
+            sketch_bits = 128 if self.rerank else 0
+        sketch_bits = check_int(sketch_bits, "sketch_bits", 0, 512)
+        if sketch_bits % 64:
+            raise ValueError(f"sketch_bits must be a multiple of 64 in [0, 512], got {sketch_bits}")
+        if self.rerank and not sketch_bits:
+            raise ValueError("rerank > 0 ranks candidates by their sketches: pass sketch_bits >= 64")
+        self.scan = bool(scan)
+        if self.scan and not self.rerank:
+            raise ValueError("scan=True ranks every sketch and re-ranks the best: pass rerank >= 1")
+        if self.device == "cuda":
+            if sketch_bits or center:
+                raise ValueError("sketches and centring are CPU features; use device='cpu'")
+        self.projection = RandomProjection(
+            self.dim, 16 if num_tables is None else num_tables, 14 if hash_bits is None else hash_bits, seed
+        )
+        self.sketch_bits = sketch_bits
+        self._center: np.ndarray | None = None
+        self._center_wanted = bool(center)
+        self._configured_size = 0
+        self.autoconfig: dict[str, Any] = {}
         self._store = self._new_store(self.projection)
+        if self._center_wanted and not self.auto:
+            self._center = np.zeros(self.dim, np.float32)  # set from the data at the first add
         self._last_candidates = float("nan")
+        self._last_scanned = float("nan")
+
+    def _sketch_planes(self) -> np.ndarray | None:
+        if not self.sketch_bits:
+            return None
+        rng = np.random.default_rng([self.seed, 1])
+        return rng.standard_normal((self.sketch_bits, self.dim), dtype=np.float32)
 
     def _new_store(self, projection: RandomProjection) -> Any:
         return new_store(
@@ -113,7 +189,17 @@ class LSHIndex(Index):
             planes=projection.flat,
             num_tables=projection.num_tables,
             hash_bits=projection.hash_bits,
+            center=self._center,
+            sketch_words=self.sketch_bits // 64,
+            sketch_planes=self._sketch_planes(),
         )
+
+    def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
+        super()._backend_add(x, ids, replace)
+        if self._center_wanted and self._center is not None and not self._center.any() and len(self._store):
+            # center=True: the mean direction of the first batch, fixed from then on.
+            self._center = self._store.mean_unit()
+            self._rebuild(self.num_tables, self.hash_bits)
 
     @property
     def num_tables(self) -> int:
@@ -128,40 +214,197 @@ class LSHIndex(Index):
         return self.projection.seed
 
     # -- Index hooks ----------------------------------------------------------------------
-    def _options(self, num_probes: int | None, num_threads: int | None, refine: int | None) -> dict[str, int]:
+    def _options(
+        self,
+        num_probes: int | None,
+        num_threads: int | None,
+        refine: int | None,
+        rerank: int | None = None,
+    ) -> dict[str, int]:
         return {
-            "num_probes": (
-                self.num_probes if num_probes is None else check_int(num_probes, "num_probes", 1, MAX_PROBES)
-            ),
+            "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1, MAX_PROBES),
             "num_threads": check_num_threads(num_threads),
             "refine": self.refine if refine is None else check_int(refine, "refine", 0),
+            "rerank": None if rerank is None else check_int(rerank, "rerank", 0),
         }
 
     def _backend_search(
         self, q: np.ndarray, k: int, options: Mapping[str, Any]
     ) -> tuple[np.ndarray, np.ndarray]:
-        D, ids, cand = self._store.search(
-            q, k, options["num_probes"], num_threads=options["num_threads"], refine=options["refine"]
+        if self.device == "cuda":
+            probes = self.num_probes if options["num_probes"] is None else options["num_probes"]
+            D, ids, cand = self._store.search(q, k, probes)
+            self._last_candidates = self._last_scanned = float("nan")  # the kernel does not count them
+            return D, ids
+        if self.auto:
+            self._maybe_configure()  # chooses num_probes / rerank: read them after this
+        probes = self.num_probes if options["num_probes"] is None else options["num_probes"]
+        rer = self.rerank if options["rerank"] is None else options["rerank"]
+        if rer and not self.sketch_bits:
+            raise ValueError("rerank > 0 needs sketches: build the index with sketch_bits >= 64")
+        D, ids, cand, scanned = self._store.search(
+            q,
+            k,
+            probes,
+            num_threads=options["num_threads"],
+            refine=options["refine"],
+            rerank=rer,
+            scan=self.scan and rer > 0,
         )
-        # Distinct candidates re-ranked per query (NaN on the GPU: its kernel does not count them).
+        # Distinct candidates per query, and bucket entries (or sketches) examined.
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
+        self._last_scanned = float(scanned.mean()) if scanned.size else 0.0
         return D, ids
 
     def _device_search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
-        self._last_candidates = float("nan")
-        return self._store.search_device(queries, k, options["num_probes"])
+        self._last_candidates = self._last_scanned = float("nan")
+        probes = self.num_probes if options["num_probes"] is None else options["num_probes"]
+        return self._store.search_device(queries, k, probes)
+
+    # -- self-configuration ---------------------------------------------------------------
+    def _rebuild(self, num_tables: int, hash_bits: int) -> None:
+        projection = RandomProjection(self.dim, num_tables, hash_bits, self.seed)
+        self._store.rebuild(
+            num_tables,
+            hash_bits,
+            projection.flat,
+            center=self._center,
+            sketch_words=self.sketch_bits // 64,
+            sketch_planes=self._sketch_planes(),
+        )
+        self.projection = projection
+
+    def _needs_configure(self) -> bool:
+        n, done = len(self._store), self._configured_size
+        return n > 0 and (done == 0 or n > 2 * done or 4 * n < done)
+
+    def _maybe_configure(self) -> None:
+        if not self._needs_configure():  # the common case: no lock taken
+            return
+        with self._lock:
+            if self._needs_configure():
+                self._configure()
+
+    def _configure(self, k: int = 10) -> None:
+        """Choose the structure and search knobs for the stored data (self-configuration).
+
+        Deterministic: a function of the data and the seed, never of timings. Recall@k
+        is measured on a sample of up to 300 stored vectors used as queries (each one's
+        own id removed from its answers) against exact neighbours over the store, for
+        two structures: (1) centred hyperplane buckets, ``hash_bits = round(log2 n) - 1``
+        and 16 / 24 / 32 tables for n below 20k / 100k / above, probes 1 .. 256 with the
+        int8 pre-rank; (2) where the sketches take at most 256 MiB, the sketch scan (256
+        bits for dim <= 128, else 512) with re-rank widths 10 .. 4096 (steps ~1.4x). The
+        setting of least modelled cost (cache lines, popcounts and bucket look-ups per
+        query, constants measured on this code) whose sample recall reaches
+        ``target_recall + 0.015`` wins (else the highest recall), and the index is left
+        built that way. Cost at build: one or two re-hashes of the data plus a few
+        hundred sample searches per setting tried (``stats()["autoconfig"]["seconds"]``).
+        """
+        t0 = time.perf_counter()
+        store = self._store
+        n, dim = len(store), self.dim
+        self._center = store.mean_unit()
+        rng = np.random.default_rng([self.seed, 2])
+        sample = np.sort(rng.choice(store.live_ids(), size=min(n, 300), replace=False))
+        qs = store.get_vectors(sample)
+        kk = min(k, n - 1)
+        rows: list[dict[str, Any]] = []
+        goal = min(1.0, self.target_recall + 0.015)
+        row_lines = math.ceil(dim * 4 / 64)
+        int8_lines = math.ceil((dim + 4) / 64)
+        bits = int(min(24, max(4, round(math.log2(max(n, 16))) - 1)))
+        tables = 32 if n >= 100_000 else 24 if n >= 20_000 else 16
+        scan_words = 4 if dim <= 128 else 8
+        structures: list[tuple[str, int, int, int]] = []  # (mode, tables, bits, sketch words)
+        if n * scan_words * 8 <= 256 << 20:
+            structures.append(("scan", 1, 1, scan_words))
+        structures.append(("buckets", tables, bits, 0))
+        if kk < 1:
+            structures = structures[:1]
+        truth = None
+        for mode, L, K, W in structures:
+            self.sketch_bits = 64 * W
+            self._rebuild(L, K)
+            if kk < 1:
+                rows.append({"mode": mode, "num_probes": 1, "rerank": 1, "recall": 1.0, "cost": 0.0})
+                break
+            if truth is None:
+                _, truth = store.search_exact(qs, kk + 1)
+                truth = _drop_self(truth, sample, kk)
+            if mode == "scan":
+                for rer in [r for r in _RERANK_GRID if r >= kk]:
+                    _, found, _, _ = store.search(qs, kk + 1, 1, rerank=rer, scan=True)
+                    rec = _recall(_drop_self(found, sample, kk), truth)
+                    cost = n * W * 0.12 + rer * (60 + 8 * row_lines)
+                    rows.append({"mode": mode, "num_probes": 1, "rerank": rer, "recall": rec, "cost": cost})
+                    if rec >= goal or rer >= n:
+                        break
+            else:
+                for probes in _PROBE_GRID:
+                    _, found, cand, _ = store.search(qs, kk + 1, probes, refine=self.refine)
+                    rec = _recall(_drop_self(found, sample, kk), truth)
+                    c = float(np.mean(cand))
+                    cost = (
+                        L * probes * 90
+                        + c * (15 + 8 * int8_lines)
+                        + min(c, self.refine * kk) * (15 + 8 * row_lines)
+                    )
+                    rows.append(
+                        {"mode": mode, "num_probes": probes, "rerank": 0, "recall": rec, "cost": cost}
+                    )
+                    cheapest = min((r["cost"] for r in rows if r["recall"] >= goal), default=math.inf)
+                    if rec >= goal or cost > cheapest:  # more probes only cost more
+                        break
+        good = [r for r in rows if r["recall"] >= goal]
+        best = (
+            min(good, key=lambda r: r["cost"]) if good else max(rows, key=lambda r: (r["recall"], -r["cost"]))
+        )
+        mode = best["mode"]
+        chosen = next(st for st in structures if st[0] == mode)
+        if chosen != structures[len(structures) - 1 if kk >= 1 else 0]:
+            self.sketch_bits = 64 * chosen[3]
+            self._rebuild(chosen[1], chosen[2])
+        self.scan, self.num_probes, self.rerank = mode == "scan", int(best["num_probes"]), int(best["rerank"])
+        self._configured_size = n
+        self.autoconfig = {
+            "size": n,
+            "mode": mode,
+            "num_tables": self.num_tables,
+            "hash_bits": self.hash_bits,
+            "sketch_bits": self.sketch_bits,
+            "num_probes": self.num_probes,
+            "rerank": self.rerank,
+            "sample_recall": float(best["recall"]),
+            "reached_target": bool(good),
+            "seconds": time.perf_counter() - t0,
+            "tried": rows,
+        }
 
     def _params(self) -> dict[str, Any]:
+        if self.auto and len(self._store):
+            self._maybe_configure()  # save the configured index, not the placeholder
         return {
             "num_tables": self.num_tables,
             "hash_bits": self.hash_bits,
             "num_probes": self.num_probes,
             "seed": self.seed,
             "refine": self.refine,
+            "sketch_bits": self.sketch_bits,
+            "rerank": self.rerank,
+            "scan": self.scan,
+            "auto": self.auto,
+            "target_recall": self.target_recall,
+            "configured_size": self._configured_size,
+            "center": self._center is not None,
+            "center_wanted": self._center_wanted,
         }
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"planes": self.projection.flat}
+        arrays = {"planes": self.projection.flat}
+        if self._center is not None:
+            arrays["center"] = self._center
+        return arrays
 
     @classmethod
     def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> LSHIndex:
@@ -173,15 +416,29 @@ class LSHIndex(Index):
             seed=int(params["seed"]),
             metric=str(params["metric"]),
             refine=int(params.get("refine", 16)),
+            sketch_bits=int(params.get("sketch_bits", 0)),
+            rerank=int(params.get("rerank", 0)),
+            scan=bool(params.get("scan", False)),
             device=str(params.get("device", "cpu")),
         )
+        index.auto = bool(params.get("auto", False))
+        index.target_recall = float(params.get("target_recall", 0.9))
+        index._configured_size = int(params.get("configured_size", 0))
+        index._center_wanted = bool(params.get("center_wanted", False))
         planes = arrays.get("planes")
         if planes is None or planes.shape != index.projection.flat.shape or planes.dtype != np.float32:
             raise CorruptFileError("LSHIndex file has missing or mis-shaped hyperplanes")
+        center = arrays.get("center")
+        if bool(params.get("center", False)):
+            if center is None or center.shape != (index.dim,) or center.dtype != np.float32:
+                raise CorruptFileError("LSHIndex file has a missing or mis-shaped centre")
+            if not np.isfinite(center).all():
+                raise CorruptFileError("LSHIndex file has a non-finite centre")
+            index._center = np.ascontiguousarray(center)
         if not np.array_equal(planes, index.projection.flat):
             # Written by a NumPy whose generator stream differs: trust the file.
             index.projection.use_planes(planes)
-            index._store = index._new_store(index.projection)
+        index._store = index._new_store(index.projection)
         index._restore_common(params, arrays)
         return index
 
@@ -194,6 +451,7 @@ class LSHIndex(Index):
         num_probes: int | None = None,
         num_threads: int | None = None,
         refine: int | None = None,
+        rerank: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate k nearest neighbours (exact distances of the candidates found).
 
@@ -203,13 +461,14 @@ class LSHIndex(Index):
             num_probes: Buckets per table for this call (default: ``self.num_probes``).
             num_threads: Threads (default: :func:`simdex.get_num_threads`).
             refine: int8 pre-filter width for this call (default: ``self.refine``).
+            rerank: Sketch-filter width for this call (default: ``self.rerank``).
 
         Returns:
             ``(distances, ids)``: float32 / int64 arrays (q, k) ((k,) for a 1-D query),
             distances ascending, ties broken by the smaller id. With ``device="cuda"``
             and device-array queries, arrays of the queries' kind.
         """
-        return self._search(queries, k, self._options(num_probes, num_threads, refine))
+        return self._search(queries, k, self._options(num_probes, num_threads, refine, rerank))
 
     def stats(self) -> dict[str, Any]:
         """Bucket occupancy, memory and the candidates of the last search.
@@ -218,10 +477,17 @@ class LSHIndex(Index):
             A dict with ``size``, ``num_tables``, ``hash_bits``, ``num_probes``,
             per-table lists ``nonempty_buckets``, ``mean_bucket_size``,
             ``max_bucket_size`` (live vectors only), ``memory_bytes`` (native heap,
-            approximate) and ``mean_candidates_last_search`` (distinct candidates
-            re-ranked per query in the most recent search; NaN before any search).
+            approximate), ``bytes_per_vector`` (memory_bytes / size),
+            ``mean_candidates_last_search`` (distinct candidates per query in the most
+            recent search -- with sketches, those that passed the sketch threshold; NaN
+            before any search), ``mean_scanned_last_search`` (bucket entries or
+            sketches examined per query), ``sketch_bits``, ``rerank``, ``scan``,
+            ``auto`` and ``autoconfig`` (what self-configuration chose and measured).
         """
+        if self.auto and len(self._store):
+            self._maybe_configure()
         tables = [self._store.table_stats(t) for t in range(self.num_tables)]
+        mem = int(self._store.memory_bytes())
         return {
             "size": len(self),
             "num_tables": self.num_tables,
@@ -230,8 +496,15 @@ class LSHIndex(Index):
             "nonempty_buckets": [int(t["nonempty_buckets"]) for t in tables],
             "mean_bucket_size": [float(t["mean_bucket_size"]) for t in tables],
             "max_bucket_size": [int(t["max_bucket_size"]) for t in tables],
-            "memory_bytes": int(self._store.memory_bytes()),
+            "memory_bytes": mem,
+            "bytes_per_vector": mem / max(1, len(self)),
             "mean_candidates_last_search": self._last_candidates,
+            "mean_scanned_last_search": self._last_scanned,
+            "sketch_bits": self.sketch_bits,
+            "rerank": self.rerank,
+            "scan": self.scan,
+            "auto": self.auto,
+            "autoconfig": {k: v for k, v in self.autoconfig.items() if k != "tried"},
         }
 
     def tune(
@@ -272,6 +545,7 @@ class LSHIndex(Index):
                 num_threads=num_threads,
             )
             p = result.params
+            self.auto, self.sketch_bits, self.rerank, self.scan, self._center = False, 0, 0, False, None
             projection = RandomProjection(self.dim, p["num_tables"], p["hash_bits"], self.seed)
             store = self._new_store(projection)
             store.add(vectors, ids, False)
@@ -304,6 +578,20 @@ class TuneResult:
     target_recall: float
     k: int
     table: list[dict[str, float]]
+
+
+# Grids of the self-configuration (steps of about 1.4x: the choice lands near the target).
+_RERANK_GRID = (10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 4096)
+_PROBE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def _drop_self(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Rows of k+1 ids without each query's own id (or without the last, if absent)."""
+    out = np.empty((len(found), k), dtype=found.dtype)
+    for i, (row, me) in enumerate(zip(found, own)):
+        keep = row[row != me]
+        out[i] = keep[:k]
+    return out
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:

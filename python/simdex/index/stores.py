@@ -61,6 +61,9 @@ def new_store(
     planes: np.ndarray | None = None,
     num_tables: int = 0,
     hash_bits: int = 0,
+    center: np.ndarray | None = None,
+    sketch_words: int = 0,
+    sketch_planes: np.ndarray | None = None,
 ) -> Any:
     """A new, empty store for an index of ``kind`` on ``device``.
 
@@ -73,6 +76,9 @@ def new_store(
         planes: ``lsh``: the float32 hyperplanes, shape (num_tables * hash_bits, dim).
         num_tables: ``lsh``: tables L.
         hash_bits: ``lsh``: bits per table K.
+        center: ``lsh`` on the CPU: hash ``x/|x| - center`` (float32 (dim,)), or None.
+        sketch_words: ``lsh`` on the CPU: 64-bit sketch words per vector (0 to 8).
+        sketch_planes: ``lsh`` on the CPU: float32 (64 * sketch_words, dim) sketch hyperplanes.
     """
     if check_device(device) == "cuda":
         if kind == "exact":
@@ -89,5 +95,14 @@ def new_store(
         return core().FlatIndex(dim, metric, fp16_prefilter=fp16_prefilter)
     elif kind == "lsh":
         assert planes is not None
-        return core().LshIndex(dim, num_tables, hash_bits, planes, metric)
+        return core().LshIndex(
+            dim,
+            num_tables,
+            hash_bits,
+            planes,
+            metric,
+            center=center,
+            sketch_words=sketch_words,
+            sketch_planes=sketch_planes,
+        )
     raise ValueError(f"unknown store kind {kind!r}; expected 'exact' or 'lsh'")
