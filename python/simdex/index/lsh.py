@@ -220,7 +220,7 @@ class LSHIndex(Index):
         num_threads: int | None,
         refine: int | None,
         rerank: int | None = None,
-    ) -> dict[str, int]:
+    ) -> dict[str, int | None]:
         return {
             "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1, MAX_PROBES),
             "num_threads": check_num_threads(num_threads),
