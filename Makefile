@@ -20,7 +20,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= tf,plots,export,progress,data,test
+EXTRAS ?= tf,plots,export,progress,data,test,ray
 # Tracked and new (untracked, not ignored) files: a new source file triggers a reinstall too.
 SOURCES := $(shell git ls-files --cached --others --exclude-standard cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
 STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
@@ -136,17 +136,17 @@ test: $(STAMP) check-native check-cuda-emu check-portable
 	$(VENV)/bin/mypy
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
-bench: EXTRAS := tf,plots,export,progress,data,test,bench
-bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench
+bench: EXTRAS := tf,plots,export,progress,data,test,bench,ray
+bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench,ray
 	test -x /tmp/tfsim-venv/bin/python || bash bench/tfsim_env.sh /tmp/tfsim-venv
 	$(PY) -c 'import falconn' 2>/dev/null || bash bench/falconn_build.sh $(abspath $(PY)) || echo 'FALCONN did not build: its rows are skipped'
 	cd bench && KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 ../$(PY) -m pytest . -q -s -p no:cacheprovider --benchmark-disable-gc
 	$(PY) bench/lsh_report.py > bench/results/lsh.md
 	$(PY) bench/report.py
 
-$(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/python $(SOURCES)
+$(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench,ray: $(VENV)/bin/python $(SOURCES)
 	touch $@.started
-	$(PIP) install -q ".[tf,plots,export,progress,data,test,bench]"
+	$(PIP) install -q ".[tf,plots,export,progress,data,test,bench,ray]"
 	mv $@.started $@
 
 stress: $(STAMP)

@@ -102,6 +102,7 @@ _FACES: dict[str, str] = {
     "embeddings": "simdex.embed.embeddings",
     "export": "simdex.embed.export",
     "neardup": "simdex.apps.neardup",
+    "distributed": "simdex.apps.distributed",
     "lsh": "simdex.index.lsh",
     "gpu": "simdex.index.gpu",
 }
