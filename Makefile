@@ -4,6 +4,8 @@
 #   make test          install + native sanitizer check + ruff + mypy + the whole test suite
 #   make bench         install + benchmarks vs peers, rewrites bench/RESULTS.md
 #   make check-native  C++ tests under AddressSanitizer + UBSan (part of make test)
+#   make stress        60 s of concurrent add/replace/remove/reset/save/search checked
+#                      against a serial model (make test runs a 3 s version)
 #   make check-cuda-emu  the CUDA module's kernels and bindings on the CPU emulator
 #                      (cuda/emu): its self-tests, then tests/test_gpu*.py under both
 #                      stream orders (part of make test; needs no GPU)
@@ -23,7 +25,7 @@ EXTRAS ?= tf,plots,export,progress,data,serve,test,ray
 SOURCES := $(shell git ls-files --cached --others --exclude-standard cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
 STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
 
-.PHONY: demo test bench bench-gpu check-native check-cuda-emu check-portable install lint clean wheel
+.PHONY: demo test bench bench-gpu check-native check-cuda-emu check-portable install lint clean wheel stress
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -146,6 +148,9 @@ $(VENV)/.simdex-installed-tf,plots,export,progress,data,serve,test,bench,ray: $(
 	touch $@.started
 	$(PIP) install -q ".[tf,plots,export,progress,data,serve,test,bench,ray]"
 	mv $@.started $@
+
+stress: $(STAMP)
+	SIMDEX_STRESS_SECONDS=$${SIMDEX_STRESS_SECONDS:-60} $(PY) -m pytest tests/test_stress.py -q -s -p no:cacheprovider
 
 bench-gpu:
 	bash bench/gpu/run.sh

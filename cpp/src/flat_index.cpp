@@ -41,7 +41,7 @@ void FlatIndex::set_half_row(std::int64_t row, const float* x, float* scratch) {
 }
 
 std::int64_t FlatIndex::size() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   return static_cast<std::int64_t>(ids_.size());
 }
 
@@ -54,7 +54,7 @@ void reserve_geometric(std::vector<T>& v, std::size_t need) {
 
 void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replace) {
   SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   // Validate everything before changing anything.
   std::unordered_set<idx_t> seen;
   seen.reserve(static_cast<std::size_t>(n));
@@ -91,7 +91,7 @@ void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool repla
 }
 
 void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i)
     if (row_of_.find(ids[i]) == row_of_.end()) throw UnknownId(ids[i]);
   for (std::int64_t i = 0; i < n; ++i) {
@@ -121,7 +121,7 @@ void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
 }
 
 void FlatIndex::reset() {
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   data_.clear();
   data_.shrink_to_fit();
   aux_.clear();
@@ -134,7 +134,7 @@ void FlatIndex::reset() {
 
 void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* distances,
                        idx_t* labels, const KnnParams& params) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   HalfShadow shadow;
   if (half_on_) {
     shadow.panels = half_.data();
@@ -158,7 +158,7 @@ FlatIndex::PrefilterStats FlatIndex::prefilter_stats() const {
 }
 
 void FlatIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = row_of_.find(ids[i]);
     if (it == row_of_.end()) throw UnknownId(ids[i]);
@@ -167,12 +167,12 @@ void FlatIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const 
 }
 
 void FlatIndex::contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i) out[i] = row_of_.count(ids[i]) ? 1 : 0;
 }
 
 void FlatIndex::export_all(float* vectors, idx_t* ids) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   std::copy(data_.begin(), data_.end(), vectors);
   std::copy(ids_.begin(), ids_.end(), ids);
 }

@@ -22,6 +22,8 @@
 #include <atomic>
 #include <cstdint>
 #include <shared_mutex>
+
+#include "simdex/rwlock.h"
 #include <stdexcept>
 #include <unordered_map>
 #include <vector>
@@ -100,7 +102,7 @@ class FlatIndex {
 
   void set_half_row(std::int64_t row, const float* x, float* scratch);
   std::unordered_map<idx_t, std::int64_t> row_of_;
-  mutable std::shared_mutex mutex_;
+  mutable RwLock mutex_;
 };
 
 }  // namespace simdex

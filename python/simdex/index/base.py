@@ -16,12 +16,14 @@ from __future__ import annotations
 import abc
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from simdex._validate import (
+    MAX_ID,
     as_ids,
     as_matrix,
     canonical_metric,
@@ -33,6 +35,21 @@ from simdex._validate import (
 from simdex.index.io import CorruptFileError, read_container, write_container
 
 __all__ = ["Index", "load_index"]
+
+
+# --------------------------------------------------------------------------- fork
+_LIVE_INDEXES: weakref.WeakSet[Index] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    # A thread that held an index's writer lock at fork() does not exist in the child;
+    # the native stores reset their own locks (pthread_atfork), this is the Python one.
+    for index in list(_LIVE_INDEXES):
+        index._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 # --------------------------------------------------------------------------- Index contract
@@ -63,6 +80,7 @@ class Index(abc.ABC):
         self.device: str = check_device(device)
         self._next_id = 0
         self._lock = threading.RLock()  # serialises writers and save; searches are lock-free here
+        _LIVE_INDEXES.add(self)
 
     # -- hooks ----------------------------------------------------------------------------
     # Indexes keep their vectors in a store (``self._store``, made by
@@ -132,6 +150,11 @@ class Index(abc.ABC):
         x, _ = as_matrix(vectors, "vectors", dim=self.dim)
         with self._lock:
             if ids is None:
+                if self._next_id + x.shape[0] - 1 > MAX_ID:
+                    raise ValueError(
+                        f"no fresh ids left: the next one would be {self._next_id} and ids end at "
+                        f"2**63 - 2; pass ids= explicitly"
+                    )
                 ids_arr = np.arange(self._next_id, self._next_id + x.shape[0], dtype=np.int64)
             else:
                 ids_arr = as_ids(ids, x.shape[0])

@@ -41,6 +41,8 @@ from simdex.index.stores import new_store
 # RandomProjection and hash_vectors live in simdex.index.hashing; kept here for old imports.
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
 
+MAX_PROBES = 1 << 16  # buckets probed per table at most (the native bound); 2**hash_bits is used when smaller
+
 
 class LSHIndex(Index):
     """Approximate cosine k-NN: multi-table hyperplane LSH, multi-probe, exact re-rank.
@@ -143,7 +145,7 @@ class LSHIndex(Index):
         self.refine = check_int(refine, "refine", 0)
         if self.auto:  # placeholders until the first search configures the index
             num_tables, hash_bits, num_probes = 1, 1, 1
-        self.num_probes = check_int(8 if num_probes is None else num_probes, "num_probes", 1)
+        self.num_probes = check_int(8 if num_probes is None else num_probes, "num_probes", 1, MAX_PROBES)
         self.rerank = check_int(0 if rerank is None else rerank, "rerank", 0)
         if sketch_bits is None:
             sketch_bits = 128 if self.rerank else 0
@@ -220,7 +222,7 @@ class LSHIndex(Index):
         rerank: int | None = None,
     ) -> dict[str, int | None]:
         return {
-            "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1),
+            "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1, MAX_PROBES),
             "num_threads": check_num_threads(num_threads),
             "refine": self.refine if refine is None else check_int(refine, "refine", 0),
             "rerank": None if rerank is None else check_int(rerank, "rerank", 0),
