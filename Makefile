@@ -6,6 +6,8 @@
 #   make check-native  C++ tests under AddressSanitizer + UBSan (part of make test)
 #   make fuzz          a long hypothesis-driven fuzz run of every file loader
 #                      (FUZZ_CASES, FUZZ_SECONDS; findings land in fuzz_findings/)
+#   make stress        60 s of concurrent add/replace/remove/reset/save/search checked
+#                      against a serial model (make test runs a 3 s version)
 #   make check-cuda-emu  the CUDA module's kernels and bindings on the CPU emulator
 #                      (cuda/emu): its self-tests, then tests/test_gpu*.py under both
 #                      stream orders (part of make test; needs no GPU)
@@ -20,12 +22,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= tf,plots,export,progress,data,test
+EXTRAS ?= tf,plots,export,progress,data,serve,test,ray
 # Tracked and new (untracked, not ignored) files: a new source file triggers a reinstall too.
 SOURCES := $(shell git ls-files --cached --others --exclude-standard cpp cuda python CMakeLists.txt pyproject.toml 2>/dev/null)
 STAMP = $(VENV)/.simdex-installed-$(EXTRAS)
 
-.PHONY: demo test bench bench-gpu check-native check-cuda-emu check-portable install lint clean wheel fuzz
+.PHONY: demo test bench bench-gpu check-native check-cuda-emu check-portable install lint clean wheel fuzz stress
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -136,18 +138,21 @@ test: $(STAMP) check-native check-cuda-emu check-portable
 	$(VENV)/bin/mypy
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
-bench: EXTRAS := tf,plots,export,progress,data,test,bench
-bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench
+bench: EXTRAS := tf,plots,export,progress,data,serve,test,bench,ray
+bench: $(VENV)/.simdex-installed-tf,plots,export,progress,data,serve,test,bench,ray
 	test -x /tmp/tfsim-venv/bin/python || bash bench/tfsim_env.sh /tmp/tfsim-venv
 	$(PY) -c 'import falconn' 2>/dev/null || bash bench/falconn_build.sh $(abspath $(PY)) || echo 'FALCONN did not build: its rows are skipped'
 	cd bench && KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 ../$(PY) -m pytest . -q -s -p no:cacheprovider --benchmark-disable-gc
 	$(PY) bench/lsh_report.py > bench/results/lsh.md
 	$(PY) bench/report.py
 
-$(VENV)/.simdex-installed-tf,plots,export,progress,data,test,bench: $(VENV)/bin/python $(SOURCES)
+$(VENV)/.simdex-installed-tf,plots,export,progress,data,serve,test,bench,ray: $(VENV)/bin/python $(SOURCES)
 	touch $@.started
-	$(PIP) install -q ".[tf,plots,export,progress,data,test,bench]"
+	$(PIP) install -q ".[tf,plots,export,progress,data,serve,test,bench,ray]"
 	mv $@.started $@
+
+stress: $(STAMP)
+	SIMDEX_STRESS_SECONDS=$${SIMDEX_STRESS_SECONDS:-60} $(PY) -m pytest tests/test_stress.py -q -s -p no:cacheprovider
 
 bench-gpu:
 	bash bench/gpu/run.sh

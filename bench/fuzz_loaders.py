@@ -87,8 +87,8 @@ def _load(kind: str, data: bytes, tmp: Path) -> None:
             index.search(q, 3)
             index.range_search(q, 0.5)
             index.verify()
-            if not getattr(index, "is_mapped", False):
-                index.add(np.ones((1, index.dim), np.float32))
+            if not getattr(index, "is_mapped", False) and index._next_id < 2**63 - 1:
+                index.add(np.ones((1, index.dim), np.float32))  # (2**63 - 1: a valid, exhausted counter)
     elif kind == "finder":
         from simdex.neardup import NearDuplicateFinder
 

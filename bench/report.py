@@ -43,6 +43,24 @@ DESCRIPTIONS = {
         "Search with a 10% allow-list (`filter=`) vs no filter, same index and queries; LSH "
         "recall@10 against the exact filtered answer."
     ),
+    "service": (
+        "HTTP service (`simdex serve`, uvicorn, 127.0.0.1) over a 100k x 128 ExactIndex with a fsync'ed "
+        "write-ahead log: single-vector searches, k=10, from a separate asyncio keep-alive load process. "
+        "`vs_in_process_single` = searches/s over the in-process one-query-per-call rate of the same run; "
+        "`client_cpu_share` = the load generator's CPU seconds per wall second (2 cores shared by both)."
+    ),
+    "distributed": (
+        "ShardedIndex (4 Ray actors on this machine, one thread each) vs one in-process ExactIndex "
+        "(2 threads), 2M x 128, k=10, same data and run. `identical_to_single` = share of queries "
+        "whose ids and distances equal the single index's. `one shard alone` = an in-process "
+        "ExactIndex holding one shard's rows (the per-shard compute) and the cost of the top-k "
+        "merge. Ran while the 2-core machine was shared (load average 16-20): ratios near 1 "
+        "mean the compute dominates; the machine does not show a speed-up from sharding."
+    ),
+    "distributed_floor": (
+        "The fixed cost of a sharded call: single queries on tiny shards (Ray actor round trip, "
+        "object store, merge) vs the same search in process; measured under the same load."
+    ),
 }
 
 

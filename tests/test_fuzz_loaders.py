@@ -39,7 +39,11 @@ def _use_index(index: simdex.Index) -> None:
     q = np.ones((2, index.dim), np.float32)
     index.search(q, k=3)
     index.range_search(q, 0.5)
-    index.add(np.ones((1, index.dim), np.float32))  # the id counter is sane
+    try:
+        index.add(np.ones((1, index.dim), np.float32))  # the id counter is sane
+    except ValueError as e:
+        # A valid but exhausted counter (next_id = 2**63 - 1: ids end at 2**63 - 2).
+        assert "no fresh ids left" in str(e) and index._next_id == 2**63 - 1, e
     assert len(index) >= 1
 
 

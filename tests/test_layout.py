@@ -42,6 +42,7 @@ FLOORS: dict[str, int] = {
     "embed": 2,
     "learn": 3,
     "apps": 4,
+    "__main__": 5,  # ``python -m simdex`` / the ``simdex`` command: above everything, like simdex itself
 }
 EXTENSIONS = {"simdex._core", "simdex._cuda"}
 

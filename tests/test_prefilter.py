@@ -33,7 +33,9 @@ def hard_data(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     x = rng.normal(size=(n, dim)) * rng.uniform(0.01, 100.0, size=(n, 1))
     x[10] = 0.0  # zero row
     x[11:20] = x[20]  # exact duplicates: ties broken by the smaller id
-    x[30] = 1e-20  # squares underflow float32: always re-ranked
+    # Squares below the float16 filter's 1e-30 floor: always re-ranked. (Rows whose squares
+    # underflow float32 itself, e.g. 1e-20, are rejected by the magnitude rule.)
+    x[30] = 1e-18
     x[31] = x[40] * (1 + 1e-7)  # near-duplicate
     x[50:60] = x[60] * 3.0  # same direction, other norm
     return x.astype(np.float32)

@@ -60,13 +60,15 @@ inline Metric parse_metric(const std::string& name) {
 /// Bind the accessors every id-addressed store shares (FlatIndex, LshIndex, GpuFlatIndex):
 /// remove, get_vectors, contains, export_all. Store must offer remove(ids, n),
 /// get_vectors(ids, n, out), contains(ids, n, out), export_all(vectors, ids), size(), dim().
-template <typename Store, typename... Extra>
+/// Release is the guard that drops the GIL around every call that takes the store's lock
+/// (_core passes its exit-safe NoGil).
+template <typename Release = py::gil_scoped_release, typename Store, typename... Extra>
 void def_store_accessors(py::class_<Store, Extra...>& cls) {
   cls.def(
          "remove",
          [](Store& self, const IdArray& ids) {
            const std::int64_t n = check_ids(ids, "ids");
-           py::gil_scoped_release nogil;
+           Release nogil;
            self.remove(ids.data(), n);
          },
          py::arg("ids"))
@@ -76,7 +78,7 @@ void def_store_accessors(py::class_<Store, Extra...>& cls) {
             const std::int64_t n = check_ids(ids, "ids");
             py::array_t<float> out({n, self.dim()});
             float* po = out.mutable_data();
-            py::gil_scoped_release nogil;
+            Release nogil;
             self.get_vectors(ids.data(), n, po);
             return out;
           },
@@ -86,6 +88,7 @@ void def_store_accessors(py::class_<Store, Extra...>& cls) {
           [](Store& self, const IdArray& ids) {
             const std::int64_t n = check_ids(ids, "ids");
             py::array_t<bool> out(n);
+            Release nogil;
             self.contains(ids.data(), n, reinterpret_cast<std::uint8_t*>(out.mutable_data()));
             return out;
           },
@@ -93,13 +96,16 @@ void def_store_accessors(py::class_<Store, Extra...>& cls) {
       .def("export_all", [](Store& self) {
         // size() and export_all() lock separately; the Python layer serialises writers
         // around export, so the two agree.
-        const std::int64_t n = self.size();
+        const std::int64_t n = [&] {
+          Release nogil;
+          return self.size();
+        }();
         py::array_t<float> v({n, self.dim()});
         py::array_t<std::int64_t> ids(n);
         float* pv = v.mutable_data();
         std::int64_t* pi = ids.mutable_data();
         {
-          py::gil_scoped_release nogil;
+          Release nogil;
           self.export_all(pv, pi);
         }
         return py::make_tuple(v, ids);

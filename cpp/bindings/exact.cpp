@@ -10,7 +10,7 @@ namespace {
 
 KnnParams make_params(int num_threads, std::int64_t query_block, std::int64_t base_block) {
   KnnParams p;
-  p.num_threads = num_threads;
+  p.num_threads = check_threads(num_threads);
   if (query_block > 0) p.query_block = query_block;
   if (base_block > 0) p.base_block = base_block;
   return p;
@@ -21,13 +21,13 @@ py::tuple knn(const FloatArray& q, const FloatArray& x, std::int64_t k, const st
   const std::int64_t nq = check_matrix(q, -1, "queries");
   const std::int64_t d = q.shape(1);
   const std::int64_t nb = check_matrix(x, d, "base");
-  if (k < 1) throw std::invalid_argument(detail::concat("k must be >= 1, got ", k));
+  check_k(k, nb);
   const Metric m = parse_metric(metric);
+  const KnnParams p = make_params(num_threads, query_block, base_block);
   py::array_t<float> D({nq, k});
   py::array_t<std::int64_t> I({nq, k});
-  const KnnParams p = make_params(num_threads, query_block, base_block);
   {
-    py::gil_scoped_release nogil;
+    NoGil nogil;
     knn_exact(q.data(), nq, x.data(), nb, d, k, m, nullptr, nullptr, D.mutable_data(),
               I.mutable_data(), p);
   }
@@ -84,7 +84,7 @@ void register_exact(py::module_& m) {
             if (check_ids(ids, "ids") != n)
               throw std::invalid_argument(detail::concat("got ", n, " vectors but ", ids.shape(0), " ids"));
             const Metric m = parse_metric(metric);
-            py::gil_scoped_release nogil;
+            NoGil nogil;
             return FlatIndex::view(d, m, x.data(), ids.data(), n, num_threads);
           },
           py::arg("dim"), py::arg("metric"), py::arg("vectors"), py::arg("ids"),
@@ -106,30 +106,29 @@ void register_exact(py::module_& m) {
           },
           "Queries answered through the float16 pre-filter since construction, and the rows "
           "they re-scored in float32.")
-      .def("__len__", &FlatIndex::size)
       .def(
           "add",
           [](FlatIndex& self, const FloatArray& x, const IdArray& ids, bool replace) {
             const std::int64_t n = check_matrix(x, self.dim(), "vectors");
             check_same_count(n, ids);
-            py::gil_scoped_release nogil;
+            check_new_ids(ids);
+            NoGil nogil;
             self.add(x.data(), n, ids.data(), replace);
           },
           py::arg("vectors"), py::arg("ids"), py::arg("replace") = false)
-      .def("reset", &FlatIndex::reset)
       .def(
           "search",
           [](const FlatIndex& self, const FloatArray& q, std::int64_t k, int num_threads,
              std::int64_t query_block, std::int64_t base_block,
              const std::optional<IdArray>& filter_ids, bool filter_deny) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
-            if (k < 1) throw std::invalid_argument(detail::concat("k must be >= 1, got ", k));
+            check_k(k, without_gil([&] { return self.size(); }));
+            const KnnParams p = make_params(num_threads, query_block, base_block);
             const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
             py::array_t<float> D({nq, k});
             py::array_t<std::int64_t> I({nq, k});
-            const KnnParams p = make_params(num_threads, query_block, base_block);
             {
-              py::gil_scoped_release nogil;
+              NoGil nogil;
               self.search(q.data(), nq, k, D.mutable_data(), I.mutable_data(), p,
                           filter ? &*filter : nullptr);
             }
@@ -148,7 +147,7 @@ void register_exact(py::module_& m) {
             const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
             RangeResult r;
             {
-              py::gil_scoped_release nogil;
+              NoGil nogil;
               self.range_search(q.data(), nq, radius, r, make_params(num_threads, 0, 0),
                                 filter ? &*filter : nullptr);
             }
@@ -157,7 +156,7 @@ void register_exact(py::module_& m) {
           py::arg("queries"), py::arg("radius"), py::arg("num_threads") = 0,
           py::arg("filter_ids") = py::none(), py::arg("filter_deny") = false,
           "Every stored vector within distance radius: (lims (nq+1,), distances, ids), CSR.");
-  def_store_accessors(flat);
+  def_core_store_accessors(flat);
 }
 
 }  // namespace simdex::bindings

@@ -14,6 +14,16 @@ namespace {
 
 using CodeArray = py::array_t<std::uint64_t, py::array::c_style>;
 
+// Probes per table: more than 2^hash_bits is clamped by the index (there are no more
+// buckets); kMaxProbes bounds the per-query work and memory whatever hash_bits is.
+constexpr std::int64_t kMaxProbes = 1 << 16;
+
+void check_probes(std::int64_t num_probes) {
+  if (num_probes < 1 || num_probes > kMaxProbes)
+    throw std::invalid_argument(detail::concat("num_probes must be in [1, ", kMaxProbes, "], got ",
+                                               num_probes));
+}
+
 void check_planes(const FloatArray& planes, std::int64_t num_tables, int hash_bits, std::int64_t d) {
   const std::int64_t rows = check_matrix(planes, d, "planes");
   if (num_tables < 1 || hash_bits < 1 || hash_bits > kMaxHashBits)
@@ -29,9 +39,10 @@ CodeArray hash(const FloatArray& x, const FloatArray& planes, std::int64_t num_t
   const std::int64_t n = check_matrix(x, -1, "x");
   const std::int64_t d = x.shape(1);
   check_planes(planes, num_tables, hash_bits, d);
+  num_threads = check_threads(num_threads);
   CodeArray codes({n, num_tables});
   {
-    py::gil_scoped_release nogil;
+    NoGil nogil;
     lsh_hash(x.data(), n, d, planes.data(), num_tables, hash_bits, codes.mutable_data(), num_threads);
   }
   return codes;
@@ -40,7 +51,7 @@ CodeArray hash(const FloatArray& x, const FloatArray& planes, std::int64_t num_t
 py::array_t<std::uint64_t> probe_masks(const FloatArray& margins, std::int64_t num_probes) {
   if (margins.ndim() != 1) throw std::invalid_argument("margins must be 1-D");
   const int K = static_cast<int>(margins.shape(0));
-  if (num_probes < 1) throw std::invalid_argument(detail::concat("num_probes must be >= 1, got ", num_probes));
+  check_probes(num_probes);
   std::vector<std::uint64_t> out(static_cast<std::size_t>(num_probes));
   const std::int64_t w = lsh_probe_masks(margins.data(), K, num_probes, out.data());
   py::array_t<std::uint64_t> res(w);
@@ -54,10 +65,10 @@ void project_only(const FloatArray& x, const FloatArray& planes, int num_threads
   const std::int64_t n = check_matrix(x, -1, "x");
   const std::int64_t d = x.shape(1);
   const std::int64_t rows = check_matrix(planes, d, "planes");
-  py::gil_scoped_release nogil;
+  const int nt = resolve_num_threads(check_threads(num_threads));
+  NoGil nogil;
   constexpr std::int64_t kBlock = 256;
   const std::int64_t nblocks = (n + kBlock - 1) / kBlock;
-  int nt = num_threads > 0 ? num_threads : default_num_threads();
   std::vector<std::vector<float>> buf(static_cast<std::size_t>(nt));
   parallel_for(nblocks, nt, [&](std::int64_t b, int tid) {
     auto& out = buf[static_cast<std::size_t>(tid)];
@@ -132,7 +143,7 @@ void register_lsh(py::module_& m) {
         "Multi-probe flip masks of one table in increasing order of summed margin (first is 0).");
 
   py::class_<LshIndex> lsh(m, "LshIndex");
-  def_store_accessors(lsh);
+  def_core_store_accessors(lsh);
   lsh
       .def(py::init([](std::int64_t d, std::int64_t L, int K, const FloatArray& planes,
                        const std::string& metric, const py::object& center, int sketch_words,
@@ -150,7 +161,8 @@ void register_lsh(py::module_& m) {
              int sketch_words, const py::object& sketch_planes, int num_threads) {
             check_planes(planes, L, K, self.dim());
             const LshOptions o = make_options(self.dim(), center, sketch_words, sketch_planes);
-            py::gil_scoped_release nogil;
+            num_threads = check_threads(num_threads);
+            NoGil nogil;
             self.rebuild(L, K, planes.data(), o, num_threads);
           },
           py::arg("num_tables"), py::arg("hash_bits"), py::arg("planes"), py::kw_only(),
@@ -161,26 +173,26 @@ void register_lsh(py::module_& m) {
       .def_property_readonly("dim", &LshIndex::dim)
       .def_property_readonly("num_tables", &LshIndex::num_tables)
       .def_property_readonly("hash_bits", &LshIndex::hash_bits)
-      .def("__len__", &LshIndex::size)
       .def(
           "add",
           [](LshIndex& self, const FloatArray& x, const IdArray& ids, bool replace, int num_threads) {
             const std::int64_t n = check_matrix(x, self.dim(), "vectors");
             check_same_count(n, ids);
-            py::gil_scoped_release nogil;
+            check_new_ids(ids);
+            num_threads = check_threads(num_threads);
+            NoGil nogil;
             self.add(x.data(), n, ids.data(), replace, num_threads);
           },
           py::arg("vectors"), py::arg("ids"), py::arg("replace") = false, py::arg("num_threads") = 0)
-      .def("reset", &LshIndex::reset, py::call_guard<py::gil_scoped_release>())
       .def(
           "search",
           [](const LshIndex& self, const FloatArray& q, std::int64_t k, std::int64_t num_probes,
              int num_threads, std::int64_t refine, std::int64_t rerank, bool scan,
              const std::optional<IdArray>& filter_ids, bool filter_deny) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
-            if (k < 1) throw std::invalid_argument(detail::concat("k must be >= 1, got ", k));
-            if (num_probes < 1)
-              throw std::invalid_argument(detail::concat("num_probes must be >= 1, got ", num_probes));
+            check_k(k, without_gil([&] { return self.size(); }));
+            check_probes(num_probes);
+            num_threads = check_threads(num_threads);
             if (rerank < 0) throw std::invalid_argument(detail::concat("rerank must be >= 0, got ", rerank));
             const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
             LshSearchParams p;
@@ -195,7 +207,7 @@ void register_lsh(py::module_& m) {
             py::array_t<std::int64_t> C(nq);
             py::array_t<std::int64_t> S(nq);
             {
-              py::gil_scoped_release nogil;
+              NoGil nogil;
               self.search(q.data(), nq, k, p, D.mutable_data(), I.mutable_data(), C.mutable_data(),
                           S.mutable_data());
             }
@@ -211,9 +223,9 @@ void register_lsh(py::module_& m) {
              int num_threads, std::int64_t rerank, bool scan, const std::optional<IdArray>& filter_ids,
              bool filter_deny) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
-            if (num_probes < 1)
-              throw std::invalid_argument(detail::concat("num_probes must be >= 1, got ", num_probes));
+            check_probes(num_probes);
             if (rerank < 0) throw std::invalid_argument(detail::concat("rerank must be >= 0, got ", rerank));
+            num_threads = check_threads(num_threads);
             const std::optional<IdFilter> filter = make_filter(filter_ids, filter_deny);
             LshSearchParams p;
             p.num_probes = num_probes;
@@ -224,7 +236,7 @@ void register_lsh(py::module_& m) {
             RangeResult r;
             py::array_t<std::int64_t> C(nq);
             {
-              py::gil_scoped_release nogil;
+              NoGil nogil;
               self.range_search(q.data(), nq, radius, p, r, C.mutable_data());
             }
             py::tuple out = range_to_python(r);
@@ -242,7 +254,7 @@ void register_lsh(py::module_& m) {
             py::array_t<float> D({nq, k});
             py::array_t<std::int64_t> I({nq, k});
             {
-              py::gil_scoped_release nogil;
+              NoGil nogil;
               self.search_exact(q.data(), nq, k, D.mutable_data(), I.mutable_data(), num_threads);
             }
             return py::make_tuple(D, I);
@@ -264,7 +276,7 @@ void register_lsh(py::module_& m) {
            })
       .def("table_stats",
            [](const LshIndex& self, std::int64_t t) {
-             const LshTableStats s = self.table_stats(t);
+             const LshTableStats s = without_gil([&] { return self.table_stats(t); });
              py::dict d;
              d["nonempty_buckets"] = s.nonempty_buckets;
              d["mean_bucket_size"] = s.mean_bucket_size;
@@ -272,7 +284,7 @@ void register_lsh(py::module_& m) {
              return d;
            },
            py::arg("table"))
-      .def("memory_bytes", &LshIndex::memory_bytes);
+      .def("memory_bytes", [](const LshIndex& self) { return without_gil([&] { return self.memory_bytes(); }); });
 }
 
 }  // namespace simdex::bindings

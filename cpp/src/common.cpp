@@ -1,5 +1,6 @@
 #include "simdex/common.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -56,10 +57,26 @@ int default_num_threads() {
   int n = g_num_threads.load();
   if (n > 0) return n;
   const int env = env_threads();
-  return env > 0 ? env : affinity_cpus();
+  return std::min(env > 0 ? env : affinity_cpus(), max_threads());
 }
 
-void set_num_threads(int n) { g_num_threads.store(n > 0 ? n : 0); }
+int max_threads() {
+  // Fixed at first use: a cap that moved with the affinity mask would make a count
+  // accepted once rejected later.
+  static const int cap = std::max(kMinMaxThreads, 4 * affinity_cpus());
+  return cap;
+}
+
+void set_num_threads(int n) {
+  SIMDEX_CHECK_ARG(n <= max_threads(), "num_threads must be <= ", max_threads(),
+                   " (4 x the CPUs this process may use, at least ", kMinMaxThreads, "), got ", n,
+                   "; pass n <= 0 for the default");
+  g_num_threads.store(n > 0 ? n : 0);
+}
+
+int resolve_num_threads(int requested) {
+  return requested > 0 ? std::min(requested, max_threads()) : default_num_threads();
+}
 
 namespace {
 
@@ -153,7 +170,7 @@ Pool& pool() {
 void parallel_for(std::int64_t n, int num_threads,
                   const std::function<void(std::int64_t, int)>& fn) {
   if (n <= 0) return;
-  int nt = num_threads > 0 ? num_threads : default_num_threads();
+  int nt = resolve_num_threads(num_threads);
   if (static_cast<std::int64_t>(nt) > n) nt = static_cast<int>(n);
 
   std::atomic<std::int64_t> next{0};

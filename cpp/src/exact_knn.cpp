@@ -46,16 +46,51 @@ inline float to_distance(float score, float qnorm2, Metric m) {
   return score;
 }
 
-void finalize(std::int64_t k, float* vals, idx_t* ids, float qnorm2, Metric m, float* out_d,
-              idx_t* out_i) {
-  heap_sort_best_first(k, vals, ids);
+// --- The tie rule ----------------------------------------------------------------------
+// Results are ordered by (reported distance, id) on every path. Paths differ in how
+// they find candidates (BLAS GEMM/GEMV tiles, the float16 pre-filter, direct dot
+// products); BLAS rounds differently with the tile shape, so two rows whose scores tie
+// could swap depending on the batch. Every path therefore ends in final_stage: the
+// candidates are re-scored by one canonical function (exact_score: simd::dot plus the
+// metric's adjustment), turned into distances, and sorted by (distance, id). Each path
+// proves its candidate list holds every row that can be among the k results (error
+// bounds below) or falls back to a canonical scan of all rows.
+constexpr float kU = 5.9604645e-08f;  // 2^-24, float32 unit roundoff
+
+// Score gap that guarantees distinct reported distances (1 - s, qnorm2 - s and its
+// sqrt can merge scores closer than a few ulps).
+inline float collapse_slack(float score, float qnorm2, Metric m) {
+  switch (m) {
+    case Metric::kInnerProduct: return 0.0f;  // -s is exact
+    case Metric::kCosine: return 32.0f * kU;
+    case Metric::kL2:
+    case Metric::kSquaredL2: return 32.0f * kU * (std::fabs(qnorm2) + std::fabs(score));
+  }
+  return 0.0f;
+}
+
+struct Cand {
+  float dist;
+  idx_t id;
+};
+
+// cands: canonical (score, id) of candidate rows, in any order; they must include every
+// row whose canonical score is >= (k-th best canonical score) - collapse_slack.
+void final_stage(std::vector<Cand>& cands, std::int64_t k, float qnorm2, Metric m, float* out_d,
+                 idx_t* out_i) {
+  for (Cand& c : cands) c.dist = to_distance(c.dist, qnorm2, m);
+  const auto less = [](const Cand& a, const Cand& b) {
+    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+  };
+  const std::size_t kk = std::min<std::size_t>(static_cast<std::size_t>(k), cands.size());
+  std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(kk), cands.end(), less);
   for (std::int64_t r = 0; r < k; ++r) {
-    if (ids[r] == kEmptyId) {
+    if (static_cast<std::size_t>(r) < kk) {
+      out_d[r] = cands[static_cast<std::size_t>(r)].dist;
+      out_i[r] = cands[static_cast<std::size_t>(r)].id;
+    } else {
       out_d[r] = std::numeric_limits<float>::infinity();
       out_i[r] = -1;
-    } else {
-      out_d[r] = to_distance(vals[r], qnorm2, m);
-      out_i[r] = ids[r];
     }
   }
 }
@@ -80,6 +115,118 @@ void push_masked(const float* s, std::int64_t n, const idx_t* ids, std::int64_t 
     cid[w++] = ids ? ids[j] : offset + j;
   }
   if (w) heap_push_block(cs.data(), w, cid.data(), 0, k, hv, hi);
+}
+
+// Exact score of base row r for query qp (the canonical value every path ranks by).
+inline float exact_score(const float* qp, const float* x, std::int64_t r, std::int64_t d,
+                         const float* x_aux, Metric m) {
+  float s = dot(qp, x + r * d, d);
+  to_scores(&s, x_aux ? x_aux + r : nullptr, 1, m);  // the same adjustment as every other path
+  return s;
+}
+
+// Canonical scan of every row for one query (tiny problems, and the fallback when a
+// BLAS path cannot prove its candidates complete).
+// mask: rows whose byte is 0 are skipped (null: every row).
+void scan_query(const float* qp, const float* x, std::int64_t nb, std::int64_t d, std::int64_t k,
+                Metric m, const float* x_aux, const idx_t* x_ids, float qnorm2, float* out_d,
+                idx_t* out_i, const std::uint8_t* mask = nullptr) {
+  thread_local std::vector<float> sc;
+  thread_local std::vector<idx_t> sid;
+  thread_local std::vector<Cand> cands;
+  sc.resize(static_cast<std::size_t>(nb));
+  sid.resize(static_cast<std::size_t>(nb));
+  std::int64_t n = 0;
+  for (std::int64_t r = 0; r < nb; ++r) {
+    if (mask && !mask[r]) continue;
+    sc[n] = exact_score(qp, x, r, d, x_aux, m);
+    sid[n++] = x_ids ? x_ids[r] : r;
+  }
+  std::vector<float> hv(static_cast<std::size_t>(k));
+  std::vector<idx_t> hi(static_cast<std::size_t>(k));
+  heap_init(k, hv.data(), hi.data());
+  heap_push_block(sc.data(), n, sid.data(), 0, k, hv.data(), hi.data());
+  const float tau = hi[0] == kEmptyId ? -std::numeric_limits<float>::infinity()
+                                      : hv[0] - collapse_slack(hv[0], qnorm2, m);
+  cands.clear();
+  for (std::int64_t r = 0; r < n; ++r)
+    if (sc[r] >= tau) cands.push_back({sc[r], sid[r]});
+  final_stage(cands, k, qnorm2, m, out_d, out_i);
+}
+
+// Largest |x_r|^2 over the base rows (for the GEMM error bound).
+float max_sq_norm(const float* x, std::int64_t nb, std::int64_t d, const float* x_aux, Metric m) {
+  float mx = 0.0f;
+  if ((m == Metric::kL2 || m == Metric::kSquaredL2) && x_aux != nullptr) {
+    for (std::int64_t r = 0; r < nb; ++r) mx = std::max(mx, x_aux[r]);
+  } else {
+    for (std::int64_t r = 0; r < nb; ++r) mx = std::max(mx, dot(x + r * d, x + r * d, d));
+  }
+  return mx;
+}
+
+// Top kk base rows of each of nq queries by BLAS score (ties by row number): a GEMM per
+// (query block x base block) tile (GEMV for one-row blocks), a top-kk filter per tile,
+// partial heaps per base chunk merged at the end. vals / rows: nq * kk on return, one
+// heap per query (empty slots: kEmptyId).
+void blas_select(const float* qp, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,
+                 std::int64_t kk, Metric metric, const float* x_aux, const KnnParams& params, int nt,
+                 std::vector<float>& vals, std::vector<idx_t>& rows) {
+  const std::int64_t qb = std::min(params.query_block, nq);
+  const std::int64_t bb = std::min(params.base_block, std::max<std::int64_t>(nb, 1));
+  const std::int64_t nqb = (nq + qb - 1) / qb;
+  const std::int64_t nbb = (nb + bb - 1) / bb;
+  // With fewer query blocks than threads, split the base too and merge partial heaps.
+  std::int64_t nchunks = 1;
+  if (nqb < 2 * nt && nbb > 1) nchunks = std::min<std::int64_t>(nbb, (2 * nt + nqb - 1) / nqb);
+  const std::int64_t blocks_per_chunk = (nbb + nchunks - 1) / std::max<std::int64_t>(nchunks, 1);
+  const std::int64_t chunk = std::max<std::int64_t>(1, blocks_per_chunk) * bb;
+
+  std::vector<float> heap_vals(static_cast<std::size_t>(nqb * nchunks * qb * kk));
+  std::vector<idx_t> heap_ids(heap_vals.size());
+  std::vector<std::vector<float>> tiles(static_cast<std::size_t>(nt));
+  std::vector<std::vector<float>> mask_vals(static_cast<std::size_t>(nt));
+  std::vector<std::vector<idx_t>> mask_ids(static_cast<std::size_t>(nt));
+
+  parallel_for(nqb * nchunks, nt, [&](std::int64_t item, int tid) {
+    const std::int64_t qbi = item / nchunks, c = item % nchunks;
+    const std::int64_t q0 = qbi * qb, nrows = std::min(qb, nq - q0);
+    const std::int64_t b_begin = c * chunk, b_end = std::min(nb, b_begin + chunk);
+    float* hvals = heap_vals.data() + (qbi * nchunks + c) * qb * kk;
+    idx_t* hids = heap_ids.data() + (qbi * nchunks + c) * qb * kk;
+    for (std::int64_t r = 0; r < nrows; ++r) heap_init(kk, hvals + r * kk, hids + r * kk);
+    std::vector<float>& tile = tiles[tid];
+    if (tile.size() < static_cast<std::size_t>(nrows * bb)) tile.resize(nrows * bb);
+    for (std::int64_t b0 = b_begin; b0 < b_end; b0 += bb) {
+      const std::int64_t cols = std::min(bb, b_end - b0);
+      if (nrows == 1)
+        blas::gemv(cols, d, x + b0 * d, qp + q0 * d, tile.data());
+      else
+        blas::gemm_abt(nrows, cols, d, 1.0f, qp + q0 * d, x + b0 * d, 0.0f, tile.data());
+      for (std::int64_t r = 0; r < nrows; ++r) {
+        float* s = tile.data() + r * cols;
+        to_scores(s, x_aux ? x_aux + b0 : nullptr, cols, metric);
+        push_masked(s, cols, nullptr, b0, params.row_mask, kk, hvals + r * kk, hids + r * kk,
+                    mask_vals[tid], mask_ids[tid]);
+      }
+    }
+  });
+
+  vals.resize(static_cast<std::size_t>(nq * kk));
+  rows.resize(vals.size());
+  parallel_for(nq, nt, [&](std::int64_t i, int /*tid*/) {
+    const std::int64_t qbi = i / qb, r = i % qb;
+    float* v0 = heap_vals.data() + (qbi * nchunks * qb + r) * kk;
+    idx_t* i0 = heap_ids.data() + (qbi * nchunks * qb + r) * kk;
+    for (std::int64_t c = 1; c < nchunks; ++c) {
+      const float* vc = v0 + c * qb * kk;
+      const idx_t* ic = i0 + c * qb * kk;
+      for (std::int64_t s = 0; s < kk; ++s)
+        if (ic[s] != kEmptyId) heap_push(vc[s], ic[s], kk, v0, i0);
+    }
+    std::copy(v0, v0 + kk, vals.data() + i * kk);
+    std::copy(i0, i0 + kk, rows.data() + i * kk);
+  });
 }
 
 }  // namespace
@@ -136,95 +283,96 @@ void knn_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb,
     x_aux = auxbuf.data();
   }
 
-  std::vector<float> hv(static_cast<std::size_t>(k));
-  std::vector<idx_t> hi(static_cast<std::size_t>(k));
-
-  std::vector<float> cs;  // scratch of the filtered push (tiny path)
-  std::vector<idx_t> cid;
-  // Tiny problems: direct dot products on the calling thread.
+  // Tiny problems: the canonical scan on the calling thread.
   if (static_cast<double>(nq) * static_cast<double>(nb) * static_cast<double>(d) <=
       static_cast<double>(params.tiny_work)) {
-    std::vector<float> row(static_cast<std::size_t>(nb));
-    for (std::int64_t i = 0; i < nq; ++i) {
-      heap_init(k, hv.data(), hi.data());
-      for (std::int64_t j = 0; j < nb; ++j) row[j] = dot(qp + i * d, x + j * d, d);
-      to_scores(row.data(), x_aux, nb, metric);
-      push_masked(row.data(), nb, x_ids, 0, params.row_mask, k, hv.data(), hi.data(), cs, cid);
-      finalize(k, hv.data(), hi.data(), qnorm2[i], metric, distances + i * k, labels + i * k);
-    }
+    for (std::int64_t i = 0; i < nq; ++i)
+      scan_query(qp + i * d, x, nb, d, k, metric, x_aux, x_ids, qnorm2[i], distances + i * k,
+                 labels + i * k, params.row_mask);
     return;
   }
 
-  const int nt = params.num_threads > 0 ? params.num_threads : default_num_threads();
-  const std::int64_t qb = std::min(params.query_block, nq);
-  const std::int64_t bb = std::min(params.base_block, std::max<std::int64_t>(nb, 1));
-  const std::int64_t nqb = (nq + qb - 1) / qb;
-  const std::int64_t nbb = (nb + bb - 1) / bb;
-  // With fewer query blocks than threads, split the base too and merge partial heaps.
-  std::int64_t nchunks = 1;
-  if (nqb < 2 * nt && nbb > 1) nchunks = std::min<std::int64_t>(nbb, (2 * nt + nqb - 1) / nqb);
-  const std::int64_t blocks_per_chunk = (nbb + nchunks - 1) / std::max<std::int64_t>(nchunks, 1);
-  const std::int64_t chunk = std::max<std::int64_t>(1, blocks_per_chunk) * bb;
+  const int nt = resolve_num_threads(params.num_threads);
+  // BLAS scores differ from the canonical ones by at most err (|q| |x| gamma_d per dot
+  // product, for either summation order, plus the metric's rounding). The heaps keep
+  // kk > k rows by BLAS score; when rows were left out (nb > kk) and the kk-th kept
+  // score is not below the k-th by more than 2 err + the collapse slack, a left-out
+  // row might still belong to the canonical top k: such queries (many near-ties at the
+  // k-th place, e.g. duplicated data) run again with kk four times larger, until the
+  // proof holds or every row is kept (or, past a memory budget, by a canonical scan).
+  const double gam = double(d) * kU / (1.0 - double(d) * kU);
+  const float tiny = static_cast<float>((2.0 * double(d) + 4.0) * std::ldexp(1.0, -149) * 4.0);
+  const float max_norm =
+      metric == Metric::kCosine ? 1.0f : std::sqrt(max_sq_norm(x, nb, d, x_aux, metric));
+  const float max_sq = max_norm * max_norm;
+  constexpr double kHeapBudget = 256.0 * (1 << 20);  // bytes of heaps per round
 
-  std::vector<float> heap_vals(static_cast<std::size_t>(nqb * nchunks * qb * k));
-  std::vector<idx_t> heap_ids(heap_vals.size());
-  std::vector<std::vector<float>> tiles(static_cast<std::size_t>(nt));
-  std::vector<std::vector<float>> mask_vals(static_cast<std::size_t>(nt));
-  std::vector<std::vector<idx_t>> mask_ids(static_cast<std::size_t>(nt));
-
-  parallel_for(nqb * nchunks, nt, [&](std::int64_t item, int tid) {
-    const std::int64_t qbi = item / nchunks, c = item % nchunks;
-    const std::int64_t q0 = qbi * qb, rows = std::min(qb, nq - q0);
-    const std::int64_t b_begin = c * chunk, b_end = std::min(nb, b_begin + chunk);
-    float* hvals = heap_vals.data() + (qbi * nchunks + c) * qb * k;
-    idx_t* hids = heap_ids.data() + (qbi * nchunks + c) * qb * k;
-    for (std::int64_t r = 0; r < rows; ++r) heap_init(k, hvals + r * k, hids + r * k);
-    std::vector<float>& tile = tiles[tid];
-    if (tile.size() < static_cast<std::size_t>(rows * bb)) tile.resize(rows * bb);
-    for (std::int64_t b0 = b_begin; b0 < b_end; b0 += bb) {
-      const std::int64_t cols = std::min(bb, b_end - b0);
-      if (rows == 1)
-        blas::gemv(cols, d, x + b0 * d, qp + q0 * d, tile.data());
-      else
-        blas::gemm_abt(rows, cols, d, 1.0f, qp + q0 * d, x + b0 * d, 0.0f, tile.data());
-      for (std::int64_t r = 0; r < rows; ++r) {
-        float* s = tile.data() + r * cols;
-        to_scores(s, x_aux ? x_aux + b0 : nullptr, cols, metric);
-        push_masked(s, cols, x_ids ? x_ids + b0 : nullptr, b0, params.row_mask, k, hvals + r * k,
-                    hids + r * k, mask_vals[tid], mask_ids[tid]);
+  std::vector<std::int64_t> todo(static_cast<std::size_t>(nq));
+  for (std::int64_t i = 0; i < nq; ++i) todo[static_cast<std::size_t>(i)] = i;
+  std::int64_t kk = std::min(nb, k + std::max<std::int64_t>(4, std::min<std::int64_t>(k, 32)));
+  kk = std::max<std::int64_t>(kk, 1);
+  std::vector<float> qsel, vals;
+  std::vector<idx_t> rows;
+  std::vector<char> failed;
+  while (!todo.empty()) {
+    const std::int64_t ns = static_cast<std::int64_t>(todo.size());
+    if (double(ns) * double(kk) * 12.0 * 2.0 > kHeapBudget) {
+      parallel_for(ns, nt, [&](std::int64_t j, int /*tid*/) {
+        const std::int64_t i = todo[static_cast<std::size_t>(j)];
+        scan_query(qp + i * d, x, nb, d, k, metric, x_aux, x_ids, qnorm2[i], distances + i * k,
+                   labels + i * k, params.row_mask);
+      });
+      break;
+    }
+    const float* qs = qp;
+    if (ns < nq) {
+      qsel.resize(static_cast<std::size_t>(ns * d));
+      for (std::int64_t j = 0; j < ns; ++j)
+        std::copy(qp + todo[j] * d, qp + (todo[j] + 1) * d, qsel.data() + j * d);
+      qs = qsel.data();
+    }
+    blas_select(qs, ns, x, nb, d, kk, metric, x_aux, params, nt, vals, rows);
+    failed.assign(static_cast<std::size_t>(ns), 0);
+    parallel_for(ns, nt, [&](std::int64_t j, int /*tid*/) {
+      const std::int64_t i = todo[static_cast<std::size_t>(j)];
+      float* v0 = vals.data() + j * kk;
+      idx_t* i0 = rows.data() + j * kk;
+      heap_sort_best_first(kk, v0, i0);
+      const float* qi = qp + i * d;
+      if (nb > kk && i0[kk - 1] != kEmptyId) {  // rows were left out (a full heap)
+        const float qn = std::sqrt(dot(qi, qi, d));
+        const float na = metric == Metric::kCosine ? 1.0f + 4.0f * kU : max_norm;
+        float err = static_cast<float>(2.0 * gam * qn * na) + 4.0f * kU * qn * na + tiny;
+        if (metric == Metric::kL2 || metric == Metric::kSquaredL2) err = 2.0f * err + 4.0f * kU * max_sq;
+        const float gk = v0[k - 1];
+        if (!(v0[kk - 1] < gk - 2.0f * err - collapse_slack(gk, qnorm2[i], metric) - 2.0f * err * kU)) {
+          failed[static_cast<std::size_t>(j)] = 1;
+          return;
+        }
       }
-    }
-  });
-
-  for (std::int64_t i = 0; i < nq; ++i) {
-    const std::int64_t qbi = i / qb, r = i % qb;
-    float* v0 = heap_vals.data() + (qbi * nchunks * qb + r) * k;
-    idx_t* i0 = heap_ids.data() + (qbi * nchunks * qb + r) * k;
-    for (std::int64_t c = 1; c < nchunks; ++c) {
-      const float* vc = v0 + c * qb * k;
-      const idx_t* ic = i0 + c * qb * k;
-      for (std::int64_t s = 0; s < k; ++s)
-        if (ic[s] != kEmptyId) heap_push(vc[s], ic[s], k, v0, i0);
-    }
-    finalize(k, v0, i0, qnorm2[i], metric, distances + i * k, labels + i * k);
+      thread_local std::vector<Cand> cands;
+      cands.clear();
+      for (std::int64_t s = 0; s < kk && i0[s] != kEmptyId; ++s) {
+        const idx_t row = i0[s];
+        cands.push_back({exact_score(qi, x, row, d, x_aux, metric), x_ids ? x_ids[row] : row});
+      }
+      final_stage(cands, k, qnorm2[i], metric, distances + i * k, labels + i * k);
+    });
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < todo.size(); ++j)
+      if (failed[j]) todo[w++] = todo[j];
+    todo.resize(w);
+    kk = std::min(nb, kk * 4);
   }
 }
 
 namespace {
 
-// Exact score of base row r for query qp (the value knn_exact ranks by).
-inline float exact_score(const float* qp, const float* x, std::int64_t r, std::int64_t d,
-                         const float* x_aux, Metric m) {
-  float s = dot(qp, x + r * d, d);
-  to_scores(&s, x_aux ? x_aux + r : nullptr, 1, m);  // the same adjustment as every other path
-  return s;
-}
 
 // From raw float16 direction dots a (in place) to upper bounds of the score, and the
 // lower bounds into lb. NaN / inf bounds (overflow, rows marked +inf) make the row a
 // candidate: ub = +inf, lb = -FLT_MAX. One branch-free loop per metric, so the
 // compiler vectorises it.
-constexpr float kU = 5.9604645e-08f;  // 2^-24
 constexpr float kLow = -std::numeric_limits<float>::max();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -265,7 +413,7 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
     return -1;
   }
   std::int64_t rescored = 0;
-  const int nt = params.num_threads > 0 ? params.num_threads : default_num_threads();
+  const int nt = resolve_num_threads(params.num_threads);
   const std::int64_t npanels = (nb + fp16::kPanel - 1) / fp16::kPanel;
   constexpr std::int64_t kChunkPanels = 256;  // 4096 rows: bounds buffers stay in L1/L2
   const std::int64_t nchunks = (npanels + kChunkPanels - 1) / kChunkPanels;
@@ -329,16 +477,18 @@ std::int64_t knn_exact_prefiltered(const float* q, std::int64_t nq, const float*
       if (chunk_ids[j] != kEmptyId) heap_push(chunk_vals[j], chunk_ids[j], k, hv.data(), hi.data());
     const float tau = hv[0];
 
-    // Pass 2: exact float32 scores of the rows that can reach tau.
+    // Pass 2: canonical float32 scores of the rows that can reach tau (less the
+    // collapse slack, so rows whose distances could tie with the k-th are all there).
     cand.clear();
-    fp16::rows_at_least(ub, nb, tau, cand);
+    const float slack = std::isfinite(tau) ? collapse_slack(tau, qnorm2, metric) : 0.0f;
+    fp16::rows_at_least(ub, nb, tau - slack, cand);
     rescored += static_cast<std::int64_t>(cand.size());
-    heap_init(k, hv.data(), hi.data());
+    thread_local std::vector<Cand> cands;
+    cands.clear();
     for (std::int64_t r : cand)
       if (!params.row_mask || params.row_mask[r])
-        heap_push(exact_score(qv.data(), x, r, d, x_aux, metric), x_ids ? x_ids[r] : r, k, hv.data(),
-                  hi.data());
-    finalize(k, hv.data(), hi.data(), qnorm2, metric, distances + i * k, labels + i * k);
+        cands.push_back({exact_score(qv.data(), x, r, d, x_aux, metric), x_ids ? x_ids[r] : r});
+    final_stage(cands, k, qnorm2, metric, distances + i * k, labels + i * k);
   }
   return rescored;
 }
@@ -356,43 +506,40 @@ void knn_exact_rows(const float* q, std::int64_t nq, const float* x, std::int64_
   std::vector<float> qnorm2(static_cast<std::size_t>(nq), 0.0f);
   if (metric == Metric::kL2 || metric == Metric::kSquaredL2)
     for (std::int64_t i = 0; i < nq; ++i) qnorm2[i] = dot(q + i * d, q + i * d, d);
-  const int nt = params.num_threads > 0 ? params.num_threads : default_num_threads();
+  const int nt = resolve_num_threads(params.num_threads);
+  // Scores of the selected rows (few queries, few rows: nq * nrows floats), then per
+  // query the canonical final stage (every row within the collapse slack of the k-th).
+  std::vector<float> sc(static_cast<std::size_t>(nq * nrows));
+  std::vector<idx_t> sid(static_cast<std::size_t>(nrows));
   constexpr std::int64_t kMinChunk = 4096;  // rows per task
   const std::int64_t nchunks =
       std::max<std::int64_t>(1, std::min<std::int64_t>(4 * nt, (nrows + kMinChunk - 1) / kMinChunk));
   const std::int64_t per = (nrows + nchunks - 1) / nchunks;
-  std::vector<float> hv(static_cast<std::size_t>(nchunks * nq * k));
-  std::vector<idx_t> hi(hv.size());
   parallel_for(nchunks, nt, [&](std::int64_t c, int) {
     const std::int64_t j0 = c * per, j1 = std::min(nrows, j0 + per);
-    float* cv = hv.data() + c * nq * k;
-    idx_t* ci = hi.data() + c * nq * k;
-    for (std::int64_t i = 0; i < nq; ++i) heap_init(k, cv + i * k, ci + i * k);
     for (std::int64_t j = j0; j < j1; ++j) {
       if (j + 8 < j1) {  // selected rows are scattered: fetch whole rows ahead
         const char* pf = reinterpret_cast<const char*>(x + rows[j + 8] * d);
-        for (std::int64_t off = 0; off < d * 4; off += 64) __builtin_prefetch(pf + off);
+        for (std::int64_t off = 0; off < d * 4; off += 64) SIMDEX_PREFETCH(pf + off);
       }
       const std::int64_t r = rows[j];
-      const float* xr = x + r * d;
-      for (std::int64_t i = 0; i < nq; ++i) {
-        float sc = dot(qbuf.data() + i * d, xr, d);
-        to_scores(&sc, x_aux ? x_aux + r : nullptr, 1, metric);
-        heap_push(sc, x_ids[r], k, cv + i * k, ci + i * k);
-      }
+      sid[j] = x_ids[r];
+      for (std::int64_t i = 0; i < nq; ++i) sc[i * nrows + j] = exact_score(qbuf.data() + i * d, x, r, d, x_aux, metric);
     }
   });
-  for (std::int64_t i = 0; i < nq; ++i) {
-    float* v0 = hv.data() + i * k;
-    idx_t* i0 = hi.data() + i * k;
-    for (std::int64_t c = 1; c < nchunks; ++c) {
-      const float* vc = hv.data() + (c * nq + i) * k;
-      const idx_t* ic = hi.data() + (c * nq + i) * k;
-      for (std::int64_t s2 = 0; s2 < k; ++s2)
-        if (ic[s2] != kEmptyId) heap_push(vc[s2], ic[s2], k, v0, i0);
-    }
-    finalize(k, v0, i0, qnorm2[i], metric, distances + i * k, labels + i * k);
-  }
+  parallel_for(nq, nt, [&](std::int64_t i, int) {
+    const float* si = sc.data() + i * nrows;
+    std::vector<float> hv(static_cast<std::size_t>(k));
+    std::vector<idx_t> hi(static_cast<std::size_t>(k));
+    heap_init(k, hv.data(), hi.data());
+    heap_push_block(si, nrows, sid.data(), 0, k, hv.data(), hi.data());
+    const float tau = hi[0] == kEmptyId ? -std::numeric_limits<float>::infinity()
+                                        : hv[0] - collapse_slack(hv[0], qnorm2[i], metric);
+    std::vector<Cand> cands;
+    for (std::int64_t j = 0; j < nrows; ++j)
+      if (si[j] >= tau) cands.push_back({si[j], sid[j]});
+    final_stage(cands, k, qnorm2[i], metric, distances + i * k, labels + i * k);
+  });
 }
 
 void range_exact(const float* q, std::int64_t nq, const float* x, std::int64_t nb, std::int64_t d,

@@ -79,14 +79,21 @@ void FlatIndex::check_writable() const {
 }
 
 std::int64_t FlatIndex::size() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   return rows();
 }
+
+namespace {
+template <class T>
+void reserve_geometric(std::vector<T>& v, std::size_t need) {
+  if (need > v.capacity()) v.reserve(std::max(need, 2 * v.capacity()));
+}
+}  // namespace
 
 void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replace) {
   SIMDEX_CHECK_ARG(n >= 0, "n must be >= 0, got ", n);
   check_writable();
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   // Validate everything before changing anything.
   std::unordered_set<idx_t> seen;
   seen.reserve(static_cast<std::size_t>(n));
@@ -101,9 +108,11 @@ void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool repla
   std::vector<float> aux(static_cast<std::size_t>(n), 0.0f);
   compute_row_aux(x, n, d_, metric_, aux.data());
   const std::int64_t old = static_cast<std::int64_t>(ids_.size());
-  data_.reserve(static_cast<std::size_t>((old + n) * d_));
+  // Geometric growth: reserve(exact size) on every call reallocated, i.e. copied the
+  // whole store, on every add, which made adding one vector O(size()).
+  reserve_geometric(data_, static_cast<std::size_t>((old + n) * d_));
   std::vector<float> scratch(half_on_ ? static_cast<std::size_t>(d_) : 0);
-  if (half_on_) half_.reserve(static_cast<std::size_t>(fp16::storage_size(old + n, d_)));
+  if (half_on_) reserve_geometric(half_, static_cast<std::size_t>(fp16::storage_size(old + n, d_)));
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = row_of_.find(ids[i]);
     if (it != row_of_.end()) {
@@ -122,7 +131,7 @@ void FlatIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool repla
 
 void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
   check_writable();
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i)
     if (row_of_.find(ids[i]) == row_of_.end()) throw UnknownId(ids[i]);
   for (std::int64_t i = 0; i < n; ++i) {
@@ -153,7 +162,7 @@ void FlatIndex::remove(const idx_t* ids, std::int64_t n) {
 
 void FlatIndex::reset() {
   check_writable();
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   data_.clear();
   data_.shrink_to_fit();
   aux_.clear();
@@ -197,7 +206,7 @@ std::int64_t FlatIndex::filter_rows(const IdFilter& filter, std::vector<std::uin
 
 void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* distances,
                        idx_t* labels, const KnnParams& params, const IdFilter* filter) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   const std::int64_t nb = rows();
   const float* aux = metric_ == Metric::kInnerProduct ? nullptr : auxp();
   const float* data = xp();
@@ -259,7 +268,7 @@ void FlatIndex::search(const float* q, std::int64_t nq, std::int64_t k, float* d
 
 void FlatIndex::range_search(const float* q, std::int64_t nq, float radius, RangeResult& result,
                              const KnnParams& params, const IdFilter* filter) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   thread_local std::vector<std::uint8_t> mask;
   KnnParams p = params;
   if (filter != nullptr) {
@@ -278,7 +287,7 @@ FlatIndex::PrefilterStats FlatIndex::prefilter_stats() const {
 }
 
 void FlatIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   ensure_map();
   const float* data = xp();
   for (std::int64_t i = 0; i < n; ++i) {
@@ -289,13 +298,13 @@ void FlatIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const 
 }
 
 void FlatIndex::contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   ensure_map();
   for (std::int64_t i = 0; i < n; ++i) out[i] = row_of_.count(ids[i]) ? 1 : 0;
 }
 
 void FlatIndex::export_all(float* vectors, idx_t* ids) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   const std::int64_t n = rows();
   std::copy(xp(), xp() + n * d_, vectors);
   std::copy(idp(), idp() + n, ids);

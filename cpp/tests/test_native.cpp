@@ -9,10 +9,22 @@
 #include <stdexcept>
 #include <vector>
 
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "simdex/exact_knn.h"
 #include "simdex/flat_index.h"
 #include "simdex/id_filter.h"
 #include "simdex/lsh.h"
+#include "simdex/rwlock.h"
+#include "simdex/threading.h"
 #include "simdex/topk.h"
 #include "../src/fp16.h"
 
@@ -315,6 +327,107 @@ void test_lsh_filter_range() {
   }
 }
 
+// RwLock: exclusion, a writer is not starved by a stream of readers, and a child
+// forked while a reader holds the lock can take it for writing.
+void test_rwlock() {
+  simdex::RwLock mu;
+  std::atomic<bool> stop{false};
+  std::atomic<int> inside{0}, bad{0};
+  std::int64_t value = 0;
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t)
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        std::shared_lock<simdex::RwLock> r(mu);
+        ++inside;
+        if (value % 2 != 0) ++bad;  // a writer is half way
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        --inside;
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  double worst_ms = 0;
+  for (int i = 0; i < 50; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      std::unique_lock<simdex::RwLock> w(mu);
+      if (inside.load() != 0) ++bad;
+      ++value;
+      ++value;
+    }
+    worst_ms = std::max(worst_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  stop.store(true);
+  for (auto& t : readers) t.join();
+  EXPECT(bad.load() == 0);
+  EXPECT(value == 100);
+  // Each write waits for the readers inside (200 us each), never for new ones; a
+  // generous bound for loaded machines and sanitizers.
+  EXPECT(worst_ms < 1000.0);
+
+  // Fork while another thread holds a read lock: the child can write.
+  std::atomic<bool> holding{false}, release{false};
+  std::thread holder([&] {
+    std::shared_lock<simdex::RwLock> r(mu);
+    holding.store(true);
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (!holding.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::unique_lock<simdex::RwLock> w(mu);  // would hang without the fork handlers
+    _exit(0);
+  }
+  int status = -1;
+  for (int i = 0; i < 5000; ++i) {  // 5 s
+    if (waitpid(pid, &status, WNOHANG) == pid) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (waitpid(pid, &status, WNOHANG) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    status = -1;
+  }
+  EXPECT(status == 0);
+  release.store(true);
+  holder.join();
+}
+
+// Thread counts are bounded with a clear error.
+void test_thread_bounds() {
+  bool threw = false;
+  try {
+    simdex::set_num_threads(1000000000);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw);
+  EXPECT(simdex::resolve_num_threads(1000000000) == simdex::max_threads());
+  EXPECT(simdex::max_threads() >= simdex::kMinMaxThreads);
+}
+
+// The tie rule holds whichever path runs: duplicated rows, every batch size.
+void test_batch_ties() {
+  const std::int64_t nb = 3000, d = 16, k = 7, nq = 16;
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> v(-2, 2);
+  std::vector<float> x(static_cast<std::size_t>(nb * d)), q(static_cast<std::size_t>(nq * d));
+  for (auto& e : x) e = static_cast<float>(v(rng));
+  for (auto& e : q) e = static_cast<float>(v(rng));
+  for (simdex::Metric m : {simdex::Metric::kCosine, simdex::Metric::kL2, simdex::Metric::kInnerProduct}) {
+    std::vector<float> Db(nq * k), D1(k);
+    std::vector<simdex::idx_t> Ib(nq * k), I1(k);
+    simdex::knn_exact(q.data(), nq, x.data(), nb, d, k, m, nullptr, nullptr, Db.data(), Ib.data());
+    for (std::int64_t i = 0; i < nq; ++i) {
+      simdex::knn_exact(q.data() + i * d, 1, x.data(), nb, d, k, m, nullptr, nullptr, D1.data(), I1.data());
+      for (std::int64_t r = 0; r < k; ++r) {
+        EXPECT(I1[r] == Ib[i * k + r]);
+        if (r > 0 && D1[r] == D1[r - 1]) EXPECT(I1[r] > I1[r - 1]);
+      }
+    }
+  }
+}
+
 int main() {
   test_knn();
   test_flat_index();
@@ -322,10 +435,13 @@ int main() {
   test_prefilter();
   test_filters_range_view();
   test_lsh_filter_range();
+  test_rwlock();
+  test_thread_bounds();
+  test_batch_ties();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
   }
-  std::printf("simdex native tests: 6 passed, 0 failed\n");
+  std::printf("simdex native tests: 9 passed, 0 failed\n");
   return 0;
 }

@@ -103,6 +103,8 @@ _FACES: dict[str, str] = {
     "embeddings": "simdex.embed.embeddings",
     "export": "simdex.embed.export",
     "neardup": "simdex.apps.neardup",
+    "distributed": "simdex.apps.distributed",
+    "service": "simdex.apps.service",
     "lsh": "simdex.index.lsh",
     "gpu": "simdex.index.gpu",
 }

@@ -1,4 +1,4 @@
-"""Input checks shared by every layer of simdex (the ground floor: imports only NumPy).
+"""Input checks shared by every layer of simdex (the ground floor: NumPy and simdex._runtime).
 
 One function per kind of check, so a bad argument gets the same message whether it
 reaches the exact index, LSH, the GPU backend, a loss or a metric:
@@ -30,6 +30,8 @@ import operator
 from typing import Any
 
 import numpy as np
+
+from simdex._runtime import core
 
 __all__ = [
     "METRICS",
@@ -64,6 +66,8 @@ METRIC_ALIASES: dict[str, str] = {
     "sqeuclidean": "sql2",
 }
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
+MAX_ID = 2**63 - 2  # the largest id; 2**63 - 1 is the native "no result" marker
+_TINY = 2.0**-60  # smallest largest-|component| of a nonzero row (squares stay normal float32)
 MISSING_LABEL = -1  # the label of an item indexed without one, and of a missing neighbour (id -1)
 
 
@@ -217,7 +221,8 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
 
     Raises:
         TypeError: non-numeric dtype (strings, objects, complex, bool).
-        ValueError: wrong number of dimensions, wrong d, no rows, NaN or infinity.
+        ValueError: wrong number of dimensions, wrong d, no rows, NaN or infinity,
+            a row whose float32 squares overflow or underflow (see the README conventions).
     """
     if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
         x = x.get()  # CuPy array -> NumPy for the CPU path
@@ -231,11 +236,35 @@ def as_matrix(x: Any, name: str, dim: int | None = None) -> tuple[np.ndarray, bo
         arr = arr.reshape(1, -1)
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, with the position
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
-        bad = np.argwhere(~np.isfinite(out))[0]
-        what = "NaN" if np.isnan(out[bad[0], bad[1]]) else "infinity"
+    # Magnitude rule (README "Conventions"): computing in float32, a row's squares and
+    # products must neither overflow nor underflow. The largest |component| of each
+    # nonzero row must lie in [_TINY, sqrt(FLT_MAX / (4 d))]; NaN/inf fail too. One
+    # native pass (no temporaries, one GIL release at most).
+    hi = float(np.sqrt(np.finfo(np.float32).max / (4.0 * arr.shape[1])))
+    row, code, zero_rows = core()._check_rows(out, hi, _TINY)
+    if code == 2:
+        col = int(np.argmax(~np.isfinite(out[row])))
+        what = "NaN" if np.isnan(out[row, col]) else "infinity"
         extra = " (a float64 value out of float32 range becomes infinity)" if arr.dtype != np.float32 else ""
-        raise ValueError(f"{name} contains {what} at row {bad[0]}, column {bad[1]}{extra}")
+        raise ValueError(f"{name} contains {what} at row {row}, column {col}{extra}")
+    if code == 1:
+        raise ValueError(
+            f"{name} row {row} has a component of magnitude {float(np.abs(out[row]).max()):.3g}; simdex "
+            f"computes in float32 and accepts |values| <= {hi:.3g} for dimension {arr.shape[1]} (larger "
+            "squares overflow): scale the data down"
+        )
+    if code == 0 and zero_rows and arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        zero = np.flatnonzero(~out.any(axis=1))  # float64 rows float32 flushed to zero?
+        lost = zero[np.abs(arr[zero]).max(axis=1) > 0]
+        if lost.size:
+            row, code = int(lost[0]), 3
+    if code == 3:
+        m = float(np.abs(arr[row]).max())
+        raise ValueError(
+            f"{name} row {row} is nonzero but its largest |component| is {m:.3g} < {_TINY:.3g}: its "
+            "float32 squares underflow, so its direction and norm would be lost; scale the data up "
+            "or set the row to zero"
+        )
     return out, was_1d
 
 
@@ -244,6 +273,8 @@ def as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
     arr = np.asarray(ids)
     if arr.ndim == 0:
         arr = arr.reshape(1)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # [] is float64 to NumPy
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
@@ -251,10 +282,12 @@ def as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
     if arr.shape[0] != n:
         raise ValueError(f"got {n} vectors but {arr.shape[0]} {name}")
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} must fit in int64")
+        raise ValueError(f"{name} must fit in int64, got {int(arr.max())}")
     out = np.ascontiguousarray(arr, dtype=np.int64)
     if out.size and out.min() < 0:
         raise ValueError(f"{name} must be >= 0 (-1 marks a missing neighbour), got {int(out.min())}")
+    if out.size and out.max() > MAX_ID:
+        raise ValueError(f"{name} must be <= 2**63 - 2 (2**63 - 1 is reserved), got {int(out.max())}")
     return out
 
 
@@ -262,8 +295,12 @@ def lookup_ids(ids: Any) -> tuple[np.ndarray, bool]:
     """Ids to look up (any shape, flattened) as int64, and whether ``ids`` was a scalar."""
     arr = np.asarray(ids)
     scalar = arr.ndim == 0
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # [] is float64 to NumPy
     if arr.dtype.kind not in "iu":
         raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"ids must fit in int64, got {int(arr.max())}")
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64), scalar
 
 

@@ -23,6 +23,8 @@
 #include <mutex>
 #include <cstdint>
 #include <shared_mutex>
+
+#include "simdex/rwlock.h"
 #include <stdexcept>
 #include <unordered_map>
 #include <vector>
@@ -123,7 +125,7 @@ class FlatIndex {
   std::int64_t filter_rows(const IdFilter& filter, std::vector<std::uint8_t>& mask) const;
   void set_half_row(std::int64_t row, const float* x, float* scratch);
   mutable std::unordered_map<idx_t, std::int64_t> row_of_;  // built lazily for a view
-  mutable std::shared_mutex mutex_;
+  mutable RwLock mutex_;
   // View mode (see view()): external buffers instead of data_ / aux_ / ids_.
   bool view_ = false;
   const float* ext_x_ = nullptr;

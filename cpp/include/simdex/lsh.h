@@ -35,6 +35,8 @@
 #include <cstdlib>
 #include <cstdint>
 #include <shared_mutex>
+
+#include "simdex/rwlock.h"
 #include <unordered_map>
 #include <vector>
 
@@ -377,7 +379,7 @@ class LshIndex {
   std::vector<std::uint64_t> dead_bits_;  // one bit per slot, 1 = removed
   std::unordered_map<idx_t, std::uint32_t> slot_of_;
   std::vector<Table> tables_;
-  mutable std::shared_mutex mutex_;
+  mutable RwLock mutex_;
 };
 
 }  // namespace simdex

@@ -15,7 +15,18 @@ namespace simdex {
 /// integer in [1, 4096], else the CPUs this process may run on (sched_getaffinity).
 int default_num_threads();
 /// Set the default thread count; n <= 0 restores the automatic value.
+/// @throws std::invalid_argument if n > max_threads().
 void set_num_threads(int n);
+
+/// Smallest value max_threads() takes, whatever the CPU count.
+inline constexpr int kMinMaxThreads = 64;
+/// Largest thread count simdex accepts: 4 x the CPUs this process may use (at start),
+/// at least kMinMaxThreads. Per-thread buffers make memory grow with the count, so an
+/// absurd request (10**8) is an error rather than gigabytes of buffers.
+int max_threads();
+/// The thread count a call with num_threads = requested uses: requested (clamped to
+/// max_threads()) when > 0, else default_num_threads().
+int resolve_num_threads(int requested);
 
 /// Run fn(i, thread_id) for i in [0, n) on up to num_threads threads (<= 0: default).
 /// Work is handed out dynamically one index at a time, so n should be a number of

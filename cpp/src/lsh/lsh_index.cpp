@@ -255,7 +255,7 @@ void LshIndex::fill_table_sketch(Table& t) const {
 }
 
 std::int64_t LshIndex::size() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   return size_unlocked();
 }
 
@@ -412,7 +412,7 @@ void LshIndex::add(const float* x, std::int64_t n, const idx_t* ids, bool replac
   std::vector<float> inv(static_cast<std::size_t>(n), 0.0f);
   compute_row_aux(x, n, d_, Metric::kCosine, inv.data());
 
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   {
     std::vector<idx_t> sorted(ids, ids + n);  // duplicates: a sort beats a hash set here
     std::sort(sorted.begin(), sorted.end());
@@ -484,7 +484,7 @@ void LshIndex::add_locked(const float* x, std::int64_t n, const idx_t* ids, cons
 
 void LshIndex::rebuild(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options,
                        int num_threads) {
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   // Live rows in slot order (the order add() gave them), then a fresh configuration.
   std::vector<float> x;
   std::vector<idx_t> ids;
@@ -526,7 +526,7 @@ void LshIndex::remove_locked(idx_t id) {
 }
 
 void LshIndex::remove(const idx_t* ids, std::int64_t n) {
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i)
     if (slot_of_.find(ids[i]) == slot_of_.end()) throw UnknownId(ids[i]);
   for (std::int64_t i = 0; i < n; ++i) remove_locked(ids[i]);
@@ -582,7 +582,7 @@ void LshIndex::compact_locked() {
 }
 
 void LshIndex::reset() {
-  std::unique_lock<std::shared_mutex> lock(mutex_);
+  std::unique_lock<RwLock> lock(mutex_);
   data_ = {};
   inv_norm_ = {};
   codes8_ = {};
@@ -644,7 +644,7 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
   SIMDEX_CHECK_ARG(params.num_probes >= 1, "num_probes must be >= 1, got ", params.num_probes);
   SIMDEX_CHECK_ARG(nq >= 0, "nq must be >= 0, got ", nq);
   SIMDEX_CHECK_ARG(params.rerank >= 0, "rerank must be >= 0, got ", params.rerank);
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   SIMDEX_CHECK_ARG(params.rerank == 0 || W_ > 0,
                    "rerank > 0 needs sketches; build the index with sketch_words >= 1");
   SIMDEX_CHECK_ARG(!params.scan || params.rerank > 0, "scan needs rerank > 0");
@@ -978,6 +978,13 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
         }
         oi[r2] = hi[r2];
       }
+      // The tie rule is on reported distances: scores a few ulps apart can map to the
+      // same distance, so order equal distances by id (k is small: insertion sort).
+      for (std::int64_t a = 1; a < k && oi[a] != -1; ++a)
+        for (std::int64_t b = a; b > 0 && od[b] == od[b - 1] && oi[b] < oi[b - 1]; --b) {
+          std::swap(od[b], od[b - 1]);
+          std::swap(oi[b], oi[b - 1]);
+        }
     }
   });
 }
@@ -985,7 +992,7 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
 void LshIndex::search_exact(const float* q, std::int64_t nq, std::int64_t k, float* distances, idx_t* ids,
                             int num_threads) const {
   SIMDEX_CHECK_ARG(k >= 1, "k must be >= 1, got ", k);
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   const std::int64_t nslots = static_cast<std::int64_t>(slot_id_.size());
   // Removed slots still hold their rows: ask for k + dead and drop them.
   const std::int64_t kk = std::min<std::int64_t>(std::max<std::int64_t>(nslots, 1), k + dead_);
@@ -1012,14 +1019,14 @@ void LshIndex::search_exact(const float* q, std::int64_t nq, std::int64_t k, flo
 }
 
 void LshIndex::live_ids(idx_t* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   std::int64_t w = 0;
   for (idx_t id : slot_id_)
     if (id >= 0) out[w++] = id;
 }
 
 void LshIndex::mean_unit(float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   std::vector<double> acc(static_cast<std::size_t>(d_), 0.0);
   std::int64_t n = 0;
   for (std::size_t s = 0; s < slot_id_.size(); ++s) {
@@ -1032,7 +1039,7 @@ void LshIndex::mean_unit(float* out) const {
 }
 
 void LshIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i) {
     auto it = slot_of_.find(ids[i]);
     if (it == slot_of_.end()) throw UnknownId(ids[i]);
@@ -1041,12 +1048,12 @@ void LshIndex::get_vectors(const idx_t* ids, std::int64_t n, float* out) const {
 }
 
 void LshIndex::contains(const idx_t* ids, std::int64_t n, std::uint8_t* out) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   for (std::int64_t i = 0; i < n; ++i) out[i] = slot_of_.count(ids[i]) ? 1 : 0;
 }
 
 void LshIndex::export_all(float* vectors, idx_t* ids) const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   std::int64_t w = 0;
   for (std::size_t s = 0; s < slot_id_.size(); ++s) {
     if (slot_id_[s] < 0) continue;
@@ -1057,7 +1064,7 @@ void LshIndex::export_all(float* vectors, idx_t* ids) const {
 
 LshTableStats LshIndex::table_stats(std::int64_t ti) const {
   SIMDEX_CHECK_RANGE(ti >= 0 && ti < L_, "table ", ti, " out of range [0, ", L_, ")");
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   const Table& t = tables_[static_cast<std::size_t>(ti)];
   // Live bucket sizes from both parts, merged by key.
   std::vector<std::pair<std::uint64_t, std::int64_t>> sizes;
@@ -1086,7 +1093,7 @@ LshTableStats LshIndex::table_stats(std::int64_t ti) const {
 }
 
 std::int64_t LshIndex::memory_bytes() const {
-  std::shared_lock<std::shared_mutex> lock(mutex_);
+  std::shared_lock<RwLock> lock(mutex_);
   std::int64_t b = static_cast<std::int64_t>(data_.capacity() * sizeof(float) +
                                              inv_norm_.capacity() * sizeof(float) +
                                              codes8_.capacity() + sk_.capacity() * 8 +

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import IO, Any, ClassVar
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from simdex._validate import (
     DEVICES,
+    MAX_ID,
     METRICS,
     as_ids,
     as_matrix,
@@ -49,6 +51,21 @@ __all__ = ["Index", "load_index", "MAX_FILE_DIM"]
 
 MAX_FILE_DIM = 1 << 24  # largest dimension a loaded file may claim
 _ID_MAX = 2**63 - 1
+
+
+# --------------------------------------------------------------------------- fork
+_LIVE_INDEXES: weakref.WeakSet[Index] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    # A thread that held an index's writer lock at fork() does not exist in the child;
+    # the native stores reset their own locks (pthread_atfork), this is the Python one.
+    for index in list(_LIVE_INDEXES):
+        index._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 # --------------------------------------------------------------------------- Index contract
@@ -80,6 +97,7 @@ class Index(abc.ABC):
         self._next_id = 0
         self._lock = threading.RLock()  # serialises writers and save; searches are lock-free here
         self._container: Container | None = None  # the memory-mapped file behind a read-only index
+        _LIVE_INDEXES.add(self)
 
     # -- hooks ----------------------------------------------------------------------------
     # Indexes keep their vectors in a store (``self._store``, made by
@@ -149,6 +167,11 @@ class Index(abc.ABC):
         x, _ = as_matrix(vectors, "vectors", dim=self.dim)
         with self._lock:
             if ids is None:
+                if self._next_id + x.shape[0] - 1 > MAX_ID:
+                    raise ValueError(
+                        f"no fresh ids left: the next one would be {self._next_id} and ids end at "
+                        f"2**63 - 2; pass ids= explicitly"
+                    )
                 ids_arr = np.arange(self._next_id, self._next_id + x.shape[0], dtype=np.int64)
             else:
                 ids_arr = as_ids(ids, x.shape[0])

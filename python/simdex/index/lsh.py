@@ -42,6 +42,7 @@ from simdex.index.stores import new_store
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
 
 MAX_FILE_PROBES = 1 << 16  # largest num_probes / refine a loaded file may claim
+MAX_PROBES = 1 << 16  # buckets probed per table at most (the native bound); 2**hash_bits is used when smaller
 
 
 class LSHIndex(Index):
@@ -145,7 +146,7 @@ class LSHIndex(Index):
         self.refine = check_int(refine, "refine", 0)
         if self.auto:  # placeholders until the first search configures the index
             num_tables, hash_bits, num_probes = 1, 1, 1
-        self.num_probes = check_int(8 if num_probes is None else num_probes, "num_probes", 1)
+        self.num_probes = check_int(8 if num_probes is None else num_probes, "num_probes", 1, MAX_PROBES)
         self.rerank = check_int(0 if rerank is None else rerank, "rerank", 0)
         if sketch_bits is None:
             sketch_bits = 128 if self.rerank else 0
@@ -222,7 +223,7 @@ class LSHIndex(Index):
         rerank: int | None = None,
     ) -> dict[str, int | None]:
         return {
-            "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1),
+            "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1, MAX_PROBES),
             "num_threads": check_num_threads(num_threads),
             "refine": self.refine if refine is None else check_int(refine, "refine", 0),
             "rerank": None if rerank is None else check_int(rerank, "rerank", 0),
