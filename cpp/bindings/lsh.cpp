@@ -103,10 +103,16 @@ py::array_t<std::uint16_t> hamming(const py::array_t<std::uint64_t, py::array::c
   return out;
 }
 
-LshOptions make_options(std::int64_t d, const py::object& center, int sketch_words,
+void check_scan_fraction(double f) {
+  if (!(f > 0.0 && f <= 1.0))
+    throw std::invalid_argument(detail::concat("scan_fraction must be in (0, 1], got ", f));
+}
+
+LshOptions make_options(std::int64_t d, const py::object& center, int sketch_words, bool table_sketches,
                         const py::object& sketch_planes) {
   LshOptions o;
   o.sketch_words = sketch_words;
+  o.table_sketches = table_sketches;
   if (sketch_words < 0 || sketch_words > 8)
     throw std::invalid_argument(detail::concat("sketch_words must be in [0, 8], got ", sketch_words));
   if (!center.is_none()) {
@@ -147,29 +153,30 @@ void register_lsh(py::module_& m) {
   lsh
       .def(py::init([](std::int64_t d, std::int64_t L, int K, const FloatArray& planes,
                        const std::string& metric, const py::object& center, int sketch_words,
-                       const py::object& sketch_planes) {
+                       const py::object& sketch_planes, bool table_sketches) {
              check_planes(planes, L, K, d);
-             const LshOptions o = make_options(d, center, sketch_words, sketch_planes);
+             const LshOptions o = make_options(d, center, sketch_words, table_sketches, sketch_planes);
              return new LshIndex(d, L, K, planes.data(), parse_metric(metric), o);
            }),
            py::arg("dim"), py::arg("num_tables"), py::arg("hash_bits"), py::arg("planes"),
            py::arg("metric"), py::kw_only(), py::arg("center") = py::none(), py::arg("sketch_words") = 0,
-           py::arg("sketch_planes") = py::none())
+           py::arg("sketch_planes") = py::none(), py::arg("table_sketches") = false)
       .def(
           "rebuild",
           [](LshIndex& self, std::int64_t L, int K, const FloatArray& planes, const py::object& center,
-             int sketch_words, const py::object& sketch_planes, int num_threads) {
+             int sketch_words, const py::object& sketch_planes, bool table_sketches, int num_threads) {
             check_planes(planes, L, K, self.dim());
-            const LshOptions o = make_options(self.dim(), center, sketch_words, sketch_planes);
+            const LshOptions o = make_options(self.dim(), center, sketch_words, table_sketches, sketch_planes);
             num_threads = check_threads(num_threads);
             NoGil nogil;
             self.rebuild(L, K, planes.data(), o, num_threads);
           },
           py::arg("num_tables"), py::arg("hash_bits"), py::arg("planes"), py::kw_only(),
           py::arg("center") = py::none(), py::arg("sketch_words") = 0, py::arg("sketch_planes") = py::none(),
-          py::arg("num_threads") = 0,
+          py::arg("table_sketches") = false, py::arg("num_threads") = 0,
           "Re-hash every live vector with a new configuration (tables, centre, sketches).")
       .def_property_readonly("sketch_words", &LshIndex::sketch_words)
+      .def_property_readonly("table_sketches", &LshIndex::table_sketches)
       .def_property_readonly("dim", &LshIndex::dim)
       .def_property_readonly("num_tables", &LshIndex::num_tables)
       .def_property_readonly("hash_bits", &LshIndex::hash_bits)
@@ -188,7 +195,7 @@ void register_lsh(py::module_& m) {
           "search",
           [](const LshIndex& self, const FloatArray& q, std::int64_t k, std::int64_t num_probes,
              int num_threads, std::int64_t refine, std::int64_t rerank, bool scan,
-             const std::optional<IdArray>& filter_ids, bool filter_deny) {
+             const std::optional<IdArray>& filter_ids, bool filter_deny, double scan_fraction) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
             check_k(k, without_gil([&] { return self.size(); }));
             check_probes(num_probes);
@@ -201,6 +208,8 @@ void register_lsh(py::module_& m) {
             p.refine = refine;
             p.rerank = rerank;
             p.scan = scan;
+            check_scan_fraction(scan_fraction);
+            p.scan_fraction = scan_fraction;
             p.filter = filter ? &*filter : nullptr;
             py::array_t<float> D({nq, k});
             py::array_t<std::int64_t> I({nq, k});
@@ -215,13 +224,13 @@ void register_lsh(py::module_& m) {
           },
           py::arg("queries"), py::arg("k"), py::arg("num_probes"), py::arg("num_threads") = 0,
           py::arg("refine") = 16, py::arg("rerank") = 0, py::arg("scan") = false,
-          py::arg("filter_ids") = py::none(), py::arg("filter_deny") = false,
+          py::arg("filter_ids") = py::none(), py::arg("filter_deny") = false, py::arg("scan_fraction") = 1.0,
           "Returns (distances (nq, k), ids (nq, k), candidates per query (nq,), entries scanned (nq,)).")
       .def(
           "range_search",
           [](const LshIndex& self, const FloatArray& q, float radius, std::int64_t num_probes,
              int num_threads, std::int64_t rerank, bool scan, const std::optional<IdArray>& filter_ids,
-             bool filter_deny) {
+             bool filter_deny, double scan_fraction) {
             const std::int64_t nq = check_matrix(q, self.dim(), "queries");
             check_probes(num_probes);
             if (rerank < 0) throw std::invalid_argument(detail::concat("rerank must be >= 0, got ", rerank));
@@ -232,6 +241,8 @@ void register_lsh(py::module_& m) {
             p.num_threads = num_threads;
             p.rerank = rerank;
             p.scan = scan;
+            check_scan_fraction(scan_fraction);
+            p.scan_fraction = scan_fraction;
             p.filter = filter ? &*filter : nullptr;
             RangeResult r;
             py::array_t<std::int64_t> C(nq);
@@ -244,7 +255,7 @@ void register_lsh(py::module_& m) {
           },
           py::arg("queries"), py::arg("radius"), py::arg("num_probes"), py::arg("num_threads") = 0,
           py::arg("rerank") = 0, py::arg("scan") = false, py::arg("filter_ids") = py::none(),
-          py::arg("filter_deny") = false,
+          py::arg("filter_deny") = false, py::arg("scan_fraction") = 1.0,
           "Candidates within distance radius: (lims (nq+1,), distances, ids, candidates per query).")
       .def(
           "search_exact",

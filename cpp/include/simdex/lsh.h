@@ -153,6 +153,10 @@ struct LshOptions {
   int sketch_words = 0;
   /// 64*W*d floats, row-major: the sketch hyperplanes (bit j of word w from row 64w+j).
   std::vector<float> sketch_planes;
+  /// With sketches: each table also keeps every word of the sketch of its entries in
+  /// bucket order (blocked planar), so a partitioned scan (scan_fraction < 1) reads
+  /// each probed bucket's sketches contiguously. Needs hash_bits <= 16.
+  bool table_sketches = false;
 };
 
 /// Search knobs of LshIndex::search.
@@ -172,6 +176,11 @@ struct LshSearchParams {
   /// With rerank > 0: rank every stored vector's full sketch (a sequential popcount
   /// scan) instead of probing buckets. Pays for small and medium collections.
   bool scan = false;
+  /// With scan: the share of the stored sketches compared per query, summed over the
+  /// tables. 1 compares all of them; below 1 each table compares the sketches of its
+  /// best buckets (least summed |margin| of the flipped bits first) until it has
+  /// covered scan_fraction * size / num_tables entries (needs table_sketches).
+  double scan_fraction = 1.0;
   int num_threads = 0;  ///< <= 0: simdex::default_num_threads()
   /// Ids that may (deny: may not) be returned, or nullptr (caller-owned). Checked per
   /// candidate where removed slots are dropped, so filtered-out vectors are neither
@@ -301,6 +310,7 @@ class LshIndex {
   std::int64_t num_tables() const { return L_; }
   int hash_bits() const { return K_; }
   int sketch_words() const { return W_; }
+  bool table_sketches() const { return table_sketches_; }
   Metric metric() const { return metric_; }
 
   /// Occupancy of table t (0 <= t < L).
@@ -323,6 +333,9 @@ class LshIndex {
     std::vector<std::pair<std::uint64_t, std::uint32_t>> delta;
     // With sketches: word 0 of the sketch of slots[i], beside it (same order).
     BigVector<std::uint64_t> sk;
+    // With table_sketches: all W words of the sketch of slots[i], blocked planar
+    // (simd::hamming_planar), padded with zero rows to a multiple of 8.
+    BigVector<std::uint64_t> skp;
   };
 
   /// search() and range_search(): k-NN into distances/ids, or, with range set, the
@@ -362,6 +375,7 @@ class LshIndex {
   Metric metric_;
   std::vector<float> planes_;
   int W_ = 0;                       // sketch words per vector
+  bool table_sketches_ = false;     // Table::skp kept (partitioned scan)
   std::vector<float> all_planes_;   // (L*K + 64W) * d: table planes, then sketch planes
   std::vector<float> center_;       // d floats or empty
   std::vector<float> offsets_;      // L*K + 64W: <center, plane> (centred hashing)

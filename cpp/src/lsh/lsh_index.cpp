@@ -2,6 +2,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -23,9 +24,12 @@ namespace simdex {
 namespace {
 
 constexpr std::int64_t kQueryBlock = 32;  // queries hashed by one GEMM in search
+constexpr std::int64_t kScanBlock = 256;  // queries per block of a sketch scan
 constexpr std::size_t kMinDelta = 4096;   // delta size below which it is never merged
 constexpr int kMaxPrefixBits = 20;
 constexpr int kMaxDirectBits = 24;  // direct offsets: at most 64 MiB per table
+constexpr int kMaxScanBits = 16;    // partitioned scan: per-block counting sort over 2^K codes
+constexpr int kPsBits = 10;         // partitioned scan: probes flip the kPsBits least certain bits
 
 // ---- distance kernels. The float32 dot is shared with exact search (simd.h).
 // <q, c> for a float query and an int8 row, both padded to a multiple of 16 (zeros).
@@ -176,9 +180,12 @@ void LshIndex::configure(std::int64_t num_tables, int hash_bits, const float* pl
                    "center must be empty or hold dim = ", d_, " floats, got ", options.center.size());
   for (float v : options.center) SIMDEX_CHECK_ARG(std::isfinite(v), "center must be finite");
   for (float v : options.sketch_planes) SIMDEX_CHECK_ARG(std::isfinite(v), "sketch_planes must be finite");
+  SIMDEX_CHECK_ARG(!options.table_sketches || hash_bits <= kMaxScanBits,
+                   "table sketches (partitioned scan) need hash_bits <= ", kMaxScanBits, ", got ", hash_bits);
   L_ = num_tables;
   K_ = hash_bits;
   W_ = options.sketch_words;
+  table_sketches_ = options.table_sketches && W_ > 0;
   planes_.assign(planes, planes + num_tables * hash_bits * d_);
   all_planes_ = planes_;
   all_planes_.insert(all_planes_.end(), options.sketch_planes.begin(), options.sketch_planes.end());
@@ -248,10 +255,23 @@ void LshIndex::update_planar(std::size_t first_slot) {
 void LshIndex::fill_table_sketch(Table& t) const {
   if (W_ == 0) {
     t.sk = {};
+    t.skp = {};
     return;
   }
-  t.sk.resize(t.slots.size());
-  for (std::size_t i = 0; i < t.slots.size(); ++i) t.sk[i] = sk_[static_cast<std::size_t>(t.slots[i]) * W_];
+  const std::size_t n = t.slots.size(), W = static_cast<std::size_t>(W_);
+  t.sk.resize(n);
+  for (std::size_t i = 0; i < n; ++i) t.sk[i] = sk_[static_cast<std::size_t>(t.slots[i]) * W];
+  if (!table_sketches_) {
+    t.skp = {};
+    return;
+  }
+  const std::size_t blocks = (n + 7) / 8;
+  t.skp.assign(blocks * 8 * W, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t* src = sk_.data() + static_cast<std::size_t>(t.slots[i]) * W;
+    std::uint64_t* dst = t.skp.data() + (i / 8) * 8 * W + (i % 8);
+    for (std::size_t w = 0; w < W; ++w) dst[w * 8] = src[w];
+  }
 }
 
 std::int64_t LshIndex::size() const {
@@ -656,14 +676,22 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
   const PreparedFilter* pf = pfilter.get();
   const std::int64_t P = K_ < 63 ? std::min<std::int64_t>(num_probes, std::int64_t{1} << K_) : num_probes;
   const std::size_t nslots = slot_id_.size();
-  const std::int64_t nblocks = (nq + kQueryBlock - 1) / kQueryBlock;
+  // A scan reads every chosen sketch once per block of queries: larger blocks there
+  // (the per-query state is small), so the sketches come from memory fewer times.
+  const std::int64_t qblock = sketch && params.scan ? kScanBlock : kQueryBlock;
+  const std::int64_t nblocks = (nq + qblock - 1) / qblock;
   const bool centred = !center_.empty();
   // Budget of the word-0 filter: with more words the survivors are ranked again.
   const std::size_t R = static_cast<std::size_t>(std::max<std::int64_t>(params.rerank, k));
   const std::size_t budget0 = W_ > 1 ? 4 * R : R;
+  SIMDEX_CHECK_ARG(params.scan_fraction > 0.0 && params.scan_fraction <= 1.0,
+                   "scan_fraction must be in (0, 1], got ", params.scan_fraction);
+  const bool pscan = sketch && params.scan && params.scan_fraction < 1.0;
+  SIMDEX_CHECK_ARG(!pscan || table_sketches_,
+                   "scan_fraction < 1 needs table sketches; build the index with table_sketches");
 
   parallel_for(nblocks, params.num_threads, [&](std::int64_t b, int /*tid*/) {
-    const std::int64_t q0 = b * kQueryBlock, rows = std::min(kQueryBlock, nq - q0);
+    const std::int64_t q0 = b * qblock, rows = std::min(qblock, nq - q0);
     std::vector<float> proj(static_cast<std::size_t>(rows * rows_all));
     blas::gemm_abt(rows, rows_all, d_, 1.0f, q + q0 * d_, all_planes_.data(), 0.0f, proj.data());
     std::vector<std::uint64_t> masks(static_cast<std::size_t>(P));
@@ -717,46 +745,221 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
 
     // Sketch scan, batched: each chunk of sketches (64 KiB for 256 bits) is read from
     // memory once and compared with every query of the block while it sits in L2. Per
-    // query the best R are kept with a running threshold (histogram); only positions
-    // at or under the chunk-start threshold are looked at one by one.
+    // query a running threshold keeps what can still be among the best R: a histogram
+    // of the admitted distances in at most 65 bins (2^shift distances each, so that
+    // the states of a whole block of queries stay in cache); entries in a bin above
+    // the threshold bin are dropped, and only positions under it are looked at one by
+    // one. The exact best R (ties: first come) are selected at the end.
     struct ScanState {
-      std::vector<std::uint32_t> cand;
+      std::vector<std::uint32_t> cand;  // the first n entries are in use
       std::vector<std::uint16_t> hd;
-      std::vector<std::uint32_t> hist;
-      std::size_t T = 0, n_le = 0;
+      std::size_t n = 0;
+      std::uint32_t* hist = nullptr;  // into hist_all
+      int Tb = 0;                     // threshold bin
+      std::size_t n_le = 0;           // admitted entries in bins <= Tb
+      std::int64_t scanned = 0, admitted = 0;
+      void reserve(std::size_t need) {
+        if (cand.size() >= need) return;
+        const std::size_t cap = std::max(need, 2 * cand.size());
+        cand.resize(cap);
+        hd.resize(cap);
+      }
     };
     std::vector<ScanState> scan_state;
-    if (sketch && params.scan) {
-      const std::size_t maxh = static_cast<std::size_t>(64 * W_);
-      scan_state.resize(static_cast<std::size_t>(rows));
-      for (auto& st : scan_state) {
-        st.hist.assign(maxh + 1, 0);
-        st.T = maxh;
+    std::vector<std::uint32_t> hist_all;
+    int shift = 0;
+    while ((64 * W_ >> shift) > 64) ++shift;
+    const int nbins = (64 * W_ >> shift) + 1;
+    constexpr std::size_t kChunk = 2048;  // rows compared per kernel call, a multiple of 8
+    auto limit = [&](const ScanState& st) { return static_cast<std::uint16_t>(((st.Tb + 1) << shift) - 1); };
+    auto count_in = [&](ScanState& st, std::uint16_t h) {  // h was admitted: lower the threshold
+      const int bin = h >> shift;
+      if (bin > st.Tb) return;
+      ++st.hist[bin];
+      ++st.n_le;
+      while (st.Tb > 0 && st.n_le - st.hist[st.Tb] >= R) st.n_le -= st.hist[st.Tb--];
+    };
+    // One candidate at a time (delta entries; removed slots or an id filter).
+    auto take = [&](ScanState& st, std::uint32_t s, std::uint16_t h) {
+      if ((h >> shift) > st.Tb || !admit(s)) return;
+      st.reserve(st.n + 1);
+      st.cand[st.n] = s;
+      st.hd[st.n++] = h;
+      ++st.admitted;
+      count_in(st, h);
+    };
+    // Rows [lo, hi) of a planar sketch array (ids: slots[row], or the row itself).
+    // (A fused popcount + compare + compress kernel was measured slower here: the
+    // threshold must fall between rows for the admissions to stay few.)
+    auto scan_rows = [&](ScanState& st, const std::uint64_t* planar, std::size_t lo, std::size_t hi,
+                         const std::uint32_t* slots, const std::uint64_t* qs) {
+      st.scanned += static_cast<std::int64_t>(hi - lo);
+      for (std::size_t c0 = lo / 8 * 8; c0 < hi; c0 += kChunk) {
+        const std::size_t cnt = std::min(kChunk, (hi + 7) / 8 * 8 - c0);
+        simd::hamming_planar(planar + c0 * W_, static_cast<std::int64_t>(cnt), W_, qs, hbuf.data());
+        const std::int64_t m = simd::select_le(hbuf.data(), static_cast<std::int64_t>(cnt), limit(st), sel.data());
+        for (std::int64_t e = 0; e < m; ++e) {
+          const std::size_t pos = c0 + sel[e];
+          if (pos < lo || pos >= hi) continue;
+          take(st, slots ? slots[pos] : static_cast<std::uint32_t>(pos), hbuf[sel[e]]);
+        }
       }
-      constexpr std::size_t kChunk = 2048;  // a multiple of 8
+    };
+    if (sketch && params.scan) {
+      scan_state.resize(static_cast<std::size_t>(rows));
+      hist_all.assign(static_cast<std::size_t>(rows * nbins), 0);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        ScanState& st = scan_state[static_cast<std::size_t>(r)];
+        st.hist = hist_all.data() + r * nbins;
+        st.Tb = nbins - 1;
+        st.reserve(4 * R);
+      }
       hbuf.resize(kChunk);
       sel.resize(kChunk);
-      const std::size_t padded = (nslots + 7) / 8 * 8;
-      for (std::size_t s0 = 0; s0 < padded; s0 += kChunk) {
-        const std::size_t cnt = std::min(kChunk, padded - s0);
+    }
+    if (pscan) {
+      // Partitioned scan. Per table and query, the probe order of multi-probe LSH over
+      // the kPsBits bits of least |margin|: the 2^kPsBits flip masks scored by summed
+      // |margin| (by doubling), a histogram of their buckets' entries by score, and the
+      // lowest-score buckets that cover the table's share of the budget. The chosen
+      // (bucket, query) pairs of the whole block are then sorted by bucket (counting
+      // sort), so each bucket's sketches are read once for all the queries that chose
+      // it; a query's adjacent buckets are compared as one range.
+      const int mbits = std::min(K_, kPsBits);
+      const std::size_t nm = std::size_t{1} << mbits, nb = std::size_t{1} << K_;
+      const double live = static_cast<double>(nslots) - static_cast<double>(dead_);
+      const double share = std::max(1.0, params.scan_fraction * live / static_cast<double>(L_));
+      constexpr int kBins = 256;
+      std::vector<float> fs(nm);
+      std::vector<std::uint64_t> fmask(nm);
+      std::vector<std::uint32_t> bucket_size(nb);
+      std::vector<double> binw(kBins);
+      std::vector<std::pair<float, int>> order(static_cast<std::size_t>(K_));
+      std::vector<std::uint32_t> pair_code, pair_query, by_code(nb + 1), sorted_query, chosen_codes;
+      std::vector<std::uint32_t> pend_lo(static_cast<std::size_t>(rows)), pend_hi(static_cast<std::size_t>(rows));
+      const std::size_t sw = (nb + 63) / 64;
+      std::vector<std::uint64_t> chosen;  // per query bitmap over codes, only with a delta
+      const std::size_t W = static_cast<std::size_t>(W_);
+      for (std::int64_t t = 0; t < L_; ++t) {
+        const Table& tab = tables_[static_cast<std::size_t>(t)];
+        std::fill(bucket_size.begin(), bucket_size.end(), 0u);
+        for_each_group(tab, [&](std::uint64_t c, std::uint32_t lo, std::uint32_t hi) { bucket_size[c] = hi - lo; });
+        for (const auto& e : tab.delta) ++bucket_size[e.first];
+        const bool with_delta = !tab.delta.empty();
+        if (with_delta) chosen.assign(static_cast<std::size_t>(rows) * sw, 0);
+        pair_code.clear();
+        pair_query.clear();
         for (std::int64_t r = 0; r < rows; ++r) {
-          ScanState& st = scan_state[static_cast<std::size_t>(r)];
-          simd::hamming_planar(skp_.data() + s0 * W_, static_cast<std::int64_t>(cnt), W_,
-                               qsk_all.data() + r * W_, hbuf.data());
-          const std::int64_t m = simd::select_le(hbuf.data(), static_cast<std::int64_t>(cnt),
-                                                 static_cast<std::uint16_t>(st.T), sel.data());
-          for (std::int64_t e = 0; e < m; ++e) {
-            const std::uint16_t h = hbuf[sel[e]];
-            const std::uint32_t s = static_cast<std::uint32_t>(s0 + sel[e]);
-            if (h > st.T || s >= nslots || !admit(s)) continue;
-            st.cand.push_back(s);
-            st.hd.push_back(h);
-            ++st.hist[h];
-            ++st.n_le;
-            while (st.T > 0 && st.n_le - st.hist[st.T] >= R) st.n_le -= st.hist[st.T--];
+          const float* pr = proj.data() + r * rows_all + t * K_;
+          const std::uint64_t qc = codes_all[r * L_ + t];
+          for (int j = 0; j < K_; ++j) order[j] = {std::fabs(pr[j]), j};
+          std::partial_sort(order.begin(), order.begin() + mbits, order.end());
+          fs[0] = 0.0f;
+          fmask[0] = 0;
+          for (int j = 0; j < mbits; ++j) {
+            const std::size_t span = std::size_t{1} << j;
+            const float m = order[j].first;
+            const std::uint64_t bit = std::uint64_t{1} << order[j].second;
+            for (std::size_t f = 0; f < span; ++f) {
+              fs[f | span] = fs[f] + m;
+              fmask[f | span] = fmask[f] | bit;
+            }
+          }
+          const float top = fs[nm - 1];
+          const float scale = top > 0.0f ? static_cast<float>(kBins) / top : 0.0f;
+          auto bin = [&](float v) { return std::min(kBins - 1, static_cast<int>(v * scale)); };
+          std::fill(binw.begin(), binw.end(), 0.0);
+          for (std::size_t f = 0; f < nm; ++f) binw[bin(fs[f])] += bucket_size[qc ^ fmask[f]];
+          int last = kBins - 1;
+          double cum = 0.0;
+          for (int i = 0; i < kBins; ++i) {
+            cum += binw[i];
+            if (cum >= share) {
+              last = i;
+              break;
+            }
+          }
+          for (std::size_t f = 0; f < nm; ++f) {
+            const std::uint64_t c = qc ^ fmask[f];
+            if (bin(fs[f]) > last || bucket_size[c] == 0) continue;
+            pair_code.push_back(static_cast<std::uint32_t>(c));
+            pair_query.push_back(static_cast<std::uint32_t>(r));
+            if (with_delta) chosen[r * sw + (c >> 6)] |= std::uint64_t{1} << (c & 63);
+          }
+        }
+        // Counting sort of the (bucket, query) pairs by bucket; queries stay ascending.
+        std::fill(by_code.begin(), by_code.end(), 0u);
+        for (std::uint32_t c : pair_code) ++by_code[c + 1];
+        for (std::size_t c = 0; c < nb; ++c) by_code[c + 1] += by_code[c];
+        sorted_query.resize(pair_code.size());
+        for (std::size_t i = 0; i < pair_code.size(); ++i) sorted_query[by_code[pair_code[i]]++] = pair_query[i];
+        // by_code[c] is now the end of bucket c's run; runs start at by_code[c - 1].
+        auto scan_range = [&](std::int64_t r, std::uint32_t lo, std::uint32_t hi) {
+          scan_rows(scan_state[static_cast<std::size_t>(r)], tab.skp.data(), lo, hi, tab.slots.data(),
+                    qsk_all.data() + r * W_);
+        };
+        std::fill(pend_lo.begin(), pend_lo.end(), 0u);
+        std::fill(pend_hi.begin(), pend_hi.end(), 0u);
+        // The chosen buckets in code order; a few ahead of the walk, their slot ids and
+        // first sketch lines are prefetched (a bucket's range is compared soon after).
+        chosen_codes.clear();
+        for (std::size_t c = 0, prev = 0; c < nb; prev = by_code[c], ++c)
+          if (by_code[c] != prev) chosen_codes.push_back(static_cast<std::uint32_t>(c));
+        constexpr std::size_t kAheadBuckets = 4;
+        auto prefetch_bucket = [&](std::uint32_t c) {
+          const auto rg = main_range(tab, c);
+          const char* sl = reinterpret_cast<const char*>(tab.slots.data() + rg.first);
+          const char* sl_end = reinterpret_cast<const char*>(tab.slots.data() + rg.second);
+          for (; sl < sl_end; sl += 64) SIMDEX_PREFETCH(sl);
+          const char* sp = reinterpret_cast<const char*>(tab.skp.data() + rg.first / 8 * 8 * W);
+          SIMDEX_PREFETCH(sp);
+          SIMDEX_PREFETCH(sp + 64);
+        };
+        for (std::size_t i = 0; i < std::min(kAheadBuckets, chosen_codes.size()); ++i) prefetch_bucket(chosen_codes[i]);
+        std::uint32_t run = 0;
+        for (std::size_t i = 0; i < chosen_codes.size(); ++i) {
+          const std::uint32_t c = chosen_codes[i];
+          if (i + kAheadBuckets < chosen_codes.size()) prefetch_bucket(chosen_codes[i + kAheadBuckets]);
+          const std::uint32_t end = by_code[c];
+          run = c == 0 ? 0 : by_code[c - 1];
+          const auto rg = main_range(tab, c);
+          for (; run < end; ++run) {
+            const std::uint32_t r = sorted_query[run];
+            if (rg.second == rg.first) continue;
+            if (pend_hi[r] == rg.first && pend_hi[r] > pend_lo[r]) {
+              pend_hi[r] = rg.second;
+            } else {
+              if (pend_hi[r] > pend_lo[r]) scan_range(r, pend_lo[r], pend_hi[r]);
+              pend_lo[r] = rg.first;
+              pend_hi[r] = rg.second;
+            }
+          }
+        }
+        for (std::int64_t r = 0; r < rows; ++r)
+          if (pend_hi[r] > pend_lo[r]) scan_range(r, pend_lo[r], pend_hi[r]);
+        if (with_delta) {
+          for (const auto& e : tab.delta) {  // recent adds not yet merged into the table
+            const std::uint64_t* row = sk_.data() + static_cast<std::size_t>(e.second) * W;
+            for (std::int64_t r = 0; r < rows; ++r) {
+              if (!(chosen[r * sw + (e.first >> 6)] >> (e.first & 63) & 1)) continue;
+              ScanState& st = scan_state[static_cast<std::size_t>(r)];
+              ++st.scanned;
+              const std::uint64_t* qs = qsk_all.data() + r * W_;
+              std::uint16_t h = 0;
+              for (std::size_t w = 0; w < W; ++w)
+                h += static_cast<std::uint16_t>(__builtin_popcountll(row[w] ^ qs[w]));
+              take(st, e.second, h);
+            }
           }
         }
       }
+    } else if (sketch && params.scan) {
+      for (std::size_t s0 = 0; s0 < nslots; s0 += kChunk) {
+        const std::size_t s1 = std::min(nslots, s0 + kChunk);
+        for (std::int64_t r = 0; r < rows; ++r)
+          scan_rows(scan_state[static_cast<std::size_t>(r)], skp_.data(), s0, s1, nullptr, qsk_all.data() + r * W_);
+      }
+      for (auto& st : scan_state) st.scanned = static_cast<std::int64_t>(nslots);
     }
 
     for (std::int64_t r = 0; r < rows; ++r) {
@@ -783,10 +986,29 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
         ScanState& st = scan_state[static_cast<std::size_t>(r)];
         cand.swap(st.cand);
         hd.swap(st.hd);
-        hist.swap(st.hist);
-        scanned = static_cast<std::int64_t>(nslots);
-        if (num_candidates) num_candidates[qi] = static_cast<std::int64_t>(cand.size());
-        select_smallest(cand, hd, hist, R);
+        cand.resize(st.n);
+        hd.resize(st.n);
+        scanned = st.scanned;
+        if (pscan && L_ > 1) {  // a slot found in several tables counts once
+          std::size_t w = 0;
+          for (std::size_t i = 0; i < cand.size(); ++i) {
+            const std::uint32_t s = cand[i];
+            const std::uint64_t bit = std::uint64_t{1} << (s & 63);
+            if (vbits[s >> 6] & bit) continue;
+            vbits[s >> 6] |= bit;
+            cand[w] = s;
+            hd[w++] = hd[i];
+          }
+          cand.resize(w);
+          hd.resize(w);
+          for (std::uint32_t s : cand) vbits[s >> 6] = 0;
+        }
+        if (num_candidates) num_candidates[qi] = st.admitted;
+        if (cand.size() > R) {
+          hist.assign(static_cast<std::size_t>(64 * W_) + 1, 0);
+          for (std::uint16_t h : hd) ++hist[h];
+          select_smallest(cand, hd, hist, R);
+        }
       } else {
         // Probe codes of every table (prefetching their offsets), then bucket ranges
         // (prefetching their first entries), then the entries, so latencies overlap.
@@ -927,15 +1149,17 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
           const std::int8_t* row = codes8_.data() + static_cast<std::size_t>(s) * code_stride_;
           scores[c] = row_scale(row, code_stride_) * g_dot_i8(qv, row, code_stride_);
         }
-        fv.resize(static_cast<std::size_t>(keep));
-        fi.resize(static_cast<std::size_t>(keep));
-        heap_init(keep, fv.data(), fi.data());
-        heap_push_block(scores.data(), static_cast<std::int64_t>(nc), nullptr, 0, keep, fv.data(), fi.data());
-        // Keep candidate order (ascending position) so the exact pass is deterministic.
-        std::sort(fi.begin(), fi.end());
-        std::size_t w = 0;
-        for (idx_t pos : fi)
-          if (pos != kEmptyId) cand[w++] = cand[static_cast<std::size_t>(pos)];
+        // The best `keep` by (score, then position): the keep-th best score by selection,
+        // then one ordered pass, so candidate order (and the exact pass) is deterministic.
+        fv.assign(scores.begin(), scores.end());
+        std::nth_element(fv.begin(), fv.begin() + (keep - 1), fv.end(), std::greater<float>());
+        const float cut = fv[static_cast<std::size_t>(keep - 1)];
+        std::size_t above = 0;
+        for (std::size_t c = 0; c < nc; ++c) above += scores[c] > cut;
+        std::size_t ties = static_cast<std::size_t>(keep) - above, w = 0;
+        for (std::size_t c = 0; c < nc; ++c) {
+          if (scores[c] > cut || (scores[c] == cut && ties > 0 && ties--)) cand[w++] = cand[c];
+        }
         nc = w;
       }
       scores.resize(nc);
@@ -944,8 +1168,11 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
       const std::size_t row_bytes = static_cast<std::size_t>(d_) * 4;
       for (std::size_t c = 0; c < nc; ++c) {
         if (c + kAhead < nc) {
-          const char* pf = reinterpret_cast<const char*>(data_.data() + cand[c + kAhead] * d_);
+          const std::uint32_t s2 = cand[c + kAhead];
+          const char* pf = reinterpret_cast<const char*>(data_.data() + static_cast<std::size_t>(s2) * d_);
           for (std::size_t off = 0; off < row_bytes; off += 64) SIMDEX_PREFETCH(pf + off);
+          SIMDEX_PREFETCH(reinterpret_cast<const char*>(inv_norm_.data() + s2));
+          SIMDEX_PREFETCH(reinterpret_cast<const char*>(slot_id_.data() + s2));
         }
         const std::uint32_t s = cand[c];
         const float* xv = data_.data() + static_cast<std::size_t>(s) * d_;
@@ -1105,7 +1332,7 @@ std::int64_t LshIndex::memory_bytes() const {
   for (const auto& t : tables_)
     b += static_cast<std::int64_t>(t.keys.capacity() * 8 + t.offs.capacity() * 4 +
                                    t.slots.capacity() * 4 + t.prefix.capacity() * 4 +
-                                   t.delta.capacity() * 16 + t.sk.capacity() * 8);
+                                   t.delta.capacity() * 16 + t.sk.capacity() * 8 + t.skp.capacity() * 8);
   return b;
 }
 

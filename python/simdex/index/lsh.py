@@ -42,6 +42,7 @@ from simdex.index.stores import new_store
 __all__ = ["LSHIndex", "RandomProjection", "hash_vectors", "tune_lsh", "TuneResult"]
 
 MAX_FILE_PROBES = 1 << 16  # largest num_probes / refine a loaded file may claim
+_MAX_SCAN_BITS = 16  # partitioned scan: the native bound on hash_bits
 MAX_PROBES = 1 << 16  # buckets probed per table at most (the native bound); 2**hash_bits is used when smaller
 
 
@@ -88,9 +89,15 @@ class LSHIndex(Index):
             distance go on to the int8 / exact stage (bucket entries farther than the
             running threshold are dropped without touching their vectors); 0 = every
             candidate (classic).
-        scan: With ``rerank``: rank the sketches of all stored vectors (a sequential,
-            batched popcount scan) instead of probing buckets; pays for small and
-            medium collections.
+        scan: With ``rerank``: rank stored sketches by a sequential, batched popcount
+            scan instead of probing buckets entry by entry.
+        scan_fraction: With ``scan``: the share of the stored sketches compared per
+            query, summed over the tables. 1 (default) compares all of them; below 1 each
+            table compares only the sketches of its best buckets for the query (least
+            summed |margin| of the flipped bits first, multi-probe order) until it has
+            covered ``scan_fraction * len(index) / num_tables`` entries. Each table then
+            keeps its entries' sketches in bucket order (``sketch_bits / 8`` bytes per
+            vector per table), so needs ``hash_bits <= 16``.
         center: Hash ``x/|x| - c`` with ``c`` the mean direction of the first batch
             added (the self-configuration always centres). Balances the buckets of
             data that lies in one cone, e.g. word embeddings.
@@ -129,6 +136,7 @@ class LSHIndex(Index):
         sketch_bits: int | None = None,
         rerank: int | None = None,
         scan: bool = False,
+        scan_fraction: float = 1.0,
         center: bool = False,
         device: str = "cpu",
     ) -> None:
@@ -158,6 +166,11 @@ class LSHIndex(Index):
         self.scan = bool(scan)
         if self.scan and not self.rerank:
             raise ValueError("scan=True ranks every sketch and re-ranks the best: pass rerank >= 1")
+        self.scan_fraction = _check_fraction(scan_fraction)
+        if self.scan_fraction < 1.0 and not self.scan:
+            raise ValueError("scan_fraction < 1 applies to the sketch scan: pass scan=True and rerank >= 1")
+        if self.scan_fraction < 1.0 and not self.auto and (hash_bits or 14) > _MAX_SCAN_BITS:
+            raise ValueError(f"scan_fraction < 1 needs hash_bits <= {_MAX_SCAN_BITS}, got {hash_bits}")
         if self.device == "cuda":
             if sketch_bits or center:
                 raise ValueError("sketches and centring are CPU features; use device='cpu'")
@@ -193,7 +206,11 @@ class LSHIndex(Index):
             center=self._center,
             sketch_words=self.sketch_bits // 64,
             sketch_planes=self._sketch_planes(),
+            table_sketches=self._table_sketches(projection.hash_bits),
         )
+
+    def _table_sketches(self, hash_bits: int) -> bool:
+        return bool(self.scan and self.scan_fraction < 1.0 and self.sketch_bits and hash_bits <= _MAX_SCAN_BITS)
 
     def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
         super()._backend_add(x, ids, replace)
@@ -221,8 +238,10 @@ class LSHIndex(Index):
         num_threads: int | None,
         refine: int | None,
         rerank: int | None = None,
-    ) -> dict[str, int | None]:
+        scan_fraction: float | None = None,
+    ) -> dict[str, Any]:
         return {
+            "scan_fraction": None if scan_fraction is None else _check_fraction(scan_fraction),
             "num_probes": None if num_probes is None else check_int(num_probes, "num_probes", 1, MAX_PROBES),
             "num_threads": check_num_threads(num_threads),
             "refine": self.refine if refine is None else check_int(refine, "refine", 0),
@@ -251,6 +270,7 @@ class LSHIndex(Index):
             refine=options["refine"],
             rerank=rer,
             scan=self.scan and rer > 0,
+            scan_fraction=self._scan_fraction(options),
             **self._filter_kwargs(options),
         )
         # Distinct candidates per query, and bucket entries (or sketches) examined.
@@ -274,10 +294,20 @@ class LSHIndex(Index):
             num_threads=options["num_threads"],
             rerank=rer,
             scan=self.scan and rer > 0,
+            scan_fraction=self._scan_fraction(options),
             **self._filter_kwargs(options),
         )
         self._last_candidates = float(cand.mean()) if cand.size else 0.0
         return lims, D, ids
+
+    def _scan_fraction(self, options: Mapping[str, Any]) -> float:
+        f = self.scan_fraction if options.get("scan_fraction") is None else options["scan_fraction"]
+        if f < 1.0 and not self._store.table_sketches:
+            raise ValueError(
+                "scan_fraction < 1 needs the per-table sketches of an index built with scan=True, "
+                f"scan_fraction < 1 and hash_bits <= {_MAX_SCAN_BITS}"
+            )
+        return float(f)
 
     def _device_search(self, queries: Any, k: int, options: Mapping[str, Any]) -> tuple[Any, Any]:
         self._last_candidates = self._last_scanned = float("nan")
@@ -294,6 +324,7 @@ class LSHIndex(Index):
             center=self._center,
             sketch_words=self.sketch_bits // 64,
             sketch_planes=self._sketch_planes(),
+            table_sketches=self._table_sketches(hash_bits),
         )
         self.projection = projection
 
@@ -342,15 +373,19 @@ class LSHIndex(Index):
         structures: list[tuple[str, int, int, int]] = []  # (mode, tables, bits, sketch words)
         if n * scan_words * 8 <= 256 << 20:
             structures.append(("scan", 1, 1, scan_words))
+        if n >= _PSCAN_MIN_SIZE and n * 8 * 8 * (_PSCAN_TABLES + 1) <= 768 << 20:
+            pbits = int(min(_MAX_SCAN_BITS, max(4, round(math.log2(n / _PSCAN_BUCKET)))))
+            structures.append(("pscan", _PSCAN_TABLES, pbits, 8))
         structures.append(("buckets", tables, bits, 0))
         if kk < 1:
             structures = structures[:1]
         truth = None
         for mode, L, K, W in structures:
             self.sketch_bits = 64 * W
+            self.scan, self.scan_fraction = mode != "buckets", 0.5 if mode == "pscan" else 1.0
             self._rebuild(L, K)
             if kk < 1:
-                rows.append({"mode": mode, "num_probes": 1, "rerank": 1, "recall": 1.0, "cost": 0.0})
+                rows.append({"mode": mode, "num_probes": 1, "rerank": 1, "scan_fraction": 1.0, "recall": 1.0, "cost": 0.0})
                 break
             if truth is None:
                 _, truth = store.search_exact(qs, kk + 1)
@@ -360,9 +395,36 @@ class LSHIndex(Index):
                     _, found, _, _ = store.search(qs, kk + 1, 1, rerank=rer, scan=True)
                     rec = _recall(_drop_self(found, sample, kk), truth)
                     cost = n * W * 0.12 + rer * (60 + 8 * row_lines)
-                    rows.append({"mode": mode, "num_probes": 1, "rerank": rer, "recall": rec, "cost": cost})
+                    rows.append(
+                        {"mode": mode, "num_probes": 1, "rerank": rer, "scan_fraction": 1.0, "recall": rec, "cost": cost}
+                    )
                     if rec >= goal or rer >= n:
                         break
+            elif mode == "pscan":
+                for frac in _FRACTION_GRID:
+                    last = -1.0
+                    for rer in [r for r in _RERANK_GRID if r >= max(kk, 40)]:
+                        _, found, cand, scanned = store.search(
+                            qs, kk + 1, 1, refine=self.refine, rerank=rer, scan=True, scan_fraction=frac
+                        )
+                        rec = _recall(_drop_self(found, sample, kk), truth)
+                        cost = (
+                            L * _PSCAN_TABLE_NS
+                            + float(np.mean(scanned)) * W * _PSCAN_WORD_NS
+                            + float(np.mean(cand)) * _PSCAN_ADMIT_NS
+                            + rer * (60 + 8 * (int8_lines if dim <= 64 else row_lines))
+                            + min(rer, self.refine * kk) * (15 + 8 * row_lines) * (dim <= 64)
+                        )
+                        rows.append(
+                            {"mode": mode, "num_probes": 1, "rerank": rer, "scan_fraction": frac, "recall": rec,
+                             "cost": cost}
+                        )
+                        cheapest = min((r["cost"] for r in rows if r["recall"] >= goal), default=math.inf)
+                        # Stop widening when the goal is met, when it cannot pay, or when the
+                        # buckets scanned (not the re-rank width) limit the recall.
+                        if rec >= goal or cost > cheapest or rec < last + 0.003:
+                            break
+                        last = rec
             else:
                 for probes in _PROBE_GRID:
                     _, found, cand, _ = store.search(qs, kk + 1, probes, refine=self.refine)
@@ -374,7 +436,8 @@ class LSHIndex(Index):
                         + min(c, self.refine * kk) * (15 + 8 * row_lines)
                     )
                     rows.append(
-                        {"mode": mode, "num_probes": probes, "rerank": 0, "recall": rec, "cost": cost}
+                        {"mode": mode, "num_probes": probes, "rerank": 0, "scan_fraction": 1.0, "recall": rec,
+                         "cost": cost}
                     )
                     cheapest = min((r["cost"] for r in rows if r["recall"] >= goal), default=math.inf)
                     if rec >= goal or cost > cheapest:  # more probes only cost more
@@ -385,10 +448,11 @@ class LSHIndex(Index):
         )
         mode = best["mode"]
         chosen = next(st for st in structures if st[0] == mode)
+        self.scan, self.num_probes, self.rerank = mode != "buckets", int(best["num_probes"]), int(best["rerank"])
+        self.scan_fraction = float(best["scan_fraction"])
         if chosen != structures[len(structures) - 1 if kk >= 1 else 0]:
             self.sketch_bits = 64 * chosen[3]
             self._rebuild(chosen[1], chosen[2])
-        self.scan, self.num_probes, self.rerank = mode == "scan", int(best["num_probes"]), int(best["rerank"])
         self._configured_size = n
         self.autoconfig = {
             "size": n,
@@ -398,6 +462,7 @@ class LSHIndex(Index):
             "sketch_bits": self.sketch_bits,
             "num_probes": self.num_probes,
             "rerank": self.rerank,
+            "scan_fraction": self.scan_fraction,
             "sample_recall": float(best["recall"]),
             "reached_target": bool(good),
             "seconds": time.perf_counter() - t0,
@@ -416,6 +481,7 @@ class LSHIndex(Index):
             "sketch_bits": self.sketch_bits,
             "rerank": self.rerank,
             "scan": self.scan,
+            "scan_fraction": self.scan_fraction,
             "auto": self.auto,
             "target_recall": self.target_recall,
             "configured_size": self._configured_size,
@@ -441,6 +507,13 @@ class LSHIndex(Index):
         sketch_bits = field_int(params, "sketch_bits", 0, 512, default=0)
         rerank = field_int(params, "rerank", 0, MAX_FILE_PROBES, default=0)
         scan = field_bool(params, "scan", default=False)
+        fraction = params.get("scan_fraction", 1.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+            raise CorruptFileError(f"field 'scan_fraction' must be a number in (0, 1], got {str(fraction)[:40]}")
+        if fraction < 1.0 and (not scan or bits > _MAX_SCAN_BITS):
+            raise CorruptFileError(
+                f"LSHIndex file has scan_fraction={fraction} with scan={scan}, hash_bits={bits}"
+            )
         if sketch_bits % 64 or (rerank and not sketch_bits) or (scan and not rerank):
             raise CorruptFileError(
                 f"LSHIndex file has an inconsistent sketch configuration (sketch_bits={sketch_bits}, "
@@ -458,6 +531,7 @@ class LSHIndex(Index):
                 sketch_bits=sketch_bits,
                 rerank=rerank,
                 scan=scan,
+                scan_fraction=float(fraction),
                 device=params.get("device", "cpu"),
             )
         except ValueError as e:  # a combination the constructor refuses
@@ -492,6 +566,7 @@ class LSHIndex(Index):
         num_threads: int | None = None,
         refine: int | None = None,
         rerank: int | None = None,
+        scan_fraction: float | None = None,
         filter: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate k nearest neighbours (exact distances of the candidates found).
@@ -505,6 +580,8 @@ class LSHIndex(Index):
             filter: Ids the search may return (see :meth:`simdex.Index.search`);
                 checked for each candidate before it is ranked (CPU only).
             rerank: Sketch-filter width for this call (default: ``self.rerank``).
+            scan_fraction: Share of the sketches scanned for this call (default:
+                ``self.scan_fraction``; below 1 only on an index built with it below 1).
 
         Returns:
             ``(distances, ids)``: float32 / int64 arrays (q, k) ((k,) for a 1-D query),
@@ -512,7 +589,9 @@ class LSHIndex(Index):
             and device-array queries, arrays of the queries' kind.
         """
         return self._search(
-            queries, k, {**self._options(num_probes, num_threads, refine, rerank), "filter": filter}
+            queries,
+            k,
+            {**self._options(num_probes, num_threads, refine, rerank, scan_fraction), "filter": filter},
         )
 
     def range_search(
@@ -524,6 +603,7 @@ class LSHIndex(Index):
         num_probes: int | None = None,
         num_threads: int | None = None,
         rerank: int | None = None,
+        scan_fraction: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates within distance ``radius`` of each query, CSR ``(lims, distances, ids)``.
 
@@ -534,7 +614,9 @@ class LSHIndex(Index):
         :meth:`search`. See :meth:`simdex.Index.range_search` for the layout and ``filter``.
         """
         return self._range_search(
-            queries, radius, {**self._options(num_probes, num_threads, None, rerank), "filter": filter}
+            queries,
+            radius,
+            {**self._options(num_probes, num_threads, None, rerank, scan_fraction), "filter": filter},
         )
 
     def stats(self) -> dict[str, Any]:
@@ -570,6 +652,7 @@ class LSHIndex(Index):
             "sketch_bits": self.sketch_bits,
             "rerank": self.rerank,
             "scan": self.scan,
+            "scan_fraction": self.scan_fraction,
             "auto": self.auto,
             "autoconfig": {k: v for k, v in self.autoconfig.items() if k != "tried"},
         }
@@ -648,8 +731,27 @@ class TuneResult:
 
 
 # Grids of the self-configuration (steps of about 1.4x: the choice lands near the target).
+# Partitioned scan in the self-configuration: from this size on, 2 tables of about 100
+# entries per bucket, 512-bit sketches; cost-model constants (ns per query: per table,
+# per sketch word compared, per candidate admitted) measured on GloVe-50 with this code.
+_PSCAN_MIN_SIZE = 50_000
+_PSCAN_TABLES = 2
+_PSCAN_BUCKET = 100
+_PSCAN_TABLE_NS = 5000.0
+_PSCAN_WORD_NS = 0.11
+_PSCAN_ADMIT_NS = 22.0
+_FRACTION_GRID = (0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.45)
 _RERANK_GRID = (10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 4096)
 _PROBE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def _check_fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"scan_fraction must be a number in (0, 1], got {type(value).__name__}")
+    f = float(value)
+    if not 0.0 < f <= 1.0:
+        raise ValueError(f"scan_fraction must be in (0, 1], got {value}")
+    return f
 
 
 def _drop_self(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:

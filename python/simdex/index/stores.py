@@ -64,6 +64,7 @@ def new_store(
     center: np.ndarray | None = None,
     sketch_words: int = 0,
     sketch_planes: np.ndarray | None = None,
+    table_sketches: bool = False,
 ) -> Any:
     """A new, empty store for an index of ``kind`` on ``device``.
 
@@ -79,6 +80,8 @@ def new_store(
         center: ``lsh`` on the CPU: hash ``x/|x| - center`` (float32 (dim,)), or None.
         sketch_words: ``lsh`` on the CPU: 64-bit sketch words per vector (0 to 8).
         sketch_planes: ``lsh`` on the CPU: float32 (64 * sketch_words, dim) sketch hyperplanes.
+        table_sketches: ``lsh`` on the CPU: each table keeps its entries' sketches in bucket
+            order (for the partitioned scan, ``scan_fraction < 1``; needs hash_bits <= 16).
     """
     if check_device(device) == "cuda":
         if kind == "exact":
@@ -104,5 +107,6 @@ def new_store(
             center=center,
             sketch_words=sketch_words,
             sketch_planes=sketch_planes,
+            table_sketches=table_sketches,
         )
     raise ValueError(f"unknown store kind {kind!r}; expected 'exact' or 'lsh'")
