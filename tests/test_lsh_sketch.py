@@ -114,6 +114,7 @@ def test_scan_wide_is_exact(data) -> None:
         {"num_tables": 8, "hash_bits": 10, "num_probes": 8, "sketch_bits": 64, "rerank": 50},
         {"num_tables": 8, "hash_bits": 10, "num_probes": 8, "sketch_bits": 192, "rerank": 50, "center": True},
         {"num_tables": 1, "hash_bits": 2, "sketch_bits": 128, "rerank": 60, "scan": True},
+        {"num_tables": 2, "hash_bits": 8, "sketch_bits": 256, "rerank": 60, "scan": True, "scan_fraction": 0.2},
         {},
     ],
 )
@@ -129,11 +130,18 @@ def test_results_do_not_depend_on_thread_count(data, kw) -> None:
         np.testing.assert_array_equal(D, D1)
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_removed_ids_never_come_back_with_sketches(data, scan: bool) -> None:
+@pytest.mark.parametrize("scan", [False, True, "partitioned"])
+def test_removed_ids_never_come_back_with_sketches(data, scan: bool | str) -> None:
     base, queries, _ = data
     index = simdex.LSHIndex(
-        32, num_tables=4, hash_bits=8, num_probes=16, sketch_bits=128, rerank=200, scan=scan
+        32,
+        num_tables=4,
+        hash_bits=8,
+        num_probes=16,
+        sketch_bits=128,
+        rerank=200,
+        scan=bool(scan),
+        scan_fraction=0.3 if scan == "partitioned" else 1.0,
     )
     index.add(base)
     rng = np.random.default_rng(5)
@@ -208,6 +216,7 @@ def test_self_configured_small_and_growing() -> None:
     [
         {},
         {"num_tables": 6, "hash_bits": 9, "num_probes": 4, "sketch_bits": 128, "rerank": 80, "center": True},
+        {"num_tables": 2, "hash_bits": 7, "sketch_bits": 512, "rerank": 80, "scan": True, "scan_fraction": 0.25},
     ],
 )
 def test_save_load_keeps_configuration_and_results(data, tmp_path, kw) -> None:
@@ -221,7 +230,7 @@ def test_save_load_keeps_configuration_and_results(data, tmp_path, kw) -> None:
     np.testing.assert_array_equal(I, I2)
     np.testing.assert_array_equal(D, D2)
     a, b = index.stats(), loaded.stats()
-    for key in ("num_tables", "hash_bits", "num_probes", "sketch_bits", "rerank", "scan", "auto"):
+    for key in ("num_tables", "hash_bits", "num_probes", "sketch_bits", "rerank", "scan", "scan_fraction", "auto"):
         assert a[key] == b[key], key
 
 
@@ -248,3 +257,113 @@ def test_bad_sketch_arguments() -> None:
         core().lsh_hamming(np.zeros((3, 9), np.uint64), np.zeros(9, np.uint64))
     with pytest.raises(IndexError):
         core().lsh_hamming(np.zeros((3, 1), np.uint64), np.zeros(1, np.uint64), np.array([3], np.uint32))
+
+
+# -- partitioned scan (scan_fraction < 1) ---------------------------------------------
+
+
+def partitioned(**kw) -> simdex.LSHIndex:
+    args = {"num_tables": 2, "hash_bits": 8, "sketch_bits": 256, "rerank": 100, "scan": True, "center": True}
+    return simdex.LSHIndex(32, **{**args, **kw})
+
+
+def test_partitioned_scan_distances_exact_and_budget(data) -> None:
+    base, queries, truth = data
+    index = partitioned(scan_fraction=0.2)
+    index.add(base)
+    assert index.stats()["scan_fraction"] == 0.2
+    recalls, scanned = [], []
+    for f in (0.05, 0.2, 0.6):
+        D, I = index.search(queries, 10, scan_fraction=f)
+        assert (I >= 0).all()
+        np.testing.assert_allclose(D, cosine_dist(queries[:, None, :], base[I]), atol=2e-6)
+        assert (np.diff(D, axis=1) >= 0).all()
+        recalls.append(recall(I, truth))
+        scanned.append(index.stats()["mean_scanned_last_search"])
+        # Whole buckets are compared until each table has covered its share, so the
+        # entries compared are at least the budget and at most the budget plus buckets.
+        assert f * len(base) <= scanned[-1] <= f * len(base) + 2 * 2 * len(base) / 2**8 + 400
+    assert recalls[0] < recalls[1] <= recalls[2] + 0.01 and recalls[2] >= 0.85
+    # Full fraction: the plain scan of every stored sketch.
+    full = index.search(queries, 10, scan_fraction=1.0)[1]
+    assert index.stats()["mean_scanned_last_search"] == len(base)
+    assert recall(full, truth) >= recalls[2] - 0.02
+
+
+def test_partitioned_scan_finds_recent_adds_and_respects_filters(data) -> None:
+    base, queries, _ = data
+    index = partitioned(scan_fraction=0.3)
+    index.add(base[:7000])
+    index.add(base[7000:7300], ids=np.arange(7000, 7300))  # a small batch: kept in the tables' delta
+    D, I = index.search(base[7000:7300], 1)
+    np.testing.assert_array_equal(I[:, 0], np.arange(7000, 7300))
+    np.testing.assert_allclose(D[:, 0], 0.0, atol=1e-6)
+    allowed = np.arange(0, 7300, 3)
+    _, I = index.search(queries, 10, filter=allowed)
+    assert np.isin(I[I >= 0], allowed).all() and (I >= 0).mean() > 0.9
+    lims, Dr, Ir = index.range_search(queries[:20], 0.05)
+    assert lims.shape == (21,) and (Dr <= 0.05).all()
+    for i in range(20):
+        got = Ir[lims[i] : lims[i + 1]]
+        np.testing.assert_allclose(Dr[lims[i] : lims[i + 1]], cosine_dist(queries[i], base[got]), atol=2e-6)
+
+
+def test_partitioned_scan_memory_is_reported(data) -> None:
+    base, _, _ = data
+    plain = partitioned(scan_fraction=1.0)
+    part = partitioned(scan_fraction=0.5)
+    plain.add(base)
+    part.add(base)
+    extra = part.stats()["memory_bytes"] - plain.stats()["memory_bytes"]
+    # Each of the 2 tables keeps the 256-bit sketch of each of its entries, and the
+    # slot-order copy of the plain scan is not kept (a full scan reads table 0's).
+    assert 32 * len(base) <= extra <= 32 * len(base) + 64 * 1024
+    q = base[:50] + 0.01
+    np.testing.assert_array_equal(
+        part.search(q, 5, scan_fraction=1.0)[1], plain.search(q, 5)[1]
+    )  # the same full scan either way
+
+
+def test_self_configured_large_collection_tries_partitioned_scan() -> None:
+    base = clustered(60_000, 16, 400, seed=11, offset=0.5)
+    rng = np.random.default_rng(12)
+    queries = (base[rng.choice(len(base), 200, replace=False)] + 0.3 * rng.normal(size=(200, 16))).astype(
+        np.float32
+    )
+    exact = simdex.ExactIndex(16)
+    exact.add(base)
+    _, truth = exact.search(queries, 10)
+    index = simdex.LSHIndex(16)
+    index.add(base)
+    D, I = index.search(queries, 10)
+    assert recall(I, truth) >= 0.9
+    np.testing.assert_allclose(D, cosine_dist(queries[:, None, :], base[I]), atol=2e-6)
+    cfg = index.stats()["autoconfig"]
+    assert "pscan" in {r["mode"] for r in index.autoconfig["tried"]}
+    assert cfg["reached_target"] and 0.0 < cfg["scan_fraction"] <= 1.0
+    if cfg["mode"] == "pscan":
+        assert index.scan and index.scan_fraction < 1.0 and index.num_tables == 3
+
+
+def test_bad_scan_fraction() -> None:
+    with pytest.raises(ValueError, match="scan_fraction"):
+        partitioned(scan_fraction=0.0)
+    with pytest.raises(ValueError, match="scan_fraction"):
+        partitioned(scan_fraction=1.5)
+    with pytest.raises(TypeError, match="scan_fraction"):
+        partitioned(scan_fraction="half")
+    with pytest.raises(ValueError, match="scan=True"):
+        simdex.LSHIndex(8, num_tables=2, sketch_bits=64, rerank=10, scan_fraction=0.5)
+    with pytest.raises(ValueError, match="hash_bits <= 16"):
+        partitioned(hash_bits=20, scan_fraction=0.5)
+    x = np.random.default_rng(0).normal(size=(300, 32)).astype(np.float32)
+    full = partitioned(scan_fraction=1.0)
+    full.add(x)
+    with pytest.raises(ValueError, match="per-table sketches"):
+        full.search(x[:3], 2, scan_fraction=0.5)
+    part = partitioned(scan_fraction=0.5)
+    part.add(x)
+    with pytest.raises(ValueError, match="scan_fraction"):
+        part.search(x[:3], 2, scan_fraction=-1)
+    with pytest.raises(ValueError, match="scan_fraction"):
+        part.search(x[:3], 2, scan_fraction=float("nan"))

@@ -2,6 +2,9 @@
 // at load time (same CPU -> same kernel -> same results).
 #include "simd.h"
 
+#include <algorithm>
+#include <cstddef>
+
 #include "arch.h"
 
 namespace simdex::simd {
@@ -260,6 +263,83 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void hamming_planar_avx512(co
 }
 
 #endif  // SIMDEX_X86
+std::int64_t planar_multi_portable(const std::uint64_t* planar, std::int64_t lo, std::int64_t hi, int W,
+                                   const std::uint64_t* qs, const std::uint16_t* t, int nq,
+                                   std::uint32_t* out_q, std::uint32_t* out_row, std::uint16_t* out_h) {
+  std::int64_t c = 0;
+  for (std::int64_t b = lo / 8; b * 8 < hi; ++b) {
+    const std::uint64_t* blk = planar + b * 8 * W;
+    for (int j = 0; j < nq; ++j) {
+      const std::uint64_t* q = qs + static_cast<std::ptrdiff_t>(j) * W;
+      for (std::int64_t i = std::max(lo, b * 8); i < std::min(hi, b * 8 + 8); ++i) {
+        unsigned h = 0;
+        for (int w = 0; w < W; ++w) h += static_cast<unsigned>(__builtin_popcountll(blk[w * 8 + (i - b * 8)] ^ q[w]));
+        if (h <= t[j]) {
+          out_q[c] = static_cast<std::uint32_t>(j);
+          out_row[c] = static_cast<std::uint32_t>(i);
+          out_h[c++] = static_cast<std::uint16_t>(h);
+        }
+      }
+    }
+  }
+  return c;
+}
+
+#if SIMDEX_X86
+// One 8-row block in registers (W loads), then per query W xor+popcount+add against
+// the query's words broadcast from memory and one compare: the sketch data leaves L1
+// once per block instead of once per query.
+template <int W>
+__attribute__((target("avx512f,avx512vpopcntdq"))) std::int64_t planar_multi_avx512_w(
+    const std::uint64_t* planar, std::int64_t lo, std::int64_t hi, const std::uint64_t* qs, const std::uint16_t* t,
+    int nq, std::uint32_t* out_q, std::uint32_t* out_row, std::uint16_t* out_h) {
+  std::int64_t c = 0;
+  alignas(64) std::uint64_t hv[8];
+  for (std::int64_t b = lo / 8; b * 8 < hi; ++b) {
+    const std::uint64_t* blk = planar + b * 8 * W;
+    __m512i x[W];
+    for (int w = 0; w < W; ++w) x[w] = _mm512_loadu_si512(blk + w * 8);
+    const std::int64_t r0 = b * 8;
+    __mmask8 range = 0xFF;
+    if (r0 < lo) range &= static_cast<__mmask8>(0xFFu << (lo - r0));
+    if (r0 + 8 > hi) range &= static_cast<__mmask8>(0xFFu >> (r0 + 8 - hi));
+    for (int j = 0; j < nq; ++j) {
+      const std::uint64_t* q = qs + static_cast<std::ptrdiff_t>(j) * W;
+      __m512i acc = _mm512_popcnt_epi64(_mm512_xor_si512(x[0], _mm512_set1_epi64(static_cast<long long>(q[0]))));
+      for (int w = 1; w < W; ++w)
+        acc = _mm512_add_epi64(
+            acc, _mm512_popcnt_epi64(_mm512_xor_si512(x[w], _mm512_set1_epi64(static_cast<long long>(q[w])))));
+      unsigned m = _mm512_mask_cmple_epu64_mask(range, acc, _mm512_set1_epi64(t[j]));
+      if (!m) continue;
+      _mm512_store_si512(hv, acc);
+      do {
+        const int i = __builtin_ctz(m);
+        out_q[c] = static_cast<std::uint32_t>(j);
+        out_row[c] = static_cast<std::uint32_t>(r0 + i);
+        out_h[c++] = static_cast<std::uint16_t>(hv[i]);
+        m &= m - 1;
+      } while (m);
+    }
+  }
+  return c;
+}
+
+std::int64_t planar_multi_avx512(const std::uint64_t* planar, std::int64_t lo, std::int64_t hi, int W,
+                                 const std::uint64_t* qs, const std::uint16_t* t, int nq, std::uint32_t* out_q,
+                                 std::uint32_t* out_row, std::uint16_t* out_h) {
+  switch (W) {
+    case 1: return planar_multi_avx512_w<1>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+    case 2: return planar_multi_avx512_w<2>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+    case 3: return planar_multi_avx512_w<3>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+    case 4: return planar_multi_avx512_w<4>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+    case 5: return planar_multi_avx512_w<5>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+    case 6: return planar_multi_avx512_w<6>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+    case 7: return planar_multi_avx512_w<7>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+    default: return planar_multi_avx512_w<8>(planar, lo, hi, qs, t, nq, out_q, out_row, out_h);
+  }
+}
+
+#endif  // SIMDEX_X86
 std::int64_t select_le_scalar(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx) {
   std::int64_t c = 0;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -306,7 +386,17 @@ SelectFn pick_select() {
 #endif
   return select_le_scalar;
 }
+using PlanarMultiFn = std::int64_t (*)(const std::uint64_t*, std::int64_t, std::int64_t, int, const std::uint64_t*,
+                                       const std::uint16_t*, int, std::uint32_t*, std::uint32_t*, std::uint16_t*);
+PlanarMultiFn pick_planar_multi() {
+#if SIMDEX_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) return planar_multi_avx512;
+#endif
+  return planar_multi_portable;
+}
 const PlanarFn g_planar = pick_planar();
+const PlanarMultiFn g_planar_multi = pick_planar_multi();
 const SelectFn g_select = pick_select();
 
 }  // namespace
@@ -318,6 +408,12 @@ void hamming_planar(const std::uint64_t* planar, std::int64_t n, int W, const st
 
 std::int64_t select_le(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx) {
   return g_select(h, n, t, idx);
+}
+
+std::int64_t hamming_planar_multi(const std::uint64_t* planar, std::int64_t lo, std::int64_t hi, int W,
+                                  const std::uint64_t* qs, const std::uint16_t* t, int nq,
+                                  std::uint32_t* out_q, std::uint32_t* out_row, std::uint16_t* out_h) {
+  return g_planar_multi(planar, lo, hi, W, qs, t, nq, out_q, out_row, out_h);
 }
 
 }  // namespace simdex::simd

@@ -35,6 +35,15 @@ namespace simdex::simd {
 void hamming_planar(const std::uint64_t* planar, std::int64_t n, int W, const std::uint64_t* q,
                     std::uint16_t* out);
 
+/// Several queries against one run of blocked planar rows [lo, hi) (planar points at
+/// row 0): each sketch block is loaded once and compared with every query (query j's W
+/// words at qs[j*W ..]). For each (query j, row) with Hamming distance <= t[j], in row
+/// order and queries ascending within a row block, appends j to out_q, the row to
+/// out_row and the distance to out_h; returns the count. The out arrays need room for
+/// nq * (hi - lo) entries.
+std::int64_t hamming_planar_multi(const std::uint64_t* planar, std::int64_t lo, std::int64_t hi, int W,
+                                  const std::uint64_t* qs, const std::uint16_t* t, int nq,
+                                  std::uint32_t* out_q, std::uint32_t* out_row, std::uint16_t* out_h);
 /// Positions i in [0, n) with h[i] <= t, ascending, into idx; returns their count.
 std::int64_t select_le(const std::uint16_t* h, std::int64_t n, std::uint16_t t, std::uint32_t* idx);
 

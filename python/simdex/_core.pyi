@@ -100,6 +100,7 @@ class LshIndex(_StoreAccessors):
         center: npt.NDArray[np.float32] | None = None,
         sketch_words: int = 0,
         sketch_planes: npt.NDArray[np.float32] | None = None,
+        table_sketches: bool = False,
     ) -> None: ...
     def rebuild(
         self,
@@ -110,10 +111,13 @@ class LshIndex(_StoreAccessors):
         center: npt.NDArray[np.float32] | None = None,
         sketch_words: int = 0,
         sketch_planes: npt.NDArray[np.float32] | None = None,
+        table_sketches: bool = False,
         num_threads: int = 0,
     ) -> None: ...
     @property
     def sketch_words(self) -> int: ...
+    @property
+    def table_sketches(self) -> bool: ...
     @property
     def dim(self) -> int: ...
     @property
@@ -138,6 +142,7 @@ class LshIndex(_StoreAccessors):
         scan: bool = False,
         filter_ids: npt.NDArray[np.int64] | None = None,
         filter_deny: bool = False,
+        scan_fraction: float = 1.0,
     ) -> tuple[
         npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]
     ]: ...
@@ -151,6 +156,7 @@ class LshIndex(_StoreAccessors):
         scan: bool = False,
         filter_ids: npt.NDArray[np.int64] | None = None,
         filter_deny: bool = False,
+        scan_fraction: float = 1.0,
     ) -> tuple[
         npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]
     ]: ...

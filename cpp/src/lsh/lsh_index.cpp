@@ -29,6 +29,7 @@ constexpr std::size_t kMinDelta = 4096;   // delta size below which it is never 
 constexpr int kMaxPrefixBits = 20;
 constexpr int kMaxDirectBits = 24;  // direct offsets: at most 64 MiB per table
 constexpr int kMaxScanBits = 16;    // partitioned scan: per-block counting sort over 2^K codes
+constexpr int kMaxScanBins = 512;   // scan thresholds: histogram bins per query (exact up to 512 bits)
 constexpr int kPsBits = 10;         // partitioned scan: probes flip the kPsBits least certain bits
 
 // ---- distance kernels. The float32 dot is shared with exact search (simd.h).
@@ -239,7 +240,7 @@ void LshIndex::hash_rows(const float* x, std::int64_t n, const float* inv, std::
 
 void LshIndex::update_planar(std::size_t first_slot) {
   const std::size_t n = slot_id_.size(), W = static_cast<std::size_t>(W_);
-  if (W == 0) {
+  if (W == 0 || table_sketches_) {  // with table sketches a full scan reads table 0's copy
     skp_ = {};
     return;
   }
@@ -768,7 +769,7 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
     std::vector<ScanState> scan_state;
     std::vector<std::uint32_t> hist_all;
     int shift = 0;
-    while ((64 * W_ >> shift) > 64) ++shift;
+    while ((64 * W_ >> shift) > kMaxScanBins) ++shift;
     const int nbins = (64 * W_ >> shift) + 1;
     constexpr std::size_t kChunk = 2048;  // rows compared per kernel call, a multiple of 8
     auto limit = [&](const ScanState& st) { return static_cast<std::uint16_t>(((st.Tb + 1) << shift) - 1); };
@@ -788,20 +789,38 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
       ++st.admitted;
       count_in(st, h);
     };
-    // Rows [lo, hi) of a planar sketch array (ids: slots[row], or the row itself).
-    // (A fused popcount + compare + compress kernel was measured slower here: the
-    // threshold must fall between rows for the admissions to stay few.)
-    auto scan_rows = [&](ScanState& st, const std::uint64_t* planar, std::size_t lo, std::size_t hi,
-                         const std::uint32_t* slots, const std::uint64_t* qs) {
-      st.scanned += static_cast<std::int64_t>(hi - lo);
-      for (std::size_t c0 = lo / 8 * 8; c0 < hi; c0 += kChunk) {
-        const std::size_t cnt = std::min(kChunk, (hi + 7) / 8 * 8 - c0);
-        simd::hamming_planar(planar + c0 * W_, static_cast<std::int64_t>(cnt), W_, qs, hbuf.data());
-        const std::int64_t m = simd::select_le(hbuf.data(), static_cast<std::int64_t>(cnt), limit(st), sel.data());
-        for (std::int64_t e = 0; e < m; ++e) {
-          const std::size_t pos = c0 + sel[e];
-          if (pos < lo || pos >= hi) continue;
-          take(st, slots ? slots[pos] : static_cast<std::uint32_t>(pos), hbuf[sel[e]]);
+    // Rows [lo, hi) against the queries list[0 .. m) of the block (their state and
+    // sketches), in chunks of kMultiRows rows: the multi-query kernel returns the
+    // (query, row) pairs under each query's threshold, then each is offered in order.
+    std::vector<std::uint64_t> mq_sk;
+    std::vector<std::uint16_t> mq_t, hit_h;
+    std::vector<std::uint32_t> hit_q, hit_row;
+    constexpr std::size_t kMultiRows = 512;
+    auto scan_multi = [&](const std::uint64_t* planar, std::size_t lo, std::size_t hi, const std::uint32_t* slots,
+                          const std::uint32_t* list, int m) {
+      const std::size_t W = static_cast<std::size_t>(W_);
+      mq_sk.resize(static_cast<std::size_t>(m) * W);
+      mq_t.resize(static_cast<std::size_t>(m));
+      for (int j = 0; j < m; ++j) {
+        const std::uint32_t r = list[j];
+        std::copy_n(qsk_all.data() + r * W, W, mq_sk.data() + static_cast<std::size_t>(j) * W);
+        scan_state[r].scanned += static_cast<std::int64_t>(hi - lo);
+      }
+      for (std::size_t a = lo; a < hi; a += kMultiRows) {
+        const std::size_t b = std::min(hi, a + kMultiRows);
+        for (int j = 0; j < m; ++j) mq_t[static_cast<std::size_t>(j)] = limit(scan_state[list[j]]);
+        const std::size_t cap = static_cast<std::size_t>(m) * (b - a);
+        if (hit_q.size() < cap) {
+          hit_q.resize(cap);
+          hit_row.resize(cap);
+          hit_h.resize(cap);
+        }
+        const std::int64_t nh =
+            simd::hamming_planar_multi(planar, static_cast<std::int64_t>(a), static_cast<std::int64_t>(b), W_,
+                                       mq_sk.data(), mq_t.data(), m, hit_q.data(), hit_row.data(), hit_h.data());
+        for (std::int64_t e = 0; e < nh; ++e) {
+          const std::uint32_t row = hit_row[e];
+          take(scan_state[list[hit_q[e]]], slots ? slots[row] : row, hit_h[e]);
         }
       }
     };
@@ -814,8 +833,6 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
         st.Tb = nbins - 1;
         st.reserve(4 * R);
       }
-      hbuf.resize(kChunk);
-      sel.resize(kChunk);
     }
     if (pscan) {
       // Partitioned scan. Per table and query, the probe order of multi-probe LSH over
@@ -836,7 +853,6 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
       std::vector<double> binw(kBins);
       std::vector<std::pair<float, int>> order(static_cast<std::size_t>(K_));
       std::vector<std::uint32_t> pair_code, pair_query, by_code(nb + 1), sorted_query, chosen_codes;
-      std::vector<std::uint32_t> pend_lo(static_cast<std::size_t>(rows)), pend_hi(static_cast<std::size_t>(rows));
       const std::size_t sw = (nb + 63) / 64;
       std::vector<std::uint64_t> chosen;  // per query bitmap over codes, only with a delta
       const std::size_t W = static_cast<std::size_t>(W_);
@@ -894,14 +910,9 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
         sorted_query.resize(pair_code.size());
         for (std::size_t i = 0; i < pair_code.size(); ++i) sorted_query[by_code[pair_code[i]]++] = pair_query[i];
         // by_code[c] is now the end of bucket c's run; runs start at by_code[c - 1].
-        auto scan_range = [&](std::int64_t r, std::uint32_t lo, std::uint32_t hi) {
-          scan_rows(scan_state[static_cast<std::size_t>(r)], tab.skp.data(), lo, hi, tab.slots.data(),
-                    qsk_all.data() + r * W_);
-        };
-        std::fill(pend_lo.begin(), pend_lo.end(), 0u);
-        std::fill(pend_hi.begin(), pend_hi.end(), 0u);
-        // The chosen buckets in code order; a few ahead of the walk, their slot ids and
-        // first sketch lines are prefetched (a bucket's range is compared soon after).
+        // The chosen buckets in code order, each compared at once with all the queries
+        // that chose it (one load of each sketch block for all of them); a few buckets
+        // ahead of the walk, slot ids and first sketch lines are prefetched.
         chosen_codes.clear();
         for (std::size_t c = 0, prev = 0; c < nb; prev = by_code[c], ++c)
           if (by_code[c] != prev) chosen_codes.push_back(static_cast<std::uint32_t>(c));
@@ -916,27 +927,15 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
           SIMDEX_PREFETCH(sp + 64);
         };
         for (std::size_t i = 0; i < std::min(kAheadBuckets, chosen_codes.size()); ++i) prefetch_bucket(chosen_codes[i]);
-        std::uint32_t run = 0;
         for (std::size_t i = 0; i < chosen_codes.size(); ++i) {
           const std::uint32_t c = chosen_codes[i];
           if (i + kAheadBuckets < chosen_codes.size()) prefetch_bucket(chosen_codes[i + kAheadBuckets]);
-          const std::uint32_t end = by_code[c];
-          run = c == 0 ? 0 : by_code[c - 1];
+          const std::uint32_t begin = c == 0 ? 0 : by_code[c - 1], end = by_code[c];
           const auto rg = main_range(tab, c);
-          for (; run < end; ++run) {
-            const std::uint32_t r = sorted_query[run];
-            if (rg.second == rg.first) continue;
-            if (pend_hi[r] == rg.first && pend_hi[r] > pend_lo[r]) {
-              pend_hi[r] = rg.second;
-            } else {
-              if (pend_hi[r] > pend_lo[r]) scan_range(r, pend_lo[r], pend_hi[r]);
-              pend_lo[r] = rg.first;
-              pend_hi[r] = rg.second;
-            }
-          }
+          if (rg.second > rg.first)
+            scan_multi(tab.skp.data(), rg.first, rg.second, tab.slots.data(), sorted_query.data() + begin,
+                       static_cast<int>(end - begin));
         }
-        for (std::int64_t r = 0; r < rows; ++r)
-          if (pend_hi[r] > pend_lo[r]) scan_range(r, pend_lo[r], pend_hi[r]);
         if (with_delta) {
           for (const auto& e : tab.delta) {  // recent adds not yet merged into the table
             const std::uint64_t* row = sk_.data() + static_cast<std::size_t>(e.second) * W;
@@ -954,11 +953,26 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
         }
       }
     } else if (sketch && params.scan) {
-      for (std::size_t s0 = 0; s0 < nslots; s0 += kChunk) {
-        const std::size_t s1 = std::min(nslots, s0 + kChunk);
-        for (std::int64_t r = 0; r < rows; ++r)
-          scan_rows(scan_state[static_cast<std::size_t>(r)], skp_.data(), s0, s1, nullptr, qsk_all.data() + r * W_);
-      }
+      // Every stored sketch, compared with all the queries of the block per load: from
+      // the slot-order copy, or (an index that keeps table sketches has no such copy)
+      // from table 0's bucket-order copy plus its recent adds.
+      std::vector<std::uint32_t> everyone(static_cast<std::size_t>(rows));
+      for (std::int64_t r = 0; r < rows; ++r) everyone[r] = static_cast<std::uint32_t>(r);
+      const Table* t0 = table_sketches_ ? &tables_[0] : nullptr;
+      const std::size_t n_rows = t0 ? t0->slots.size() : nslots;
+      for (std::size_t s0 = 0; s0 < n_rows; s0 += kChunk)
+        scan_multi(t0 ? t0->skp.data() : skp_.data(), s0, std::min(n_rows, s0 + kChunk),
+                   t0 ? t0->slots.data() : nullptr, everyone.data(), static_cast<int>(rows));
+      if (t0)
+        for (const auto& e : t0->delta) {
+          const std::uint64_t* row = sk_.data() + static_cast<std::size_t>(e.second) * W_;
+          for (std::int64_t r = 0; r < rows; ++r) {
+            const std::uint64_t* qs = qsk_all.data() + r * W_;
+            std::uint16_t h = 0;
+            for (int w = 0; w < W_; ++w) h += static_cast<std::uint16_t>(__builtin_popcountll(row[w] ^ qs[w]));
+            take(scan_state[static_cast<std::size_t>(r)], e.second, h);
+          }
+        }
       for (auto& st : scan_state) st.scanned = static_cast<std::int64_t>(nslots);
     }
 

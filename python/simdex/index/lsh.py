@@ -57,10 +57,11 @@ class LSHIndex(Index):
     ``target_recall``) chooses its own structure at the first search after the data
     grew (or shrank) by more than 2x: it centres the hashing on the data's mean
     direction and measures recall@10 on up to 300 of its own vectors (as queries,
-    their own ids removed) for (a) centred buckets over a probe grid and (b) the
-    sketch scan over a re-rank grid, and keeps the cheapest setting (modelled cache
-    lines and popcounts per query) that reaches ``target_recall`` + 0.015 on that
-    sample. The choice is deterministic (no timings); ``stats()["autoconfig"]`` says
+    their own ids removed) for (a) centred buckets over a probe grid, (b) the sketch
+    scan over a re-rank grid and, from 50,000 vectors, (c) the partitioned sketch scan
+    (3 tables, 512-bit sketches) over a grid of scanned shares and re-rank widths, and
+    keeps the cheapest setting (modelled cache lines, popcounts and candidates per
+    query) that reaches ``target_recall`` + 0.015 on that sample. The choice is deterministic (no timings); ``stats()["autoconfig"]`` says
     what was chosen, the sample recall and the seconds it took. Passing any of
     ``num_tables``, ``hash_bits``, ``num_probes``, ``sketch_bits`` or ``rerank`` gives
     a fixed configuration instead (unset ones take 16, 14, 8, 0, 0).
@@ -345,10 +346,15 @@ class LSHIndex(Index):
         Deterministic: a function of the data and the seed, never of timings. Recall@k
         is measured on a sample of up to 300 stored vectors used as queries (each one's
         own id removed from its answers) against exact neighbours over the store, for
-        two structures: (1) centred hyperplane buckets, ``hash_bits = round(log2 n) - 1``
+        three structures: (1) centred hyperplane buckets, ``hash_bits = round(log2 n) - 1``
         and 16 / 24 / 32 tables for n below 20k / 100k / above, probes 1 .. 256 with the
         int8 pre-rank; (2) where the sketches take at most 256 MiB, the sketch scan (256
-        bits for dim <= 128, else 512) with re-rank widths 10 .. 4096 (steps ~1.4x). The
+        bits for dim <= 128, else 512) with re-rank widths 10 .. 4096 (steps ~1.4x);
+        (3) from 50,000 vectors, the partitioned scan: 3 centred tables of about 100
+        entries per bucket, 512-bit sketches, shares 0.03 .. 0.45 of the sketches
+        compared, re-rank widths from 40 up (per share, widening stops when the goal is
+        met, when it costs more than the cheapest setting found, or when recall stops
+        rising: the buckets scanned limit it). The
         setting of least modelled cost (cache lines, popcounts and bucket look-ups per
         query, constants measured on this code) whose sample recall reaches
         ``target_recall + 0.015`` wins (else the highest recall), and the index is left
@@ -731,11 +737,11 @@ class TuneResult:
 
 
 # Grids of the self-configuration (steps of about 1.4x: the choice lands near the target).
-# Partitioned scan in the self-configuration: from this size on, 2 tables of about 100
+# Partitioned scan in the self-configuration: from this size on, 3 tables of about 100
 # entries per bucket, 512-bit sketches; cost-model constants (ns per query: per table,
 # per sketch word compared, per candidate admitted) measured on GloVe-50 with this code.
 _PSCAN_MIN_SIZE = 50_000
-_PSCAN_TABLES = 2
+_PSCAN_TABLES = 3
 _PSCAN_BUCKET = 100
 _PSCAN_TABLE_NS = 5000.0
 _PSCAN_WORD_NS = 0.11
