@@ -376,6 +376,16 @@ class LSHIndex(Index):
         bits = int(min(24, max(4, round(math.log2(max(n, 16))) - 1)))
         tables = 32 if n >= 100_000 else 24 if n >= 20_000 else 16
         scan_words = 4 if dim <= 128 else 8
+        def scan_cost(tables: int, scanned: float, words: int, admitted: float, rer: int) -> float:
+            # ns per query: per table (probe order, fixed work), per sketch word compared,
+            # per candidate under the running threshold, and the re-rank (int8 lines
+            # then float rows for dim <= 64, else float rows).
+            if dim <= 64:
+                rerank = rer * 8 * int8_lines + min(rer, self.refine * kk) * 8 * row_lines
+            else:
+                rerank = rer * 8 * row_lines
+            return tables * _SCAN_TABLE_NS + scanned * words * _SCAN_WORD_NS + admitted * _SCAN_ADMIT_NS + rerank
+
         structures: list[tuple[str, int, int, int]] = []  # (mode, tables, bits, sketch words)
         if n * scan_words * 8 <= 256 << 20:
             structures.append(("scan", 1, 1, scan_words))
@@ -398,9 +408,9 @@ class LSHIndex(Index):
                 truth = _drop_self(truth, sample, kk)
             if mode == "scan":
                 for rer in [r for r in _RERANK_GRID if r >= kk]:
-                    _, found, _, _ = store.search(qs, kk + 1, 1, rerank=rer, scan=True)
+                    _, found, cand, _ = store.search(qs, kk + 1, 1, refine=self.refine, rerank=rer, scan=True)
                     rec = _recall(_drop_self(found, sample, kk), truth)
-                    cost = n * W * 0.12 + rer * (60 + 8 * row_lines)
+                    cost = scan_cost(1, n, W, float(np.mean(cand)), rer)
                     rows.append(
                         {"mode": mode, "num_probes": 1, "rerank": rer, "scan_fraction": 1.0, "recall": rec, "cost": cost}
                     )
@@ -414,13 +424,7 @@ class LSHIndex(Index):
                             qs, kk + 1, 1, refine=self.refine, rerank=rer, scan=True, scan_fraction=frac
                         )
                         rec = _recall(_drop_self(found, sample, kk), truth)
-                        cost = (
-                            L * _PSCAN_TABLE_NS
-                            + float(np.mean(scanned)) * W * _PSCAN_WORD_NS
-                            + float(np.mean(cand)) * _PSCAN_ADMIT_NS
-                            + rer * (60 + 8 * (int8_lines if dim <= 64 else row_lines))
-                            + min(rer, self.refine * kk) * (15 + 8 * row_lines) * (dim <= 64)
-                        )
+                        cost = scan_cost(L, float(np.mean(scanned)), W, float(np.mean(cand)), rer)
                         rows.append(
                             {"mode": mode, "num_probes": 1, "rerank": rer, "scan_fraction": frac, "recall": rec,
                              "cost": cost}
@@ -738,15 +742,18 @@ class TuneResult:
 
 # Grids of the self-configuration (steps of about 1.4x: the choice lands near the target).
 # Partitioned scan in the self-configuration: from this size on, 3 tables of about 100
-# entries per bucket, 512-bit sketches; cost-model constants (ns per query: per table,
-# per sketch word compared, per candidate admitted) measured on GloVe-50 with this code.
+# entries per bucket, 512-bit sketches.
 _PSCAN_MIN_SIZE = 50_000
 _PSCAN_TABLES = 3
 _PSCAN_BUCKET = 100
-_PSCAN_TABLE_NS = 5000.0
-_PSCAN_WORD_NS = 0.11
-_PSCAN_ADMIT_NS = 22.0
-_FRACTION_GRID = (0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.45)
+_FRACTION_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
+# Cost model of both sketch scans (ns per query): per table, per sketch word compared,
+# per candidate under the running threshold: a least-squares fit of 19 timings (GloVe-50,
+# 1 thread: partitioned scan 3 x 12 bits x 512-bit sketches, shares 0.03-0.35, re-rank
+# 40-640; full scan of 256-bit sketches, re-rank 40-480; predictions within 20%).
+_SCAN_TABLE_NS = 13_000.0
+_SCAN_WORD_NS = 0.07
+_SCAN_ADMIT_NS = 45.0
 _RERANK_GRID = (10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 4096)
 _PROBE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
