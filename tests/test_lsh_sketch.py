@@ -114,7 +114,14 @@ def test_scan_wide_is_exact(data) -> None:
         {"num_tables": 8, "hash_bits": 10, "num_probes": 8, "sketch_bits": 64, "rerank": 50},
         {"num_tables": 8, "hash_bits": 10, "num_probes": 8, "sketch_bits": 192, "rerank": 50, "center": True},
         {"num_tables": 1, "hash_bits": 2, "sketch_bits": 128, "rerank": 60, "scan": True},
-        {"num_tables": 2, "hash_bits": 8, "sketch_bits": 256, "rerank": 60, "scan": True, "scan_fraction": 0.2},
+        {
+            "num_tables": 2,
+            "hash_bits": 8,
+            "sketch_bits": 256,
+            "rerank": 60,
+            "scan": True,
+            "scan_fraction": 0.2,
+        },
         {},
     ],
 )
@@ -216,7 +223,14 @@ def test_self_configured_small_and_growing() -> None:
     [
         {},
         {"num_tables": 6, "hash_bits": 9, "num_probes": 4, "sketch_bits": 128, "rerank": 80, "center": True},
-        {"num_tables": 2, "hash_bits": 7, "sketch_bits": 512, "rerank": 80, "scan": True, "scan_fraction": 0.25},
+        {
+            "num_tables": 2,
+            "hash_bits": 7,
+            "sketch_bits": 512,
+            "rerank": 80,
+            "scan": True,
+            "scan_fraction": 0.25,
+        },
     ],
 )
 def test_save_load_keeps_configuration_and_results(data, tmp_path, kw) -> None:
@@ -230,7 +244,16 @@ def test_save_load_keeps_configuration_and_results(data, tmp_path, kw) -> None:
     np.testing.assert_array_equal(I, I2)
     np.testing.assert_array_equal(D, D2)
     a, b = index.stats(), loaded.stats()
-    for key in ("num_tables", "hash_bits", "num_probes", "sketch_bits", "rerank", "scan", "scan_fraction", "auto"):
+    for key in (
+        "num_tables",
+        "hash_bits",
+        "num_probes",
+        "sketch_bits",
+        "rerank",
+        "scan",
+        "scan_fraction",
+        "auto",
+    ):
         assert a[key] == b[key], key
 
 

@@ -61,8 +61,9 @@ class LSHIndex(Index):
     scan over a re-rank grid and, from 50,000 vectors, (c) the partitioned sketch scan
     (3 tables, 512-bit sketches) over a grid of scanned shares and re-rank widths, and
     keeps the cheapest setting (modelled cache lines, popcounts and candidates per
-    query) that reaches ``target_recall`` + 0.015 on that sample. The choice is deterministic (no timings); ``stats()["autoconfig"]`` says
-    what was chosen, the sample recall and the seconds it took. Passing any of
+    query) that reaches ``target_recall`` + 0.015 on that sample. The choice is
+    deterministic (no timings); ``stats()["autoconfig"]`` says what was chosen, the
+    sample recall and the seconds it took. Passing any of
     ``num_tables``, ``hash_bits``, ``num_probes``, ``sketch_bits`` or ``rerank`` gives
     a fixed configuration instead (unset ones take 16, 14, 8, 0, 0).
 
@@ -211,7 +212,9 @@ class LSHIndex(Index):
         )
 
     def _table_sketches(self, hash_bits: int) -> bool:
-        return bool(self.scan and self.scan_fraction < 1.0 and self.sketch_bits and hash_bits <= _MAX_SCAN_BITS)
+        return bool(
+            self.scan and self.scan_fraction < 1.0 and self.sketch_bits and hash_bits <= _MAX_SCAN_BITS
+        )
 
     def _backend_add(self, x: np.ndarray, ids: np.ndarray, replace: bool) -> None:
         super()._backend_add(x, ids, replace)
@@ -376,6 +379,7 @@ class LSHIndex(Index):
         bits = int(min(24, max(4, round(math.log2(max(n, 16))) - 1)))
         tables = 32 if n >= 100_000 else 24 if n >= 20_000 else 16
         scan_words = 4 if dim <= 128 else 8
+
         def scan_cost(tables: int, scanned: float, words: int, admitted: float, rer: int) -> float:
             # ns per query: per table (probe order, fixed work), per sketch word compared,
             # per candidate under the running threshold, and the re-rank (int8 lines
@@ -384,7 +388,9 @@ class LSHIndex(Index):
                 rerank = rer * 8 * int8_lines + min(rer, self.refine * kk) * 8 * row_lines
             else:
                 rerank = rer * 8 * row_lines
-            return tables * _SCAN_TABLE_NS + scanned * words * _SCAN_WORD_NS + admitted * _SCAN_ADMIT_NS + rerank
+            return (
+                tables * _SCAN_TABLE_NS + scanned * words * _SCAN_WORD_NS + admitted * _SCAN_ADMIT_NS + rerank
+            )
 
         structures: list[tuple[str, int, int, int]] = []  # (mode, tables, bits, sketch words)
         if n * scan_words * 8 <= 256 << 20:
@@ -401,7 +407,16 @@ class LSHIndex(Index):
             self.scan, self.scan_fraction = mode != "buckets", 0.5 if mode == "pscan" else 1.0
             self._rebuild(L, K)
             if kk < 1:
-                rows.append({"mode": mode, "num_probes": 1, "rerank": 1, "scan_fraction": 1.0, "recall": 1.0, "cost": 0.0})
+                rows.append(
+                    {
+                        "mode": mode,
+                        "num_probes": 1,
+                        "rerank": 1,
+                        "scan_fraction": 1.0,
+                        "recall": 1.0,
+                        "cost": 0.0,
+                    }
+                )
                 break
             if truth is None:
                 _, truth = store.search_exact(qs, kk + 1)
@@ -412,7 +427,14 @@ class LSHIndex(Index):
                     rec = _recall(_drop_self(found, sample, kk), truth)
                     cost = scan_cost(1, n, W, float(np.mean(cand)), rer)
                     rows.append(
-                        {"mode": mode, "num_probes": 1, "rerank": rer, "scan_fraction": 1.0, "recall": rec, "cost": cost}
+                        {
+                            "mode": mode,
+                            "num_probes": 1,
+                            "rerank": rer,
+                            "scan_fraction": 1.0,
+                            "recall": rec,
+                            "cost": cost,
+                        }
                     )
                     if rec >= goal or rer >= n:
                         break
@@ -426,8 +448,14 @@ class LSHIndex(Index):
                         rec = _recall(_drop_self(found, sample, kk), truth)
                         cost = scan_cost(L, float(np.mean(scanned)), W, float(np.mean(cand)), rer)
                         rows.append(
-                            {"mode": mode, "num_probes": 1, "rerank": rer, "scan_fraction": frac, "recall": rec,
-                             "cost": cost}
+                            {
+                                "mode": mode,
+                                "num_probes": 1,
+                                "rerank": rer,
+                                "scan_fraction": frac,
+                                "recall": rec,
+                                "cost": cost,
+                            }
                         )
                         cheapest = min((r["cost"] for r in rows if r["recall"] >= goal), default=math.inf)
                         # Stop widening when the goal is met, when it cannot pay, or when the
@@ -446,8 +474,14 @@ class LSHIndex(Index):
                         + min(c, self.refine * kk) * (15 + 8 * row_lines)
                     )
                     rows.append(
-                        {"mode": mode, "num_probes": probes, "rerank": 0, "scan_fraction": 1.0, "recall": rec,
-                         "cost": cost}
+                        {
+                            "mode": mode,
+                            "num_probes": probes,
+                            "rerank": 0,
+                            "scan_fraction": 1.0,
+                            "recall": rec,
+                            "cost": cost,
+                        }
                     )
                     cheapest = min((r["cost"] for r in rows if r["recall"] >= goal), default=math.inf)
                     if rec >= goal or cost > cheapest:  # more probes only cost more
@@ -458,7 +492,11 @@ class LSHIndex(Index):
         )
         mode = best["mode"]
         chosen = next(st for st in structures if st[0] == mode)
-        self.scan, self.num_probes, self.rerank = mode != "buckets", int(best["num_probes"]), int(best["rerank"])
+        self.scan, self.num_probes, self.rerank = (
+            mode != "buckets",
+            int(best["num_probes"]),
+            int(best["rerank"]),
+        )
         self.scan_fraction = float(best["scan_fraction"])
         if chosen != structures[len(structures) - 1 if kk >= 1 else 0]:
             self.sketch_bits = 64 * chosen[3]
@@ -519,7 +557,9 @@ class LSHIndex(Index):
         scan = field_bool(params, "scan", default=False)
         fraction = params.get("scan_fraction", 1.0)
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
-            raise CorruptFileError(f"field 'scan_fraction' must be a number in (0, 1], got {str(fraction)[:40]}")
+            raise CorruptFileError(
+                f"field 'scan_fraction' must be a number in (0, 1], got {str(fraction)[:40]}"
+            )
         if fraction < 1.0 and (not scan or bits > _MAX_SCAN_BITS):
             raise CorruptFileError(
                 f"LSHIndex file has scan_fraction={fraction} with scan={scan}, hash_bits={bits}"
