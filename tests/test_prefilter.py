@@ -253,6 +253,7 @@ def _rounding_pair(rng: np.random.Generator, d: int, margin: float):
     """Two unit rows A, B and a query q with <q, A> = <q, B> + margin, where float16
     rounds every component of A down and of B up by ~0.45 ulp: the float16 scores rank
     B above A by ~9e-4, nearly the worst case a correct bound must cover."""
+
     def unit_near_grid(sign: float) -> np.ndarray:
         # Float16 grid points just above the bottom of their binade (so one ulp is the
         # binade's), 90% of them near 1/16 and the rest near 1/64.
