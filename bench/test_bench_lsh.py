@@ -205,7 +205,9 @@ def test_lsh_vs_peers(name: str) -> None:
     faiss_idx = {}
     # faiss IndexLSH scans every code per query: on 1M vectors two widths only.
     nbits_list = {"glove": (256, 512, 1024), "minilm": (512, 1024, 2048), "synth1m": (256, 512)}[name]
-    k_factors = (5, 10, 25) if name == "synth1m" else (2, 5, 10, 25, 50)
+    # k_factor in fine steps where faiss's recall crosses 0.9 (the bar compares against
+    # its best setting reaching 0.9).
+    k_factors = (5, 10, 25) if name == "synth1m" else (2, 3, 4, 5, 7, 10, 25, 50)
     for nbits in nbits_list:
         t0 = time.perf_counter()
         lsh = faiss.IndexLSH(d, nbits, True, False)
@@ -218,10 +220,10 @@ def test_lsh_vs_peers(name: str) -> None:
         T.run("exact", lambda: exact.search(q, K_NN, num_threads=1))
         T.run("simdex auto", lambda: index.search(q, K_NN, num_threads=1))
         for kw in curve:
-            T.run(
-                f"simdex {label(kw)}",
-                lambda: (index.search(q, K_NN, num_threads=1, **kw), index.stats()),
-            )
+            key = f"simdex {label(kw)}"
+            T.run(key, lambda: index.search(q, K_NN, num_threads=1, **kw))
+            # stats() outside the timing: on 32 tables of 1M entries it takes longer than the search
+            T.out[key] = (T.out[key], index.stats())
         for ef in EF_GRID:
             hn.set_ef(ef)
             T.run(f"hnsw ef={ef}", lambda: hn.knn_query(q, k=K_NN, num_threads=1))
