@@ -12,7 +12,11 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import sys, numpy as np, simdex
+    import signal, sys, numpy as np, simdex
+    # Python's own Ctrl-C handler, whatever this process inherited: a SIGINT that the
+    # parent (the test runner, after tests that start servers or Ray) ignores is
+    # ignored by its children too, and Python then installs no handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200_000, 64), dtype=np.float32)
     q = rng.standard_normal((200_000, 64), dtype=np.float32)   # ~5 TFLOP: minutes of work

@@ -355,7 +355,8 @@ class LSHIndex(Index):
         bits for dim <= 128, else 512) with re-rank widths 10 .. 4096 (steps ~1.4x);
         (3) from 50,000 vectors, the partitioned scan (from 200,000 vectors instead of
         the full scan: on GloVe-50, 400k vectors, the full scan took twice as long at
-        recall@10 0.92): 3 centred tables of about 100
+        recall@10 0.92; and there the buckets are tried only when it misses the goal):
+        3 centred tables of about 100
         entries per bucket, 512-bit sketches, shares 0.03 .. 0.45 of the sketches
         compared, re-rank widths from 40 up (per share, widening stops when the goal is
         met, when it costs more than the cheapest setting found, or when recall stops
@@ -407,10 +408,14 @@ class LSHIndex(Index):
         if kk < 1:
             structures = structures[:1]
         truth = None
+        built: tuple[str, int, int, int] | None = None
         for mode, L, K, W in structures:
+            if mode == "buckets" and n >= _FULL_SCAN_MAX_SIZE and any(r["recall"] >= goal for r in rows):
+                break  # a large collection: the partitioned scan reached the goal, skip the 32-table build
             self.sketch_bits = 64 * W
             self.scan, self.scan_fraction = mode != "buckets", 0.5 if mode == "pscan" else 1.0
             self._rebuild(L, K)
+            built = (mode, L, K, W)
             if kk < 1:
                 rows.append(
                     {
@@ -503,7 +508,7 @@ class LSHIndex(Index):
             int(best["rerank"]),
         )
         self.scan_fraction = float(best["scan_fraction"])
-        if chosen != structures[len(structures) - 1 if kk >= 1 else 0]:
+        if chosen != built:
             self.sketch_bits = 64 * chosen[3]
             self._rebuild(chosen[1], chosen[2])
         self._configured_size = n
