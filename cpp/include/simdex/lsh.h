@@ -346,7 +346,10 @@ class LshIndex {
   void configure(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options);
   /// Codes (table-major, n per table) and sketches (n*W words) of n rows; inv: 1/|x|.
   void hash_rows(const float* x, std::int64_t n, const float* inv, std::uint64_t* codes,
-                 std::uint64_t* sketches, int num_threads) const;
+                 std::uint64_t* sketches, int num_threads, bool interruptible = true) const;
+  bool wants_codes8() const;
+  void build_codes8(const float* x, const float* inv, std::int64_t first, std::int64_t n, int nt);
+  void index_slots(const std::uint64_t* codes, std::int64_t first, std::int64_t n, int nt);
   void add_locked(const float* x, std::int64_t n, const idx_t* ids, const std::uint64_t* codes,
                   const std::uint64_t* sketches, const float* inv, int num_threads);
   void fill_table_sketch(Table& t) const;

@@ -201,7 +201,7 @@ void LshIndex::configure(std::int64_t num_tables, int hash_bits, const float* pl
 }
 
 void LshIndex::hash_rows(const float* x, std::int64_t n, const float* inv, std::uint64_t* codes,
-                         std::uint64_t* sketches, int num_threads) const {
+                         std::uint64_t* sketches, int num_threads, bool interruptible) const {
   // One GEMM per fixed block of rows against the table and sketch planes together.
   // Without a centre the table bits are exactly lsh_hash's (<x, p> > 0); with one they
   // are <x/|x| - c, p> > 0, i.e. <x, p> * (1/|x|) - <c, p> > 0.
@@ -211,10 +211,9 @@ void LshIndex::hash_rows(const float* x, std::int64_t n, const float* inv, std::
   const bool centred = !center_.empty();
   int nt = num_threads > 0 ? num_threads : default_num_threads();
   nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(nt, nblocks)));
-  std::vector<std::vector<float>> bufs(static_cast<std::size_t>(nt));
-  parallel_for(nblocks, nt, [&](std::int64_t b, int tid) {
+  auto block = [&](std::int64_t b) {
     const std::int64_t r0 = b * kBlock, cnt = std::min(kBlock, n - r0);
-    auto& buf = bufs[static_cast<std::size_t>(tid)];
+    thread_local std::vector<float> buf;
     buf.resize(static_cast<std::size_t>(kBlock * rows));
     blas::gemm_abt(cnt, rows, d_, 1.0f, x + r0 * d_, all_planes_.data(), 0.0f, buf.data());
     for (std::int64_t i = 0; i < cnt; ++i) {
@@ -235,7 +234,11 @@ void LshIndex::hash_rows(const float* x, std::int64_t n, const float* inv, std::
         sketches[(r0 + i) * W_ + w] = c;
       }
     }
-  });
+  };
+  if (interruptible)
+    parallel_for(nblocks, nt, [&](std::int64_t b, int) { block(b); });
+  else
+    run_uninterruptible(nblocks, nt, block);
 }
 
 void LshIndex::update_planar(std::size_t first_slot) {
@@ -465,23 +468,32 @@ void LshIndex::add_locked(const float* x, std::int64_t n, const idx_t* ids, cons
   data_.insert(data_.end(), x, x + n * d_);
   inv_norm_.insert(inv_norm_.end(), inv, inv + n);
   sk_.insert(sk_.end(), sketches, sketches + n * W_);
-  // int8 stage: classic path, 64-bit sketches, and short rows (one cache line for d <= 60
-  // against 4 for the float row), where it halves the random reads of the re-rank.
   const int nt = num_threads > 0 ? num_threads : default_num_threads();
-  if (metric_ == Metric::kCosine && (W_ <= 1 || d_ <= 64)) {
-    codes8_.resize(static_cast<std::size_t>((first + n) * code_stride_));
-    constexpr std::int64_t kRows = 4096;  // blocks of rows, so the threads share the work
-    run_uninterruptible((n + kRows - 1) / kRows, nt, [&](std::int64_t b) {
-      for (std::int64_t i = b * kRows; i < std::min(n, (b + 1) * kRows); ++i)
-        quantize_unit_row(x + i * d_, d_, inv[i], code_stride_, codes8_.data() + (first + i) * code_stride_);
-    });
-  }
+  if (wants_codes8()) build_codes8(x, inv, first, n, nt);
   slot_id_.insert(slot_id_.end(), ids, ids + n);
   dead_bits_.resize((slot_id_.size() + 63) / 64, 0);
   slot_of_.reserve(slot_of_.size() + static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) slot_of_.emplace(ids[i], static_cast<std::uint32_t>(first + i));
 
   update_planar(static_cast<std::size_t>(first));
+  index_slots(codes, first, n, nt);
+}
+
+bool LshIndex::wants_codes8() const { return metric_ == Metric::kCosine && (W_ <= 1 || d_ <= 64); }
+
+void LshIndex::build_codes8(const float* x, const float* inv, std::int64_t first, std::int64_t n, int nt) {
+  // int8 stage: classic path, 64-bit sketches, and short rows (one cache line for d <= 60
+  // against 4 for the float row), where it halves the random reads of the re-rank.
+  codes8_.resize(static_cast<std::size_t>((first + n) * code_stride_));
+  constexpr std::int64_t kRows = 4096;  // blocks of rows, so the threads share the work
+  run_uninterruptible((n + kRows - 1) / kRows, nt, [&](std::int64_t b) {
+    for (std::int64_t i = b * kRows; i < std::min(n, (b + 1) * kRows); ++i)
+      quantize_unit_row(x + i * d_, d_, inv[i], code_stride_, codes8_.data() + (first + i) * code_stride_);
+  });
+}
+
+void LshIndex::index_slots(const std::uint64_t* codes, std::int64_t first, std::int64_t n, int nt) {
+  // Table entries for slots [first, first + n); codes: table-major, n per table.
   run_uninterruptible(L_, nt, [&](std::int64_t ti) {
     Table& t = tables_[static_cast<std::size_t>(ti)];
     const std::uint64_t* tc = codes + static_cast<std::size_t>(ti * n);
@@ -506,35 +518,25 @@ void LshIndex::add_locked(const float* x, std::int64_t n, const idx_t* ids, cons
 void LshIndex::rebuild(std::int64_t num_tables, int hash_bits, const float* planes, const LshOptions& options,
                        int num_threads) {
   std::unique_lock<RwLock> lock(mutex_);
-  // Live rows in slot order (the order add() gave them), then a fresh configuration.
-  std::vector<float> x;
-  std::vector<idx_t> ids;
-  x.reserve(static_cast<std::size_t>(size_unlocked() * d_));
-  ids.reserve(static_cast<std::size_t>(size_unlocked()));
-  for (std::size_t s = 0; s < slot_id_.size(); ++s) {
-    if (slot_id_[s] < 0) continue;
-    x.insert(x.end(), data_.begin() + static_cast<std::ptrdiff_t>(s * d_),
-             data_.begin() + static_cast<std::ptrdiff_t>((s + 1) * d_));
-    ids.push_back(slot_id_[s]);
-  }
-  const std::int64_t n = static_cast<std::int64_t>(ids.size());
+  // In place: removed slots are compacted away (live rows keep their order), then the
+  // stored rows are hashed again with the new configuration. The vectors, ids, norms
+  // and the int8 copy (which do not depend on the configuration) stay as they are.
+  // Nothing below may stop half way: the hashing runs without interrupt checks.
+  if (dead_ > 0) compact_locked();
   configure(num_tables, hash_bits, planes, options);  // validates first: on error nothing changed
-  data_ = {};
-  inv_norm_ = {};
-  codes8_ = {};
-  sk_ = {};
-  skp_ = {};
-  slot_id_ = {};
-  slot_of_ = {};
-  dead_ = 0;
-  dead_bits_ = {};
-  if (n == 0) return;
-  std::vector<float> inv(static_cast<std::size_t>(n), 0.0f);
-  compute_row_aux(x.data(), n, d_, Metric::kCosine, inv.data());
+  const std::int64_t n = static_cast<std::int64_t>(slot_id_.size());
+  const int nt = num_threads > 0 ? num_threads : default_num_threads();
   std::vector<std::uint64_t> codes(static_cast<std::size_t>(n * L_));
   std::vector<std::uint64_t> sketches(static_cast<std::size_t>(n * W_));
-  hash_rows(x.data(), n, inv.data(), codes.data(), sketches.data(), num_threads);
-  add_locked(x.data(), n, ids.data(), codes.data(), sketches.data(), inv.data(), num_threads);
+  if (n > 0) hash_rows(data_.data(), n, inv_norm_.data(), codes.data(), sketches.data(), nt, false);
+  sk_.assign(sketches.begin(), sketches.end());
+  if (!wants_codes8())
+    codes8_ = {};
+  else if (codes8_.size() != static_cast<std::size_t>(n * code_stride_))
+    build_codes8(data_.data(), inv_norm_.data(), 0, n, nt);
+  skp_ = {};
+  update_planar(0);
+  if (n > 0) index_slots(codes.data(), 0, n, nt);
 }
 
 void LshIndex::remove_locked(idx_t id) {
