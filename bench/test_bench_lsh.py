@@ -14,7 +14,8 @@ recall@10 against simdex.ExactIndex, all searches on 1 thread:
 
 Per data set, in one process: ExactIndex; ``LSHIndex(dim)`` with no tuning argument
 (its own choice, then a curve around it: the knob it chose scaled 0.25x..4x, and for the
-partitioned scan the share of sketches compared scaled 0.5x..2x);
+partitioned scan the share of sketches compared scaled 0.5x..2x, and 0.75x the share with
+1.25x..2x the re-rank width);
 hnswlib (M=16, efC=200; efC=64 for synth1m to bound the build time), ef 10..320 in fine
 steps around recall 0.9;
 faiss IndexLSH (rotate_data) + IndexRefineFlat over nbits x k_factor. Search rounds
@@ -185,10 +186,15 @@ def test_lsh_vs_peers(name: str) -> None:
     # partitioned scan also the share of sketches compared at the chosen re-rank width.
     knob = "rerank" if st["scan"] else "num_probes"
     v0 = st[knob]
-    curve = [{knob: v} for v in sorted({max(1, int(v0 * f)) for f in (0.25, 0.5, 0.75, 1, 1.5, 2, 4)})]
+    factors = (0.25, 0.5, 0.625, 0.75, 0.875, 1, 1.25, 1.5, 2, 4)
+    curve = [{knob: v} for v in sorted({max(1, int(v0 * f)) for f in factors})]
     if st["scan"] and st["scan_fraction"] < 1.0:
         f0 = st["scan_fraction"]
         curve += [{"scan_fraction": round(min(1.0, f0 * g), 4)} for g in (0.5, 0.75, 1.5, 2)]
+        # and a smaller share with wider re-ranks (the two knobs trade against each other)
+        curve += [
+            {"scan_fraction": round(f0 * 0.75, 4), "rerank": max(1, int(v0 * g))} for g in (1.25, 1.5, 2)
+        ]
 
     def label(kw: dict) -> str:
         return " ".join(f"{k}={v}" for k, v in kw.items())
