@@ -826,6 +826,22 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
         }
       }
     };
+    // The recent adds of a table (its delta, not yet merged into the bucket order), each
+    // offered to the queries r of the block with wants(r, code): one sketch at a time.
+    auto take_delta = [&](const Table& tab, auto&& wants) {
+      for (const auto& e : tab.delta) {
+        const std::uint64_t* row = sk_.data() + static_cast<std::size_t>(e.second) * W_;
+        for (std::int64_t r = 0; r < rows; ++r) {
+          if (!wants(r, e.first)) continue;
+          ScanState& st = scan_state[static_cast<std::size_t>(r)];
+          ++st.scanned;
+          const std::uint64_t* qs = qsk_all.data() + r * W_;
+          std::uint16_t h = 0;
+          for (int w = 0; w < W_; ++w) h += static_cast<std::uint16_t>(__builtin_popcountll(row[w] ^ qs[w]));
+          take(st, e.second, h);
+        }
+      }
+    };
     if (sketch && params.scan) {
       scan_state.resize(static_cast<std::size_t>(rows));
       hist_all.assign(static_cast<std::size_t>(rows * nbins), 0);
@@ -938,21 +954,8 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
             scan_multi(tab.skp.data(), rg.first, rg.second, tab.slots.data(), sorted_query.data() + begin,
                        static_cast<int>(end - begin));
         }
-        if (with_delta) {
-          for (const auto& e : tab.delta) {  // recent adds not yet merged into the table
-            const std::uint64_t* row = sk_.data() + static_cast<std::size_t>(e.second) * W;
-            for (std::int64_t r = 0; r < rows; ++r) {
-              if (!(chosen[r * sw + (e.first >> 6)] >> (e.first & 63) & 1)) continue;
-              ScanState& st = scan_state[static_cast<std::size_t>(r)];
-              ++st.scanned;
-              const std::uint64_t* qs = qsk_all.data() + r * W_;
-              std::uint16_t h = 0;
-              for (std::size_t w = 0; w < W; ++w)
-                h += static_cast<std::uint16_t>(__builtin_popcountll(row[w] ^ qs[w]));
-              take(st, e.second, h);
-            }
-          }
-        }
+        if (with_delta)
+          take_delta(tab, [&](std::int64_t r, std::uint64_t c) { return chosen[r * sw + (c >> 6)] >> (c & 63) & 1; });
       }
     } else if (sketch && params.scan) {
       // Every stored sketch, compared with all the queries of the block per load: from
@@ -965,16 +968,7 @@ void LshIndex::search_impl(const float* q, std::int64_t nq, std::int64_t k, cons
       for (std::size_t s0 = 0; s0 < n_rows; s0 += kChunk)
         scan_multi(t0 ? t0->skp.data() : skp_.data(), s0, std::min(n_rows, s0 + kChunk),
                    t0 ? t0->slots.data() : nullptr, everyone.data(), static_cast<int>(rows));
-      if (t0)
-        for (const auto& e : t0->delta) {
-          const std::uint64_t* row = sk_.data() + static_cast<std::size_t>(e.second) * W_;
-          for (std::int64_t r = 0; r < rows; ++r) {
-            const std::uint64_t* qs = qsk_all.data() + r * W_;
-            std::uint16_t h = 0;
-            for (int w = 0; w < W_; ++w) h += static_cast<std::uint16_t>(__builtin_popcountll(row[w] ^ qs[w]));
-            take(scan_state[static_cast<std::size_t>(r)], e.second, h);
-          }
-        }
+      if (t0) take_delta(*t0, [](std::int64_t, std::uint64_t) { return true; });
       for (auto& st : scan_state) st.scanned = static_cast<std::int64_t>(nslots);
     }
 
