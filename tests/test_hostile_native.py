@@ -49,6 +49,11 @@ if kind == "exact":
 elif kind == "lsh":
     index = simdex.LSHIndex(64, num_tables=8, hash_bits=8, num_probes=8); index.add(x)
     search = lambda: index.search(q, k=10)
+elif kind == "pscan":  # the partitioned sketch scan
+    index = simdex.LSHIndex(64, num_tables=3, hash_bits=8, sketch_bits=512, rerank=80, scan=True,
+                            scan_fraction=0.2)
+    index.add(x)
+    search = lambda: index.search(q, k=10)
 else:
     search = lambda: simdex.knn(q, x, k=10)
 started = threading.Barrier(4)
@@ -65,7 +70,7 @@ print("exiting", flush=True)
 
 
 @POSIX
-@pytest.mark.parametrize("kind", ["exact", "lsh", "knn"])
+@pytest.mark.parametrize("kind", ["exact", "lsh", "pscan", "knn"])
 def test_exit_while_daemon_threads_search(kind):
     # Exit while daemon threads are inside native searches: no abort, clean status 0.
     for _ in range(3):
@@ -109,6 +114,8 @@ print("ok", flush=True)
 CTORS = {
     "exact": "simdex.ExactIndex(32)",
     "lsh": "simdex.LSHIndex(32, num_tables=4, hash_bits=8, num_probes=4)",
+    "pscan": "simdex.LSHIndex(32, num_tables=3, hash_bits=8, sketch_bits=256, rerank=60, scan=True, "
+    "scan_fraction=0.2)",
 }
 
 
