@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from simdex._validate import as_matrix, check_int, check_k, check_num_threads
+from simdex._validate import as_matrix, check_int, check_k, check_num_threads, check_positive_number
 from simdex.index.base import Index
 from simdex.index.exact import ExactIndex
 from simdex.index.hashing import RandomProjection, hash_vectors
@@ -825,10 +825,8 @@ _PROBE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 
 def _check_fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"scan_fraction must be a number in (0, 1], got {type(value).__name__}")
-    f = float(value)
-    if not 0.0 < f <= 1.0:
+    f = check_positive_number(value, "scan_fraction")
+    if f > 1.0:
         raise ValueError(f"scan_fraction must be in (0, 1], got {value}")
     return f
 
