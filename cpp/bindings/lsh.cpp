@@ -103,11 +103,6 @@ py::array_t<std::uint16_t> hamming(const py::array_t<std::uint64_t, py::array::c
   return out;
 }
 
-void check_scan_fraction(double f) {
-  if (!(f > 0.0 && f <= 1.0))
-    throw std::invalid_argument(detail::concat("scan_fraction must be in (0, 1], got ", f));
-}
-
 LshOptions make_options(std::int64_t d, const py::object& center, int sketch_words, bool table_sketches,
                         const py::object& sketch_planes) {
   LshOptions o;
@@ -208,7 +203,6 @@ void register_lsh(py::module_& m) {
             p.refine = refine;
             p.rerank = rerank;
             p.scan = scan;
-            check_scan_fraction(scan_fraction);
             p.scan_fraction = scan_fraction;
             p.filter = filter ? &*filter : nullptr;
             py::array_t<float> D({nq, k});
@@ -241,7 +235,6 @@ void register_lsh(py::module_& m) {
             p.num_threads = num_threads;
             p.rerank = rerank;
             p.scan = scan;
-            check_scan_fraction(scan_fraction);
             p.scan_fraction = scan_fraction;
             p.filter = filter ? &*filter : nullptr;
             RangeResult r;
